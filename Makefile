@@ -1,0 +1,38 @@
+# Two commands for a new machine: `make demo` and `make test`.
+# An existing virtual environment is reused: set VENV=/path/to/venv to point at yours.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.gsag-installed
+
+.PHONY: demo test test-slow lint format clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m gsag demo
+
+test: $(STAMP)
+	$(PY) -m ruff check gsag tests
+	$(PY) -m ruff format --check gsag tests
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m "slow" || [ $$? -eq 5 ]  # 5 = no slow test selected
+
+lint: $(STAMP)
+	$(PY) -m ruff check gsag tests
+	$(PY) -m ruff format --check gsag tests
+
+format: $(STAMP)
+	$(PY) -m ruff format gsag tests
+	$(PY) -m ruff check --fix gsag tests
+
+clean:
+	rm -rf runs reports .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from gsag.cli import main
+
+sys.exit(main())
