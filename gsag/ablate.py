@@ -1,0 +1,292 @@
+"""Train and evaluate a grid of models x backbones x seeds with one config; summarise it.
+
+Layout of the output folder:
+
+    OUT/runs/<model>__<backbone>__s<seed>/   one training run (the engine's run folder)
+        result.json                          written last: its presence marks the run finished
+    OUT/results.json, OUT/results.md         mean ± std over seeds per model x backbone
+    OUT/miou.png, OUT/curves.png, OUT/per_class_iou.png
+
+A rerun skips every combination whose `result.json` exists, so an interrupted ablation resumes
+where it stopped (the unfinished combination is trained again from scratch).
+
+The reported mIoU of a run is its final evaluation (the last iteration), not the best over
+evaluations: picking the best on the validation set would flatter every model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gsag.report import (
+    atomic_write_text,
+    fmt_pm,
+    mean_std,
+    plot_curves,
+    plot_miou_bars,
+    plot_per_class_iou,
+)
+
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One cell of the grid."""
+
+    model: str
+    backbone: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}__{self.backbone}__s{self.seed}"
+
+
+def grid(models: Sequence[str], backbones: Sequence[str], seeds: Sequence[int]) -> list[Combo]:
+    """All combinations, seeds innermost (so a partial run covers few models fully)."""
+    return [Combo(m, b, s) for b, m, s in itertools.product(backbones, models, seeds)]
+
+
+def combo_overrides(combo: Combo, run_dir: Path) -> list[str]:
+    """The `--set` style overrides that turn the shared config into this combination's run."""
+    return [
+        f"model.name={combo.model}",
+        f"model.backbone={combo.backbone}",
+        f"train.seed={combo.seed}",
+        f"output.run_dir={run_dir}",
+    ]
+
+
+def model_kwargs_for(model: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Split the shared `model.kwargs` into those `model` accepts and the names it does not.
+
+    One config serves every model of the grid, so head options of one family (e.g. GSAG's
+    `num_heads`) are dropped for heads without them; shared ones (e.g. `head_channels`) apply
+    to all heads that take them.
+    """
+    from gsag.models.segmentor import head_kwargs
+
+    accepted = set(head_kwargs(model))
+    kept = {k: v for k, v in kwargs.items() if k in accepted}
+    return kept, sorted(set(kwargs) - accepted)
+
+
+def _finite(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def run_combo(
+    config: str | os.PathLike | None,
+    combo: Combo,
+    out_dir: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train and evaluate one combination, or read its result if it already finished.
+
+    An interrupted combination continues from its `last.pt` (the engine's resume).
+    """
+    from gsag.config import load_config
+    from gsag.engine.train import train
+
+    run_dir = Path(out_dir) / "runs" / combo.name
+    done = run_dir / RESULT_FILE
+    if done.is_file():
+        return json.loads(done.read_text())
+    cfg = load_config(
+        None if config is None else str(config), [*overrides, *combo_overrides(combo, run_dir)]
+    )
+    cfg.model.kwargs, dropped = model_kwargs_for(combo.model, cfg.model.kwargs)
+    start = time.perf_counter()
+    out = train(cfg, resume=True, quiet=quiet, device=device)
+    if not out["metrics"]:  # last.pt was already final, but the result was never written
+        out = train(cfg, resume=False, quiet=quiet, device=device)
+    metrics = out["metrics"]
+    result = {
+        "model": combo.model,
+        "backbone": combo.backbone,
+        "seed": combo.seed,
+        "mIoU": _finite(metrics["mIoU"]),
+        "aAcc": _finite(metrics.get("aAcc")),
+        "mAcc": _finite(metrics.get("mAcc")),
+        "IoU": [_finite(v) for v in metrics["IoU"]],
+        "best_mIoU": _finite(out.get("best_miou")),
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "run_dir": str(out.get("run_dir", run_dir)),
+        "checkpoint": str(out.get("checkpoint", "")),
+        "classes": _checkpoint_classes(out.get("checkpoint")),
+        "model_kwargs": cfg.model.kwargs,
+        "dropped_kwargs": dropped,
+    }
+    atomic_write_text(done, json.dumps(_json_safe(result), indent=2) + "\n")
+    return result
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_json_safe(x) for x in v]
+    return v
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Group run results by model x backbone: mean ± std (sample std) over seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["model"], r["backbone"]), []).append(r)
+    summary = []
+    for (model, backbone), runs in groups.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        row: dict[str, Any] = {"model": model, "backbone": backbone, "seeds": len(runs)}
+        for key in ("mIoU", "aAcc", "mAcc", "best_mIoU"):
+            mean, std = mean_std(_finite(r.get(key)) for r in runs)
+            row[f"{key.lower()}_mean"], row[f"{key.lower()}_std"] = mean, std
+        row["miou_runs"] = [_finite(r["mIoU"]) for r in runs]
+        row["seed_list"] = [r["seed"] for r in runs]
+        per_class = list(zip(*[[_finite(v) for v in r["IoU"]] for r in runs], strict=True))
+        row["iou_mean"] = [mean_std(c)[0] for c in per_class]
+        row["iou_std"] = [mean_std(c)[1] for c in per_class]
+        row["train_seconds_mean"] = mean_std(r.get("train_seconds", math.nan) for r in runs)[0]
+        summary.append(row)
+    return summary
+
+
+def results_markdown(summary: Sequence[dict[str, Any]], classes: Sequence[str]) -> str:
+    """The results table (mean ± std over seeds, percent) and a per-class IoU table."""
+    lines = [
+        "| model | backbone | seeds | mIoU | aAcc | mAcc | best-eval mIoU | train s/run |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for g in summary:
+        lines.append(
+            f"| {g['model']} | {g['backbone']} | {g['seeds']} | "
+            f"{fmt_pm(g['miou_mean'], g['miou_std'])} | {fmt_pm(g['aacc_mean'], g['aacc_std'])} | "
+            f"{fmt_pm(g['macc_mean'], g['macc_std'])} | "
+            f"{fmt_pm(g['best_miou_mean'], g['best_miou_std'])} | {g['train_seconds_mean']:.0f} |"
+        )
+    if classes and summary:
+        lines += [
+            "",
+            "Per-class IoU (%, mean over seeds):",
+            "",
+            "| model | backbone | " + " | ".join(classes) + " |",
+            "| --- | --- | " + " | ".join("---:" for _ in classes) + " |",
+        ]
+        for g in summary:
+            cells = ["–" if math.isnan(v) else f"{100 * v:.1f}" for v in g["iou_mean"]]
+            lines.append(f"| {g['model']} | {g['backbone']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    results: Sequence[dict[str, Any]],
+    out_dir: str | os.PathLike,
+    classes: Sequence[str] = (),
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write results.json, results.md and the three plots into `out_dir`."""
+    out = Path(out_dir)
+    summary = summarise(results)
+    if not classes and results:
+        classes = [f"class {i}" for i in range(len(results[0]["IoU"]))]
+    paths = {
+        "json": out / "results.json",
+        "markdown": out / "results.md",
+        "miou": out / "miou.png",
+        "curves": out / "curves.png",
+        "per_class": out / "per_class_iou.png",
+    }
+    payload = {"meta": meta or {}, "classes": list(classes), "summary": summary, "runs": results}
+    atomic_write_text(paths["json"], json.dumps(_json_safe(payload), indent=2) + "\n")
+    header = "# Ablation results\n\n"
+    if meta:
+        header += "".join(f"- {k}: {v}\n" for k, v in meta.items()) + "\n"
+    body = results_markdown(summary, classes)
+    figures = (
+        "\n![mIoU](miou.png)\n\n![curves](curves.png)\n\n![per-class IoU](per_class_iou.png)\n"
+    )
+    atomic_write_text(paths["markdown"], header + body + figures)
+    plot_miou_bars(summary, paths["miou"])
+    runs = [(r["model"], Path(r["run_dir"]) / "metrics.jsonl") for r in results]
+    plot_curves(runs, paths["curves"])
+    plot_per_class_iou(summary, classes, paths["per_class"])
+    return paths
+
+
+def run_ablation(
+    config: str | os.PathLike | None,
+    models: Sequence[str],
+    backbones: Sequence[str],
+    seeds: Sequence[int],
+    out_dir: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    quiet: bool = False,
+    on_start: Callable[[Combo, bool], None] | None = None,
+    on_done: Callable[[Combo, dict], None] | None = None,
+) -> dict[str, Any]:
+    """Train every combination (skipping finished ones) and write the report.
+
+    Args:
+        config: YAML config shared by all runs (None: the defaults).
+        models, backbones, seeds: the grid.
+        out_dir: report folder; runs go to `out_dir/runs/`.
+        overrides: `key=value` overrides applied to every run before the grid's own.
+        device: "cpu" or "cuda" (default: CUDA when available).
+        quiet: hide the engine's per-run progress bar.
+        on_start: called with (combo, already_finished) before each combination.
+        on_done: called with (combo, result) after each combination.
+
+    Returns:
+        {"results": per-run results, "summary": per-group summary, "paths": written files}.
+    """
+    combos = grid(models, backbones, seeds)
+    results = []
+    for combo in combos:
+        finished = (Path(out_dir) / "runs" / combo.name / RESULT_FILE).is_file()
+        if on_start is not None:
+            on_start(combo, finished)
+        result = run_combo(config, combo, out_dir, overrides, device=device, quiet=quiet)
+        results.append(result)
+        if on_done is not None:
+            on_done(combo, result)
+    classes = _classes_of(results)
+    meta = {
+        "config": str(config) if config else "(defaults)",
+        "overrides": " ".join(overrides) or "(none)",
+        "models": " ".join(models),
+        "backbones": " ".join(backbones),
+        "seeds": " ".join(str(s) for s in seeds),
+    }
+    paths = write_report(results, out_dir, classes, meta)
+    return {"results": results, "summary": summarise(results), "paths": paths}
+
+
+def _checkpoint_classes(checkpoint: str | os.PathLike | None) -> list[str]:
+    """Class names stored in a training checkpoint (empty when unavailable)."""
+    if not checkpoint or not Path(checkpoint).is_file():
+        return []
+    from gsag.engine.checkpoint import load_checkpoint
+
+    return list(load_checkpoint(checkpoint)["meta"]["classes"])
+
+
+def _classes_of(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Class names recorded by the first run that has them."""
+    for r in results:
+        if r.get("classes"):
+            return list(r["classes"])
+    return []

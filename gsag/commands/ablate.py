@@ -1,0 +1,74 @@
+"""`gsag ablate`: train a grid of models x backbones x seeds and summarise it (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Train and evaluate a model x backbone x seed grid; mean ± std table and plots."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config shared by every run")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["fcn", "gsag_basic", "gsag_incremental", "gsag_hybrid", "deeplabv3", "danet"],
+        help="models to train",
+    )
+    parser.add_argument("--backbones", nargs="+", default=None, help="default: the config's")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
+    parser.add_argument("--out", required=True, help="report folder (runs go to OUT/runs/)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value for every run (repeatable)",
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+
+    from gsag import ablate
+    from gsag.config import load_config
+
+    console = Console()
+    base = load_config(args.config, args.overrides)  # fails early on a bad config or override
+    backbones = args.backbones or [base.model.backbone]
+    combos = ablate.grid(args.models, backbones, args.seeds)
+    start = time.perf_counter()
+    state = {"i": 0}
+
+    def on_start(combo: ablate.Combo, finished: bool) -> None:
+        state["i"] += 1
+        verb = "already done" if finished else "training"
+        console.print(
+            f"[bold][{state['i']}/{len(combos)}][/] {combo.model} / {combo.backbone} / "
+            f"seed {combo.seed}: {verb}"
+        )
+
+    def on_done(combo: ablate.Combo, result: dict) -> None:
+        elapsed = (time.perf_counter() - start) / 60
+        console.print(f"    mIoU {100 * result['mIoU']:.2f} %  ({elapsed:.1f} min so far)")
+
+    out = ablate.run_ablation(
+        args.config,
+        args.models,
+        backbones,
+        args.seeds,
+        args.out,
+        overrides=args.overrides,
+        device=args.device,
+        on_start=on_start,
+        on_done=on_done,
+    )
+    console.print(
+        out["paths"]["markdown"].read_text(), markup=False, highlight=False, soft_wrap=True
+    )
+    console.print(f"report: [bold]{out['paths']['markdown']}[/]")
+    return 0

@@ -1,0 +1,112 @@
+"""`gsag bench`: params, GFLOPs, latency, memory and a training step, side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Benchmark models side by side against a DeepLabV3 baseline (markdown + JSON)."
+
+DOC_START = "<!-- bench:start -->"
+DOC_END = "<!-- bench:end -->"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["fcn", "gsag_basic", "gsag_incremental", "gsag_hybrid", "danet"],
+        help="models to compare (DeepLabV3 is always added as the baseline)",
+    )
+    parser.add_argument("--backbones", nargs="+", default=["resnet50"], help="backbones")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["512"],
+        help="input sizes: 512 (square) or 512x1024 (HxW); several make a sweep",
+    )
+    parser.add_argument("--batch", type=int, default=1, help="inference batch size")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed forwards first")
+    parser.add_argument("--repeats", type=int, default=5, help="timed forwards")
+    parser.add_argument("--train-repeats", type=int, default=2, help="timed training steps")
+    parser.add_argument("--no-train", action="store_true", help="skip the training step")
+    parser.add_argument("--no-memory", action="store_true", help="skip peak memory")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--num-classes", type=int, default=21, help="classes of the heads")
+    parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json")
+    parser.add_argument(
+        "--update-doc",
+        help=f"also replace the table between {DOC_START} and {DOC_END} in this markdown file",
+    )
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'512' -> (512, 512); '512x1024' -> (512, 1024)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 32:
+        raise SystemExit(f"gsag bench: size {text!r} is not like 512 or 512x1024 (each >= 32)")
+    return (values[0], values[-1])
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from gsag import bench
+
+    console = Console()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("gsag bench: --device cuda asked for, but CUDA is not available")
+    sizes = [parse_size(s) for s in args.sizes]
+    settings = bench.BenchSettings(
+        device=args.device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        train_repeats=args.train_repeats,
+        num_classes=args.num_classes,
+        memory=not args.no_memory,
+        train_step=not args.no_train,
+    )
+    env = bench.environment(args.device)
+    names = list(dict.fromkeys([*args.models, bench.BASELINE]))
+    total = len(names) * len(args.backbones) * len(sizes)
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("benchmarking", total=total)
+
+        def done(row: bench.BenchRow) -> None:
+            note = f"[red]{row.error}[/]" if row.error else f"{row.latency_ms:.1f} ms"
+            bar.console.print(f"{row.model}/{row.backbone} {row.height}x{row.width}: {note}")
+            bar.advance(task)
+
+        rows = bench.run_bench(names, args.backbones, sizes, args.batch, settings, on_row=done)
+    paths = bench.write_results(rows, env, args.out)
+    table = bench.to_markdown(rows, env)
+    console.print(table, markup=False, highlight=False)
+    if args.update_doc:
+        _update_doc(Path(args.update_doc), table)
+        console.print(f"updated {args.update_doc}")
+    console.print(f"wrote {paths['markdown']} and {paths['json']}")
+    return 1 if any(r.error for r in rows) else 0
+
+
+def _update_doc(path, table: str) -> None:
+    import os
+
+    text = path.read_text() if path.exists() else ""
+    if DOC_START not in text or DOC_END not in text:
+        text = text.rstrip() + f"\n\n{DOC_START}\n{DOC_END}\n"
+    head, rest = text.split(DOC_START, 1)
+    _, tail = rest.split(DOC_END, 1)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{head}{DOC_START}\n{table}{DOC_END}{tail}")
+    os.replace(tmp, path)

@@ -1,0 +1,161 @@
+"""`gsag data`: generate the synthetic context benchmark, check a dataset, prepare VOC + SBD."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "make, check and prepare datasets (synth | check | prepare-voc)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("synth", help="write the generated context benchmark as a VOC tree")
+    p.add_argument("--out", default="data/synth", help="output folder (default: data/synth)")
+    p.add_argument("--num-train", type=int, default=600, help="training images (default: 600)")
+    p.add_argument("--num-val", type=int, default=150, help="validation images (default: 150)")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default: 2)"
+    )
+
+    p = sub.add_parser("check", help="open every image/mask pair and report problems")
+    p.add_argument("root", help="a VOC tree or an images/ + masks/ + classes.yaml folder")
+    p.add_argument("--split", action="append", help="split to check (repeatable; default all)")
+    p.add_argument("--show", type=int, default=50, help="issues to list (default: 50)")
+
+    p = sub.add_parser(
+        "prepare-voc", help="make the VOC + SBD train_aug split (10 582 images on the real data)"
+    )
+    p.add_argument("--voc", help="VOC2012 folder (default with --download: DATA_DIR/VOCdevkit)")
+    p.add_argument("--sbd", help="SBD folder (default with --download: DATA_DIR/benchmark_RELEASE)")
+    p.add_argument(
+        "--download", action="store_true", help="fetch the official archives first (md5-checked)"
+    )
+    p.add_argument("--data-dir", default="data", help="where --download puts them (default: data)")
+
+
+def _track(label: str, work):
+    """Run `work(progress)` under a rich progress bar; `progress(done, total)` advances it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeRemainingColumn()) as bar:
+        task = bar.add_task(label, total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _run_synth(args, console) -> int:
+    import time
+
+    from gsag.data.synth import generate
+
+    total = args.num_train + args.num_val
+    start = time.perf_counter()
+    root = _track(
+        "rendering",
+        lambda progress: generate(
+            args.out, args.num_train, args.num_val, args.size, args.seed, workers=args.workers,
+            progress=progress,
+        ),
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    console.print(
+        f"wrote {total} images ({args.size}x{args.size}) to [bold]{root}[/] in {seconds:.1f} s "
+        f"({total / seconds:.0f} images/s); classes in {root / 'classes.yaml'}"
+    )
+    return 0
+
+
+def _run_check(args, console) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gsag.data.check import check_dataset
+
+    report = _track("checking", lambda progress: check_dataset(args.root, args.split, progress))
+    console.print(
+        f"{report.root}: {report.layout} layout, splits {', '.join(report.splits)}, "
+        f"{report.pairs} pairs, {report.info.num_classes} classes, "
+        f"ignore {report.info.ignore_index}"
+    )
+    for issue in (report.errors + report.warnings)[: args.show]:
+        level = "[red]error[/]  " if issue.error else "[yellow]warning[/]"
+        console.print(
+            f"{level} {escape(str(issue.path))}: {escape(issue.message)}",
+            soft_wrap=True,
+            markup=True,
+        )
+    if len(report.issues) > args.show:
+        console.print(f"... and {len(report.issues) - args.show} more (raise --show)")
+    for note, count in sorted(report.conversions.items()):
+        console.print(f"[yellow]{count} image(s): {note}[/]")
+    histogram = Table(title="pixels per class")
+    histogram.add_column("index", justify="right")
+    histogram.add_column("class")
+    histogram.add_column("pixels", justify="right")
+    histogram.add_column("share", justify="right")
+    counts = report.class_pixels
+    total = max(int(counts.sum()) + report.ignore_pixels, 1)
+    for index, (name, count) in enumerate(zip(report.info.classes, counts, strict=True)):
+        histogram.add_row(str(index), name, f"{int(count):,}", f"{count / total:.2%}")
+    ignore = report.ignore_pixels
+    histogram.add_row(
+        str(report.info.ignore_index), "(ignore)", f"{ignore:,}", f"{ignore / total:.2%}"
+    )
+    console.print(histogram)
+    if report.ok:
+        console.print(f"[green]ok[/]: {report.pairs} pairs, {len(report.warnings)} warning(s)")
+        return 0
+    console.print(f"[red]{len(report.errors)} error(s)[/] in {report.pairs} pairs")
+    return 1
+
+
+def _run_prepare(args, console) -> int:
+    from pathlib import Path
+
+    from gsag.data.download import SBD_BENCHMARK, VOC2012_TRAINVAL, download, extract
+    from gsag.data.sbd import prepare_voc
+
+    voc, sbd = args.voc, args.sbd
+    if args.download:
+        data_dir = Path(args.data_dir)
+        for archive in (VOC2012_TRAINVAL, SBD_BENCHMARK):
+            path = _track(
+                f"downloading {archive.name}",
+                lambda progress, a=archive: download(a, data_dir, progress=progress),
+            )
+            if not (data_dir / archive.unpacks_to).exists():
+                _track(
+                    f"unpacking {archive.name}",
+                    lambda progress, p=path: extract(p, data_dir, progress),
+                )
+        voc = voc or str(data_dir / VOC2012_TRAINVAL.unpacks_to)
+        sbd = sbd or str(data_dir / SBD_BENCHMARK.unpacks_to)
+    if not voc or not sbd:
+        console.print("[red]error[/]: give --voc DIR and --sbd DIR, or --download")
+        return 2
+    counts = _track("writing train_aug masks", lambda progress: prepare_voc(voc, sbd, progress))
+    console.print(
+        f"VOC train {counts['voc_train']}, VOC val {counts['voc_val']}, SBD train "
+        f"{counts['sbd_train']}, SBD val {counts['sbd_val']} -> [bold]train_aug "
+        f"{counts['train_aug']}[/] ({counts['from_voc']} VOC masks, {counts['from_sbd']} from SBD)"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from gsag.data.errors import DataError
+
+    console = Console()
+    actions = {"synth": _run_synth, "check": _run_check, "prepare-voc": _run_prepare}
+    try:
+        return actions[args.data_command](args, console)
+    except DataError as e:
+        console.print(f"[red]error[/]: {escape(str(e))}", soft_wrap=True)
+        return 1

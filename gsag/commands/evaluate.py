@@ -1,0 +1,140 @@
+"""`gsag eval CHECKPOINT`: per-class IoU, mIoU, aAcc, mAcc of a trained model on a split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "evaluate a checkpoint: whole / sliding-window / multi-scale + flip inference"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a gsag .pt checkpoint or exported .safetensors")
+    parser.add_argument("--data", help="dataset root (default: the one it was trained on)")
+    parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
+    parser.add_argument("--mode", choices=["whole", "slide", "multiscale"], help="inference mode")
+    parser.add_argument("--crop-size", type=int, help="slide window size")
+    parser.add_argument("--stride", type=int, help="slide window step")
+    parser.add_argument("--scales", type=float, nargs="+", help="multi-scale factors")
+    parser.add_argument("--flip", action="store_true", help="add horizontally flipped passes")
+    parser.add_argument("--max-images", type=int, default=0, help="only the first N images")
+    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    parser.add_argument("--workers", type=int, default=2, help="data loader workers")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    parser.add_argument("--out", help="report folder (default: next to the checkpoint)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from gsag.config import ConfigError, apply_override, from_dict
+    from gsag.data import DataError
+    from gsag.engine import distributed
+    from gsag.engine.checkpoint import load_model
+    from gsag.engine.evaluate import evaluate, write_report
+    from gsag.engine.train import make_dataset
+
+    console = Console(stderr=True)
+    info = distributed.setup(args.device)
+    try:
+        model, meta = load_model(args.checkpoint, map_location=info.device)
+        cfg = from_dict(meta["config"], source=args.checkpoint)
+        for key, value in [
+            ("data.root", args.data),
+            ("data.val_split", args.split),
+            ("eval.mode", args.mode),
+            ("eval.crop_size", args.crop_size),
+            ("eval.stride", args.stride),
+            ("eval.scales", args.scales and f"[{', '.join(map(str, args.scales))}]"),
+        ]:
+            if value is not None:
+                apply_override(cfg, f"{key}={value}")
+        if args.flip:
+            cfg.eval.flip = True
+        dataset = make_dataset(cfg, cfg.data.val_split, train=False)
+        if dataset.num_classes != meta["num_classes"]:
+            raise ConfigError(
+                f"{cfg.data.root} has {dataset.num_classes} classes but {args.checkpoint} was "
+                f"trained on {meta['num_classes']}; evaluate on the dataset it was trained for"
+            )
+        e = cfg.eval
+        with _bar(info.is_main and not args.quiet) as progress:
+            metrics = evaluate(
+                model,
+                dataset,
+                mode=e.mode,
+                crop_size=e.crop_size,
+                stride=e.stride,
+                scales=e.scales,
+                flip=e.flip,
+                max_images=args.max_images,
+                num_workers=args.workers,
+                amp=args.amp,
+                rank=info.rank,
+                world_size=info.world_size,
+                progress=progress,
+            )
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    finally:
+        distributed.cleanup(info)
+    if not info.is_main:
+        return 0
+    tag = f"{cfg.data.val_split}_{e.mode}" + ("_flip" if e.flip else "")
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{tag}"
+    settings = {
+        "checkpoint": str(args.checkpoint),
+        "data": cfg.data.root,
+        "split": cfg.data.val_split,
+    }
+    settings.update(
+        mode=e.mode, flip=e.flip, scales=e.scales, crop_size=e.crop_size, stride=e.stride
+    )
+    paths = write_report(metrics, meta["classes"], out, extra={"settings": settings})
+    _print_table(metrics, meta["classes"], tag)
+    console.print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
+    return 0
+
+
+def _print_table(metrics: dict, classes: list[str], tag: str) -> None:
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(v: float) -> str:
+        return "–" if math.isnan(v) else f"{100 * v:.2f}"
+
+    table = Table(title=f"{tag}: {metrics['images']} images")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    table.add_column("Acc", justify="right")
+    for name, iou, acc in zip(classes, metrics["IoU"], metrics["Acc"], strict=True):
+        table.add_row(name, pct(iou), pct(acc))
+    table.add_section()
+    table.add_row("[bold]mIoU", f"[bold]{pct(metrics['mIoU'])}", "")
+    table.add_row("aAcc / mAcc", pct(metrics["aAcc"]), pct(metrics["mAcc"]))
+    Console().print(table)
+
+
+class _bar:
+    """A rich progress bar whose `progress(done, total)` callback feeds `evaluate`."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self.bar = Progress("eval", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self.bar.start()
+        task = self.bar.add_task("eval", total=None)
+        return lambda done, total: self.bar.update(task, completed=done, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()

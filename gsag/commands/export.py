@@ -1,0 +1,100 @@
+"""`gsag export`: a checkpoint (or an untrained model by name) to ONNX or a torch.export program."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = (
+    "Export a model to ONNX (dynamic batch/height/width) or torch.export, checked against PyTorch."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a gsag .pt checkpoint or .safetensors weights")
+    src.add_argument("--model", help="export an untrained model by name (see `gsag models`)")
+    parser.add_argument("--backbone", default="resnet50", help="backbone for --model")
+    parser.add_argument("--num-classes", type=int, default=21, help="classes for --model")
+    parser.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
+    parser.add_argument(
+        "--format", choices=["onnx", "torch"], default=None, help="default: from --out's suffix"
+    )
+    parser.add_argument("--height", type=int, default=512, help="example input height")
+    parser.add_argument("--width", type=int, default=512, help="example input width")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    parser.add_argument(
+        "--dynamo", action="store_true", help="use the torch.export-based ONNX exporter"
+    )
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip the onnxruntime comparison with PyTorch"
+    )
+    parser.add_argument(
+        "--check-images",
+        help="folder of images to compare on (default: random inputs at two other sizes)",
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.999,
+        help="fail when fewer pixels than this share the argmax class (default 0.999)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from gsag import export
+
+    console = Console()
+    model, info = _load(args)
+    fmt = args.format or ("torch" if Path(args.out).suffix == ".pt2" else "onnx")
+    with console.status(f"exporting to {args.out} ..."):
+        if fmt == "torch":
+            path = export.export_program(model, args.out, args.height, args.width)
+        else:
+            path = export.export_onnx(
+                model, args.out, args.height, args.width, opset=args.opset, dynamo=args.dynamo
+            )
+    console.print(f"wrote [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB)")
+    if fmt != "onnx" or args.no_check:
+        return 0
+    inputs = _check_inputs(args.check_images, info) if args.check_images else None
+    with console.status("comparing onnxruntime with PyTorch ..."):
+        checks = export.check_onnx(model, path, inputs=inputs)
+    table = Table(title="onnxruntime vs PyTorch")
+    for col in ("input (B, 3, H, W)", "max |diff|", "argmax agreement"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(str(c.shape), f"{c.max_abs_diff:.2e}", f"{100 * c.argmax_agreement:.3f} %")
+    console.print(table)
+    worst = min(c.argmax_agreement for c in checks)
+    if worst < args.min_agreement:
+        console.print(
+            f"[red]argmax agreement {100 * worst:.3f} % is below {100 * args.min_agreement:.1f} %"
+        )
+        return 1
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    if args.checkpoint:
+        from gsag.engine.checkpoint import load_model
+
+        return load_model(args.checkpoint)
+    from gsag.models.segmentor import create_model
+
+    model = create_model(
+        args.model, args.num_classes, backbone=args.backbone, pretrained=False, aux=False
+    )
+    return model.eval(), {}
+
+
+def _check_inputs(folder: str, info: dict):
+    from gsag.predict import list_images, normalise, to_rgb_array
+
+    mean = info.get("mean", (0.485, 0.456, 0.406))
+    std = info.get("std", (0.229, 0.224, 0.225))
+    return [normalise(to_rgb_array(f), mean, std) for f in list_images(folder)[:8]]

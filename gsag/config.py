@@ -1,0 +1,359 @@
+"""Experiment configuration: nested dataclasses loaded from one flat YAML file.
+
+A config file holds only the keys it changes; everything else takes the defaults below. Unknown
+keys are errors that suggest the nearest valid key, and `--set a.b=c` overrides any value from
+the command line. Every run saves its resolved config (`config.yaml`) beside its checkpoints, and
+that file loads back with `load_config` to the same `Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message says where and how to fix it."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how training crops are made."""
+
+    root: str = "data/VOCdevkit/VOC2012"
+    layout: str = "auto"  # auto | voc | folder
+    train_split: str = "train"
+    val_split: str = "val"
+    synthetic: bool = False  # generate a synthetic VOC-format dataset at `root` if it is missing
+    crop_size: int = 512
+    base_size: list[int] = field(default_factory=lambda: [2048, 512])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    cat_max_ratio: float = 0.75
+    hflip: float = 0.5
+    photometric: bool = True
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+
+
+@dataclass
+class ModelConfig:
+    """Which model `gsag.create_model` builds; `kwargs` go to the model builder unchanged."""
+
+    name: str = "gsag_hybrid"
+    backbone: str = "resnet50"
+    pretrained: bool | str = True  # True: timm weights; a string: a local weights file
+    output_stride: int = 8
+    aux: bool = True
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """Loss of the main head; the auxiliary head uses the same loss times `aux_weight`."""
+
+    type: str = "ohem"  # ce | ohem
+    thresh: float = 0.7
+    min_kept: int = 100_000
+    aux_weight: float = 0.4
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer; `head_lr_mult` scales the learning rate of everything but the backbone."""
+
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    head_lr_mult: float = 1.0
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warm-up, then poly decay to `min_lr`, stepped every iteration."""
+
+    power: float = 0.9
+    min_lr: float = 1e-4
+    warmup_iters: int = 0
+    warmup_ratio: float = 1e-6  # lr factor at iteration 0 of the warm-up
+
+
+@dataclass
+class TrainConfig:
+    """The training loop. `batch_size` is the total batch of one optimizer step.
+
+    Each process gets `batch_size / (world_size * accum_steps)` images per forward pass, so the
+    same config reproduces the same batch on 1 or 8 GPUs.
+    """
+
+    iters: int = 20_000
+    batch_size: int = 16
+    accum_steps: int = 1
+    amp: str = "none"  # none | bf16 | fp16
+    channels_last: bool = False
+    compile: bool = False
+    eval_interval: int = 2_000
+    save_interval: int = 2_000
+    log_interval: int = 50
+    num_workers: int = 4
+    seed: int = 0
+    skip_bad: bool = False
+    max_bad_steps: int = 5  # consecutive non-finite losses that stop the run
+    num_threads: int = 0  # torch CPU threads during the run; 0 keeps the current setting
+    tb_images: int = 4  # validation predictions written to TensorBoard at each evaluation
+
+
+@dataclass
+class EvalConfig:
+    """Inference used for validation and `gsag eval`."""
+
+    mode: str = "whole"  # whole | slide | multiscale
+    crop_size: int = 512
+    stride: int = 341
+    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+    flip: bool = False
+    max_images: int = 0  # evaluate only the first N validation images; 0 = all
+
+
+@dataclass
+class OutputConfig:
+    """Where the run writes; `run_dir` defaults to runs/<config file name>."""
+
+    run_dir: str = ""
+    safetensors: bool = True  # also write best.safetensors (weights + config) at the end
+
+
+@dataclass
+class Config:
+    """One experiment."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON friendly)."""
+        return dataclasses.asdict(self)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.layout": ("auto", "voc", "folder"),
+    "loss.type": ("ce", "ohem"),
+    "optim.name": ("sgd", "adamw"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "eval.mode": ("whole", "slide", "multiscale"),
+}
+
+
+def load_config(path: str | os.PathLike | None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Load a YAML config file and apply `a.b=c` overrides.
+
+    Args:
+        path: YAML file, or None for the defaults.
+        overrides: strings like `train.iters=100`; the value is parsed as YAML.
+
+    Returns:
+        The validated config; `output.run_dir` defaults to runs/<file stem>.
+
+    Raises:
+        ConfigError: unknown key (with the nearest valid one), wrong type or invalid value.
+    """
+    source = str(path) if path is not None else "defaults"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist; see configs/ for examples")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    cfg = from_dict(raw, source=source)
+    for item in overrides:
+        apply_override(cfg, item)
+    if not cfg.output.run_dir:
+        stem = Path(path).stem if path is not None else "default"
+        cfg.output.run_dir = str(Path("runs") / stem)
+    validate(cfg, source)
+    return cfg
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a `Config` from a nested dict, checking keys and types."""
+    return _build(Config, raw, prefix="", source=source)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    atomic_write_text(path, text)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to `path` through a temporary file and `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def apply_override(cfg: Config, item: str) -> None:
+    """Apply one `section.key=value` override in place (value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(
+            f"override {item!r} must look like section.key=value, e.g. train.iters=100"
+        )
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
+    # model.kwargs.<name>=value sets one builder keyword.
+    if len(parts) == 3 and parts[:2] == ["model", "kwargs"]:
+        cfg.model.kwargs[parts[2]] = value
+        return
+    if len(parts) != 2:
+        raise ConfigError(f"override {item!r}: key must be section.key, e.g. train.iters")
+    section_name, name = parts
+    _check_key(section_name, [f.name for f in dataclasses.fields(Config)], "", f"override {item!r}")
+    section = getattr(cfg, section_name)
+    _check_key(
+        name,
+        [f.name for f in dataclasses.fields(section)],
+        f"{section_name}.",
+        f"override {item!r}",
+    )
+    hint = typing.get_type_hints(type(section))[name]
+    setattr(section, name, _convert(value, hint, f"{section_name}.{name}", f"override {item!r}"))
+
+
+def validate(cfg: Config, source: str = "config") -> None:
+    """Check values beyond their types (choices, positive sizes)."""
+    for key, options in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in options:
+            raise ConfigError(f"{source}: {key} is {value!r}; choose one of {', '.join(options)}")
+    positive = [
+        "train.iters",
+        "train.batch_size",
+        "train.accum_steps",
+        "train.eval_interval",
+        "train.save_interval",
+        "train.log_interval",
+        "data.crop_size",
+        "eval.crop_size",
+        "eval.stride",
+    ]
+    for key in positive:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value <= 0:
+            raise ConfigError(f"{source}: {key} is {value}; it must be > 0")
+    if cfg.train.batch_size % cfg.train.accum_steps:
+        raise ConfigError(
+            f"{source}: train.batch_size {cfg.train.batch_size} is not divisible by "
+            f"train.accum_steps {cfg.train.accum_steps}; change one of them"
+        )
+    for key in ("data.mean", "data.std"):
+        section, name = key.split(".")
+        if len(getattr(getattr(cfg, section), name)) != 3:
+            raise ConfigError(f"{source}: {key} needs 3 values (R, G, B)")
+    if not cfg.eval.scales:
+        raise ConfigError(f"{source}: eval.scales is empty; give at least one scale, e.g. [1.0]")
+
+
+def _check_key(key: str, valid: list[str], prefix: str, where: str) -> None:
+    if key in valid:
+        return
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {prefix}{near[0]}?" if near else f"; valid keys: {', '.join(valid)}"
+    raise ConfigError(f"{where}: unknown key {prefix}{key}{hint}")
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        _check_key(str(key), names, prefix, source)
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(
+                hint, value if value is not None else {}, f"{prefix}{key}.", source
+            )
+        else:
+            kwargs[key] = _convert(value, hint, f"{prefix}{key}", source)
+    return cls(**kwargs)
+
+
+def _convert(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Check `value` against a type hint, converting int -> float where a float is expected."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        # bool before str: `pretrained: true` stays a bool, `pretrained: weights.pth` a path.
+        for option in args:
+            try:
+                return _convert(value, option, key, source)
+            except ConfigError:
+                continue
+        names = " or ".join(getattr(a, "__name__", str(a)) for a in args)
+        raise ConfigError(f"{source}: {key} is {value!r}; expected {names}")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} is {value!r}; expected a list, e.g. [1, 2]")
+        return [_convert(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} is {value!r}; expected a mapping")
+        return dict(value)
+    if hint is Any:
+        return value
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and is_number and float(value).is_integer():
+        return int(value)
+    if hint is float and is_number:
+        return float(value)
+    if hint is float and isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{source}: {key} is {value!r}; expected {getattr(hint, '__name__', hint)}")

@@ -1,0 +1,141 @@
+"""`gsag data check`: open every image/mask pair of a dataset and report what is wrong."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gsag.data.base import SegmentationDataset
+from gsag.data.errors import BadSampleError, DataError
+from gsag.data.folder import ALL_SPLIT, FolderSegmentation
+from gsag.data.io import ClassInfo, check_labels, read_image, read_mask
+from gsag.data.layout import detect_layout
+from gsag.data.voc import VOCSegmentation, find_voc_root, voc_splits
+
+
+@dataclass
+class Issue:
+    """One problem with one file."""
+
+    path: Path
+    message: str
+    error: bool = True
+
+
+@dataclass
+class CheckReport:
+    """What `check_dataset` found."""
+
+    root: Path
+    layout: str
+    info: ClassInfo
+    splits: list[str]
+    pairs: int = 0
+    issues: list[Issue] = field(default_factory=list)
+    conversions: Counter = field(default_factory=Counter)
+    class_pixels: np.ndarray | None = None
+    ignore_pixels: int = 0
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.error]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if not i.error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check_pair(
+    image_path: Path, mask_path: Path, info: ClassInfo
+) -> tuple[list[Issue], list[str], np.ndarray | None]:
+    """Check one pair; every problem is reported, not just the first.
+
+    Returns:
+        (issues, image conversion notes, the mask if it is usable for the histogram).
+    """
+    issues: list[Issue] = []
+    notes: list[str] = []
+    image = mask = None
+    try:
+        image, notes = read_image(image_path)
+    except BadSampleError as e:
+        issues.append(Issue(e.path, e.problem))
+    try:
+        mask = read_mask(mask_path)
+    except BadSampleError as e:
+        issues.append(Issue(e.path, e.problem))
+    if mask is not None:
+        try:
+            check_labels(mask, info, mask_path)
+        except BadSampleError as e:
+            issues.append(Issue(e.path, e.problem))
+            mask = None
+    if image is not None and mask is not None and mask.shape != image.shape[:2]:
+        issues.append(
+            Issue(
+                mask_path,
+                f"mask is {mask.shape[1]}x{mask.shape[0]}, image {image_path.name} is "
+                f"{image.shape[1]}x{image.shape[0]} (width x height); masks must match their image",
+            )
+        )
+        mask = None
+    for note in notes:
+        issues.append(Issue(image_path, note, error=False))
+    return issues, notes, mask
+
+
+def _datasets(root: Path, splits: list[str] | None) -> tuple[str, list[SegmentationDataset]]:
+    layout = detect_layout(root)
+    if layout == "voc":
+        voc_root = find_voc_root(root)
+        names = splits or voc_splits(voc_root)
+        return layout, [VOCSegmentation(root, s) for s in names]
+    if splits:
+        return layout, [FolderSegmentation(root, s) for s in splits]
+    split_dir = root / "splits"
+    names = sorted(p.stem for p in split_dir.glob("*.txt")) if split_dir.is_dir() else []
+    names += [p.name for p in (root / "images").iterdir() if p.is_dir()]
+    return layout, [FolderSegmentation(root, s) for s in (names or [ALL_SPLIT])]
+
+
+def check_dataset(root: str | Path, splits: list[str] | None = None, progress=None) -> CheckReport:
+    """Open every pair listed by any split of `root` (or by `splits`) and report problems.
+
+    Args:
+        root: a VOC tree or an images/ + masks/ folder.
+        splits: the splits to check; default all the dataset lists.
+        progress: optional callable `(done, total)`.
+
+    Raises:
+        DataError: the folder is not a dataset at all (no layout, no class list, ...).
+    """
+    root = Path(root)
+    layout, datasets = _datasets(root, splits)
+    if not datasets:
+        raise DataError(f"{root}: no split lists to check")
+    info = datasets[0].info
+    report = CheckReport(root, layout, info, [d.split for d in datasets])
+    pairs: dict[tuple[Path, Path], None] = {}
+    for dataset in datasets:
+        for i in range(len(dataset)):
+            pairs[(dataset.image_path(i), dataset.mask_path(i))] = None
+    counts = np.zeros(256, np.int64)
+    for done, (image_path, mask_path) in enumerate(pairs, 1):
+        issues, notes, mask = check_pair(image_path, mask_path, info)
+        report.issues += issues
+        report.conversions.update(notes)
+        if mask is not None:
+            counts += np.bincount(mask.ravel(), minlength=256)[:256]
+        if progress:
+            progress(done, len(pairs))
+    report.pairs = len(pairs)
+    report.class_pixels = counts[: info.num_classes]
+    report.ignore_pixels = int(counts[info.ignore_index])
+    return report

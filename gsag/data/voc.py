@@ -1,0 +1,117 @@
+"""PASCAL VOC 2012 segmentation (and the SBD-augmented `train_aug` split) in VOC's own layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gsag.data.base import SegmentationDataset
+from gsag.data.errors import DataError
+from gsag.data.io import ClassInfo, read_classes_yaml, voc_colormap
+
+VOC_CLASSES: list[str] = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
+VOC_PALETTE: list[tuple[int, int, int]] = voc_colormap(len(VOC_CLASSES))
+#: The colour VOC masks use for the 255 "ignore" border.
+VOC_IGNORE_COLOUR: tuple[int, int, int] = voc_colormap(256)[255]
+
+AUG_SPLIT = "train_aug"
+AUG_MASKS = "SegmentationClassAug"
+
+
+def find_voc_root(root: str | Path) -> Path | None:
+    """The folder holding `JPEGImages/` and `ImageSets/Segmentation/`: `root` itself,
+    `root/VOC2012` or `root/VOCdevkit/VOC2012`; None when there is none."""
+    root = Path(root)
+    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+        if (candidate / "JPEGImages").is_dir() and (
+            candidate / "ImageSets" / "Segmentation"
+        ).is_dir():
+            return candidate
+    return None
+
+
+def voc_splits(root: Path) -> list[str]:
+    """The split lists present under `ImageSets/Segmentation`."""
+    return sorted(p.stem for p in (root / "ImageSets" / "Segmentation").glob("*.txt"))
+
+
+def read_split(path: Path) -> list[str]:
+    """Ids listed one per line (blank lines and anything after the first word ignored)."""
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+class VOCSegmentation(SegmentationDataset):
+    """PASCAL VOC 2012 segmentation, or any dataset in its on-disk layout.
+
+    Reads `JPEGImages/<id>.jpg`, `SegmentationClass/<id>.png` (palette PNGs whose stored index is
+    the label; 255 = ignore) and `ImageSets/Segmentation/<split>.txt`. Split `train_aug` reads the
+    masks in `SegmentationClassAug/` written by `gsag data prepare-voc`. A `classes.yaml` next to
+    the folders (as written by `gsag data synth`) overrides VOC's 21 classes.
+
+    Args:
+        root: the VOC2012 folder (or a parent holding `VOC2012/` or `VOCdevkit/VOC2012/`).
+        split: a list name in `ImageSets/Segmentation` (train, val, trainval, train_aug, ...).
+        transforms: callable `(image, mask) -> (image, mask)`, e.g. `train_transforms()`.
+        skip_bad: skip (and count in `skipped`) bad samples instead of raising.
+    """
+
+    def __init__(
+        self, root: str | Path, split: str = "train", transforms=None, skip_bad: bool = False
+    ) -> None:
+        super().__init__(transforms, skip_bad)
+        found = find_voc_root(root)
+        if found is None:
+            raise DataError(
+                f"{root}: not a VOC tree (expected JPEGImages/ and ImageSets/Segmentation/ in it "
+                "or in VOC2012/ or VOCdevkit/VOC2012/); make one with 'gsag data prepare-voc' or "
+                "'gsag data synth'"
+            )
+        self.root = found
+        self.split = split
+        list_path = found / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not list_path.is_file():
+            hint = (
+                " run 'gsag data prepare-voc --voc DIR --sbd DIR' to make it"
+                if split == AUG_SPLIT
+                else ""
+            )
+            raise DataError(
+                f"{list_path}: no such split list; available: {', '.join(voc_splits(found))}.{hint}"
+            )
+        self.ids = read_split(list_path)
+        if not self.ids:
+            raise DataError(f"{list_path}: the split list is empty")
+        self.mask_dir = found / (AUG_MASKS if split == AUG_SPLIT else "SegmentationClass")
+        classes_yaml = found / "classes.yaml"
+        self.info = (
+            read_classes_yaml(classes_yaml)
+            if classes_yaml.is_file()
+            else ClassInfo(list(VOC_CLASSES), list(VOC_PALETTE), 255)
+        )
+
+    def image_path(self, i: int) -> Path:
+        return self.root / "JPEGImages" / f"{self.ids[i]}.jpg"
+
+    def mask_path(self, i: int) -> Path:
+        return self.mask_dir / f"{self.ids[i]}.png"

@@ -1,0 +1,176 @@
+"""Checkpoints: atomic writes, every RNG state, and rebuilding a model from a file alone.
+
+A training checkpoint (`.pt`) is a plain dict of tensors, numbers, strings, lists and dicts, so
+it loads with `torch.load(weights_only=True)` (nothing is unpickled):
+
+    format, version, iteration, best_miou, model, optimizer, scheduler, scaler, rng,
+    config (the resolved config as a dict), meta (classes, palette, num_classes, ignore_index,
+    mean, std)
+
+`export_safetensors` writes the model weights alone, with config and meta as JSON metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "gsag-checkpoint"
+WEIGHTS_FORMAT = "gsag-weights"
+VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` to a temporary file in the same folder, then `os.replace` onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state (torch CPU and CUDA, numpy, Python) as tensors and plain numbers."""
+    version, mt, gauss = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": torch.tensor(mt, dtype=torch.int64),
+        "python_version": int(version),
+        "python_gauss": [] if gauss is None else [float(gauss)],
+        "numpy": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss),
+        "numpy_gauss": float(np_gauss),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states saved by `rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    gauss = state["python_gauss"][0] if state["python_gauss"] else None
+    mt = tuple(int(v) for v in state["python"].tolist())
+    random.setstate((state["python_version"], mt, gauss))
+    keys = state["numpy"].numpy().astype(np.uint32)
+    np.random.set_state(
+        ("MT19937", keys, state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"])
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a training checkpoint safely (`weights_only=True`) and check its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"checkpoint {path} could not be read safely ({type(e).__name__}: {e}); "
+            "gsag only loads its own .pt checkpoints or .safetensors weights"
+        ) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not a gsag checkpoint (no format={FORMAT!r} entry); "
+            "train one with `gsag train` or load .safetensors weights exported by gsag"
+        )
+    return ckpt
+
+
+def build_model(config: dict[str, Any], num_classes: int) -> nn.Module:
+    """Create the model described by a resolved config dict, without downloading weights."""
+    from gsag.models.segmentor import create_model
+
+    m = config["model"]
+    return create_model(
+        m["name"],
+        num_classes,
+        backbone=m["backbone"],
+        pretrained=False,
+        output_stride=m["output_stride"],
+        aux=m["aux"],
+        **m.get("kwargs", {}),
+    )
+
+
+def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a trained model from a `.pt` checkpoint or exported `.safetensors` weights.
+
+    Returns:
+        (model in eval mode, info) where info has "config" (dict), "classes", "palette",
+        "num_classes", "ignore_index", "mean", "std" and, for `.pt` files, "iteration" and
+        "best_miou".
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        state, config, meta = _read_safetensors(path)
+        extra: dict[str, Any] = {}
+    else:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        state, config, meta = ckpt["model"], ckpt["config"], ckpt["meta"]
+        extra = {"iteration": ckpt["iteration"], "best_miou": ckpt["best_miou"]}
+    model = build_model(config, meta["num_classes"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit the model in its config: {e}") from e
+    model.to(map_location).eval()
+    info = {"config": config, **meta, **extra}
+    return model, info
+
+
+def export_safetensors(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write the weights of a `.pt` checkpoint as `.safetensors` with config and meta inside."""
+    from safetensors.torch import save_file
+
+    ckpt = load_checkpoint(checkpoint)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in ckpt["model"].items()}
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "config": json.dumps(ckpt["config"]),
+        "meta": json.dumps(ckpt["meta"]),
+    }
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    if metadata.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(
+            f"{path} has no gsag metadata (format={WEIGHTS_FORMAT!r}); export it from a gsag "
+            "checkpoint with gsag.engine.checkpoint.export_safetensors"
+        )
+    return load_file(str(path)), json.loads(metadata["config"]), json.loads(metadata["meta"])

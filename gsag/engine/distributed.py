@@ -1,0 +1,86 @@
+"""Process-group helpers for `torchrun` (DDP) and the single-process case.
+
+`torchrun --nproc_per_node N -m gsag train ...` sets RANK, WORLD_SIZE and LOCAL_RANK; `setup()`
+reads them, picks NCCL on CUDA and gloo on CPU, and binds each process to its GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits: `rank` of `world_size`, on `device`."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # noqa: RUF009  (an immutable default)
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device: str | None = None) -> DistInfo:
+    """Join the process group described by the environment (if any) and choose the device.
+
+    Args:
+        device: "cpu" or "cuda" to force one; by default CUDA when available.
+    """
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    initialized_here = False
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        initialized_here = True
+    if dist.is_initialized():
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank, world_size, local_rank, dev, initialized_here)
+
+
+def cleanup(info: DistInfo) -> None:
+    """Leave the process group if `setup` created it."""
+    if info.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for all processes (no-op when not distributed)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def all_true(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is true on every process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([0 if flag else 1], device=device)
+    dist.all_reduce(t)
+    return int(t.item()) == 0
+
+
+def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """Average a tensor across processes (returns it unchanged when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / dist.get_world_size()

@@ -1,0 +1,325 @@
+"""Inference modes (whole image, sliding window, multi-scale + flip) and dataset evaluation.
+
+`infer` returns logits at the input's size whatever the mode:
+
+- whole: one forward pass on the full image.
+- slide: `crop_size` windows every `stride` pixels (the last window of a row or column is
+  aligned to the image border); images smaller than a window are zero-padded (zero is the mean
+  after normalisation); overlapping logits are averaged. Only one window per image is on the
+  device at a time, so memory is bounded by the crop, not the image.
+- multiscale: the image resized by each of `scales`, one whole-image pass each, logits resized
+  back and averaged.
+
+`flip=True` adds a horizontally flipped pass to any mode and averages it in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gsag.metrics import ConfusionMatrix
+
+MODES = ("whole", "slide", "multiscale")
+
+
+@torch.no_grad()
+def infer(
+    model: nn.Module,
+    images: torch.Tensor,
+    mode: str = "whole",
+    crop_size: int | Sequence[int] = 512,
+    stride: int | Sequence[int] = 341,
+    scales: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
+    flip: bool = False,
+) -> torch.Tensor:
+    """Predict logits for a batch of normalised images.
+
+    Args:
+        model: segmentor returning {"out": (B, C, h, w)}; call `model.eval()` first.
+        images: (B, 3, H, W) float.
+        mode: "whole", "slide" or "multiscale".
+        crop_size: window size (int or (h, w)) for "slide".
+        stride: window step (int or (h, w)) for "slide".
+        scales: image scales for "multiscale".
+        flip: also predict the mirrored image and average.
+
+    Returns:
+        (B, C, H, W) float32 logits at the input's size.
+    """
+    if mode not in MODES:
+        raise ValueError(f"inference mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
+    if mode == "slide":
+        crop, step = _pair(crop_size), _pair(stride)
+        if step[0] > crop[0] or step[1] > crop[1]:
+            raise ValueError(
+                f"slide stride {step} is larger than crop_size {crop}; windows would skip pixels"
+            )
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return _slide(model, x, crop, step)
+
+    else:
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return _whole(model, x)
+
+    size = images.shape[-2:]
+    use_scales = list(scales) if mode == "multiscale" else [1.0]
+    total: torch.Tensor | None = None
+    n = 0
+    for s in use_scales:
+        x = images
+        if s != 1.0:
+            hw = (max(1, round(size[0] * s)), max(1, round(size[1] * s)))
+            x = F.interpolate(images, size=hw, mode="bilinear", align_corners=False)
+        passes = [run(x)]
+        if flip:
+            passes.append(run(x.flip(-1)).flip(-1))
+        for logits in passes:
+            if logits.shape[-2:] != size:
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            total = logits if total is None else total + logits
+            n += 1
+    assert total is not None
+    return total / n
+
+
+def _whole(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)["out"].float()  # (B, C, h, w)
+    if out.shape[-2:] != x.shape[-2:]:
+        out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return out
+
+
+def _slide(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], step: tuple[int, int]):
+    b, _, h, w = x.shape
+    ph, pw = max(crop[0] - h, 0), max(crop[1] - w, 0)
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))  # zero = the mean after normalisation
+    hp, wp = x.shape[-2:]
+    ys = _starts(hp, crop[0], step[0])
+    xs = _starts(wp, crop[1], step[1])
+    logits: torch.Tensor | None = None
+    count = torch.zeros(1, 1, hp, wp, device=x.device)
+    for y0 in ys:
+        for x0 in xs:
+            window = x[:, :, y0 : y0 + crop[0], x0 : x0 + crop[1]]
+            out = _whole(model, window)  # (B, C, crop_h, crop_w)
+            if logits is None:
+                logits = x.new_zeros(b, out.shape[1], hp, wp, dtype=torch.float32)
+            logits[:, :, y0 : y0 + crop[0], x0 : x0 + crop[1]] += out
+            count[:, :, y0 : y0 + crop[0], x0 : x0 + crop[1]] += 1
+    assert logits is not None
+    return (logits / count)[:, :, :h, :w]
+
+
+def _starts(length: int, crop: int, step: int) -> list[int]:
+    """Window offsets covering [0, length): every `step`, the last one flush with the end."""
+    n = max(math.ceil((length - crop) / step), 0) + 1
+    return sorted({min(i * step, length - crop) for i in range(n)})
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    a, b = v
+    return (int(a), int(b))
+
+
+class ShardSampler(Sampler[int]):
+    """Indices `rank, rank + world_size, ...` in order: each image is seen exactly once overall.
+
+    Unlike `DistributedSampler`, nothing is padded, so distributed metrics equal the
+    single-process ones.
+    """
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    mode: str = "whole",
+    crop_size: int | Sequence[int] = 512,
+    stride: int | Sequence[int] = 341,
+    scales: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
+    flip: bool = False,
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+    max_images: int = 0,
+    num_workers: int = 0,
+    amp: str = "none",
+    rank: int = 0,
+    world_size: int = 1,
+    keep_samples: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a model on a dataset whose samples are (normalised image, mask).
+
+    Under DDP each process evaluates every `world_size`-th image and the confusion matrices are
+    summed, so the metrics equal a single-process run's.
+
+    Args:
+        model: segmentor; it is switched to eval mode.
+        dataset: yields (image (3, H, W) float, mask (H', W') int64); logits are resized to the
+            mask when the two sizes differ.
+        mode, crop_size, stride, scales, flip: see `infer`.
+        num_classes, ignore_index: default to the dataset's attributes.
+        max_images: evaluate only the first N images (0 = all).
+        num_workers: DataLoader workers.
+        amp: "none", "bf16" or "fp16" autocast during the forward pass.
+        rank, world_size: this process's shard.
+        keep_samples: return the first N (image, mask, prediction) triples as "samples" (rank 0).
+        progress: called with (done, total) after each image on this process.
+
+    Returns:
+        `ConfusionMatrix.compute()` plus "confusion" (the matrix as nested lists) and
+        "images" (number evaluated).
+    """
+    num_classes = num_classes if num_classes is not None else dataset.num_classes
+    ignore_index = ignore_index if ignore_index is not None else dataset.ignore_index
+    length = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    sampler = ShardSampler(length, rank, world_size)
+    loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=num_workers)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    samples = []
+    for i, (image, mask) in enumerate(loader):
+        image = image.to(device, non_blocking=True)
+        mask = mask.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = infer(model, image, mode, crop_size, stride, scales, flip)
+        if logits.shape[-2:] != mask.shape[-2:]:
+            logits = F.interpolate(
+                logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
+            )
+        pred = logits.argmax(1)  # (1, H, W)
+        cm.update(pred, mask)
+        if len(samples) < keep_samples:
+            samples.append((image[0].cpu(), mask[0].cpu(), pred[0].cpu()))
+        if progress is not None:
+            progress(i + 1, len(sampler))
+    cm.reduce()
+    model.train(was_training)
+    result = cm.compute()
+    result["confusion"] = cm.mat.tolist()
+    result["images"] = length
+    if keep_samples:
+        result["samples"] = samples
+    return result
+
+
+def autocast(device: torch.device, amp: str):
+    """Autocast context for `amp` ("none" gives a null context)."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def metrics_table(metrics: dict[str, Any], classes: Sequence[str]) -> str:
+    """Markdown table of per-class IoU and accuracy, then the summary metrics (percent)."""
+    lines = ["| class | IoU | Acc |", "| --- | ---: | ---: |"]
+    for name, iou, acc in zip(classes, metrics["IoU"], metrics["Acc"], strict=True):
+        lines.append(f"| {name} | {_pct(iou)} | {_pct(acc)} |")
+    lines += [
+        "",
+        "| mIoU | aAcc | mAcc | FWIoU |",
+        "| ---: | ---: | ---: | ---: |",
+        f"| {_pct(metrics['mIoU'])} | {_pct(metrics['aAcc'])} | {_pct(metrics['mAcc'])} "
+        f"| {_pct(metrics['FWIoU'])} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(v: float) -> str:
+    return "–" if v is None or math.isnan(v) else f"{100 * v:.2f}"
+
+
+def write_report(
+    metrics: dict[str, Any],
+    classes: Sequence[str],
+    out_dir: str | os.PathLike,
+    extra: dict | None = None,
+) -> dict[str, Path]:
+    """Write metrics.json, metrics.md and confusion.png into `out_dir` (atomically each).
+
+    Returns:
+        {"json": path, "markdown": path, "plot": path}.
+    """
+    from gsag.config import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {k: v for k, v in metrics.items() if k != "samples"}
+    data["classes"] = list(classes)
+    data["IoU_by_class"] = dict(zip(classes, metrics["IoU"], strict=True))
+    if extra:
+        data.update(extra)
+    paths = {
+        "json": out / "metrics.json",
+        "markdown": out / "metrics.md",
+        "plot": out / "confusion.png",
+    }
+    atomic_write_text(paths["json"], json.dumps(_json_safe(data), indent=2) + "\n")
+    atomic_write_text(paths["markdown"], metrics_table(metrics, classes))
+    save_confusion_plot(metrics["confusion"], classes, paths["plot"])
+    return paths
+
+
+def save_confusion_plot(confusion: Sequence[Sequence[int]], classes: Sequence[str], path) -> None:
+    """Row-normalised confusion matrix (true class per row) as a PNG, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mat = torch.tensor(confusion, dtype=torch.float64)
+    norm = mat / mat.sum(1, keepdim=True).clamp(min=1)
+    n = len(classes)
+    size = max(4.0, 0.4 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=90)
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _json_safe(v: Any) -> Any:
+    """NaN -> None so the JSON is standard."""
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v

@@ -1,0 +1,292 @@
+"""The Gated Self-Attention Group (GSAG) head, one small module per component of the seed.
+
+Variants (docs/model.md has the diagram and every choice made where the seed is silent):
+
+| variant     | group (0) | key layer + PSA (1-2) | GSA + pooling + mapping + gate (3-5) |
+| ----------- | --------- | --------------------- | ------------------------------------ |
+| basic       | -         | -                     | -                                    |
+| incremental | -         | yes                   | -                                    |
+| hybrid      | yes       | yes                   | yes                                  |
+
+Attention tensors use the layout (B, h, H, W, d_head): the last dimension is contiguous, which
+keeps `scaled_dot_product_attention` on its fused kernel and lets the local attention shift
+views of a padded map instead of unfolding k*k copies of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gsag.models.layers import ConvBNReLU, resize
+
+VARIANTS = ("basic", "incremental", "hybrid")
+
+
+def heads_to_map(x: Tensor) -> Tensor:
+    """(B, h, H, W, d) -> (B, h * d, H, W)."""
+    b, h, hh, ww, d = x.shape
+    return x.permute(0, 1, 4, 2, 3).reshape(b, h * d, hh, ww)
+
+
+class GroupFormation(nn.Module):
+    """Group formation, the seed's "group attention mechanism" (组注意力机制).
+
+    Projects every backbone level to `channels` (1x1 conv-BN-ReLU), resizes them to the finest
+    level's grid and fuses the G level vectors at each position with a softmax over the level
+    axis; the score of a level is a shared 1x1 conv of its own vector plus a learned per-level bias.
+    """
+
+    def __init__(self, in_channels: Sequence[int], channels: int) -> None:
+        super().__init__()
+        self.proj = nn.ModuleList(ConvBNReLU(c, channels, 1) for c in in_channels)
+        self.score = nn.Conv2d(channels, 1, 1)
+        self.level_bias = nn.Parameter(torch.zeros(len(in_channels)))
+
+    def level_weights(self, stacked: Tensor) -> Tensor:
+        """Per-pixel softmax weights over levels: (B, G, d, H, W) -> (B, G, 1, H, W)."""
+        b, g, _, h, w = stacked.shape
+        scores = self.score(stacked.flatten(0, 1)).view(b, g, 1, h, w)
+        return (scores + self.level_bias.view(1, g, 1, 1, 1)).softmax(dim=1)
+
+    def forward(self, feats: Sequence[Tensor]) -> Tensor:
+        size = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
+        stacked = torch.stack(
+            [resize(p(f), size) for p, f in zip(self.proj, feats, strict=True)], dim=1
+        )
+        return (self.level_weights(stacked) * stacked).sum(dim=1)  # (B, d, H, W)
+
+
+class KeyLayer(nn.Module):
+    """Key layer, the seed's "key-query linear layer" and "value linear layer" (关键层).
+
+    Two 1x1 convolutions, written as per-position linear layers: one gives queries and keys
+    (`key_channels` each), the other values (`value_channels`), split into `num_heads` heads.
+    Returns q, k of shape (B, h, H, W, key_channels / h) and v of shape (B, h, H, W, value_channels / h).
+    """
+
+    def __init__(
+        self, channels: int, key_channels: int, value_channels: int, num_heads: int
+    ) -> None:
+        super().__init__()
+        for name, c in (("key_channels", key_channels), ("value_channels", value_channels)):
+            if c % num_heads:
+                raise ValueError(f"{name}={c} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.key_channels = key_channels
+        self.qk = nn.Linear(channels, 2 * key_channels)
+        self.v = nn.Linear(channels, value_channels)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, _, hh, ww = x.shape
+        tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d)
+        qk = self.qk(tokens).view(b, hh, ww, 2, self.num_heads, -1)  # (B, H, W, 2, h, dk)
+        v = self.v(tokens).view(b, hh, ww, self.num_heads, -1)  # (B, H, W, h, dv)
+        q = qk[:, :, :, 0].permute(0, 3, 1, 2, 4)  # (B, h, H, W, dk)
+        k = qk[:, :, :, 1].permute(0, 3, 1, 2, 4)
+        return q, k, v.permute(0, 3, 1, 2, 4)  # v: (B, h, H, W, dv)
+
+
+class PointwiseSelfAttention(nn.Module):
+    """Pointwise self-attention (PSA), the seed's "query layer" (逐点自注意力机制 / 查询层).
+
+    Every position attends to its k x k neighbourhood with a learned relative-position bias per
+    head; neighbours outside the image are masked out. Exact, and computed by looping over the
+    k*k offsets on a padded view: memory stays O(k*k * B * h * H * W) for the logits instead of
+    k*k copies of the keys and values.
+    """
+
+    def __init__(self, num_heads: int, kernel_size: int = 7) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size={kernel_size} must be a positive odd number")
+        self.kernel_size = kernel_size
+        self.rel_bias = nn.Parameter(torch.zeros(num_heads, kernel_size * kernel_size))
+        nn.init.trunc_normal_(self.rel_bias, std=0.02)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        ks, r = self.kernel_size, self.kernel_size // 2
+        _, h, hh, ww, dk = q.shape
+        q = q * dk**-0.5
+        kp = F.pad(k, (0, 0, r, r, r, r))  # (B, h, H + 2r, W + 2r, dk)
+        vp = F.pad(v, (0, 0, r, r, r, r))
+        inside = F.pad(q.new_ones(hh, ww, dtype=torch.bool), (r, r, r, r))  # (H + 2r, W + 2r)
+        offsets = [(dy, dx) for dy in range(ks) for dx in range(ks)]
+        logits = torch.stack(
+            [(q * kp[:, :, dy : dy + hh, dx : dx + ww]).sum(-1) for dy, dx in offsets], dim=2
+        )  # (B, h, k*k, H, W)
+        valid = torch.stack([inside[dy : dy + hh, dx : dx + ww] for dy, dx in offsets])
+        logits = logits + self.rel_bias.view(1, h, ks * ks, 1, 1)
+        attn = logits.masked_fill(~valid, float("-inf")).softmax(dim=2)  # (B, h, k*k, H, W)
+        out = torch.zeros_like(v)  # (B, h, H, W, dv)
+        for i, (dy, dx) in enumerate(offsets):
+            out = out.addcmul_(attn[:, :, i, :, :, None], vp[:, :, dy : dy + hh, dx : dx + ww])
+        return out
+
+    def extra_flops(self, inputs: tuple[Tensor, ...], output: Tensor) -> int:
+        """FLOPs of the element-wise products, which `FlopCounterMode` does not see."""
+        q = inputs[0]
+        b, h, hh, ww, dk = q.shape
+        return 2 * b * h * hh * ww * self.kernel_size**2 * (dk + output.shape[-1])
+
+
+class GlobalSelfAttention(nn.Module):
+    """Global self-attention (GSA), the seed's "global self-attention mechanism" (全局自注意力机制).
+
+    Every position attends to all positions: softmax(q k^T / sqrt(d)) v per head, through
+    `scaled_dot_product_attention` (a fused kernel; the N x N matrix is never built in Python).
+    Cost is quadratic in the number of positions; use slide inference for large images.
+    """
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        b, h, hh, ww, _ = q.shape
+        out = F.scaled_dot_product_attention(
+            q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3)
+        )  # (B, h, N, dv)
+        return out.view(b, h, hh, ww, -1)  # (B, h, H, W, dv)
+
+
+class AttentionMeanPooling(nn.Module):
+    """Attention-mean pooling, the seed's "attention-mean-pooling layer" (注意力均值池化层).
+
+    A learned query per head scores every key; a softmax over positions gives weights, and the
+    weighted means of the query-key pairs and of the values are one descriptor each per image.
+    Returns (pooled_qk (B, 2 * key_channels), pooled_v (B, value_channels)).
+    """
+
+    def __init__(self, num_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(num_heads, head_dim))
+        nn.init.trunc_normal_(self.query, std=0.02)
+
+    def weights(self, k: Tensor) -> Tensor:
+        """Softmax over positions of the learned score: (B, h, H, W, dk) -> (B, h, 1, N)."""
+        scores = (k.flatten(2, 3) * self.query[:, None]).sum(-1) * k.shape[-1] ** -0.5
+        return scores.softmax(dim=-1).unsqueeze(2)  # (B, h, 1, N)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        w = self.weights(k)
+        qk = torch.cat([q, k], dim=-1).flatten(2, 3)  # (B, h, N, 2 dk)
+        pooled_qk = (w @ qk).flatten(1)  # (B, h * 2 dk)
+        pooled_v = (w @ v.flatten(2, 3)).flatten(1)  # (B, h * dv)
+        return pooled_qk, pooled_v
+
+
+class VectorMapping(nn.Module):
+    """Vector mapping, the seed's "vector mapping" (向量映射).
+
+    Concatenates the pooled query-key descriptor and the pooled value vector, maps them through
+    a linear layer, ReLU, a 1x1 conv and a ReLU into one (B, channels, 1, 1) context vector that
+    is added (broadcast) to the global attention output.
+    """
+
+    def __init__(self, in_features: int, channels: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, channels)
+        self.conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, pooled_qk: Tensor, pooled_v: Tensor) -> Tensor:
+        z = F.relu(self.linear(torch.cat([pooled_qk, pooled_v], dim=1)))  # (B, channels)
+        return F.relu(self.conv(z[:, :, None, None]))  # (B, channels, 1, 1)
+
+
+class GatedPooling(nn.Module):
+    """Gated pooling, the seed's "gated pooling layer" (门控池化层).
+
+    Global statistics (per-channel mean and std over positions) of L and G give a channel gate
+    through a small two-layer MLP; local statistics (per-position mean and std over channels)
+    give a spatial gate through a 1x1 conv. `g = sigmoid(channel + spatial)` and the output is
+    `g * L + (1 - g) * G`.
+    """
+
+    def __init__(self, channels: int, reduction: int = 8) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 8)
+        self.channel = nn.Sequential(
+            nn.Linear(4 * channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
+        )
+        self.spatial = nn.Conv2d(4, 1, 1)
+
+    @staticmethod
+    def _mean_std(x: Tensor, dim: int | tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        var, mean = torch.var_mean(x, dim=dim, unbiased=False)
+        return mean, (var + 1e-5).sqrt()
+
+    def gate(self, local: Tensor, glob: Tensor) -> Tensor:
+        """Gate values in [0, 1], shape (B, C, H, W), for L and G of shape (B, C, H, W)."""
+        global_stats = torch.cat([*self._mean_std(local, (2, 3)), *self._mean_std(glob, (2, 3))], 1)
+        local_stats = torch.stack([*self._mean_std(local, 1), *self._mean_std(glob, 1)], 1)
+        channel = self.channel(global_stats)[:, :, None, None]  # (B, C, 1, 1)
+        spatial = self.spatial(local_stats)  # (B, 1, H, W)
+        return torch.sigmoid(channel + spatial)
+
+    def forward(self, local: Tensor, glob: Tensor) -> Tensor:
+        g = self.gate(local, glob)
+        return g * local + (1 - g) * glob
+
+
+class GSAGHead(nn.Module):
+    """The GSAG segmentation head (the seed's Basic / Incremental / Hybrid variants).
+
+    Args:
+        in_channels: channels of the backbone levels (C3, C4, C5 by default).
+        num_classes: output classes.
+        variant: "basic", "incremental" or "hybrid".
+        head_channels: width d of X and of the head's output maps.
+        key_channels: total query/key width d_k (split over heads).
+        value_channels: total value width d_v; defaults to key_channels, so that every head has
+            the same query and value size and the fused attention kernel applies.
+        num_heads: attention heads h.
+        kernel_size: PSA neighbourhood k.
+        fuse_channels: width of the final conv3x3-BN-ReLU.
+        dropout: dropout before the classifier.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_classes: int,
+        variant: str = "hybrid",
+        head_channels: int = 512,
+        key_channels: int = 256,
+        value_channels: int | None = None,
+        num_heads: int = 8,
+        kernel_size: int = 7,
+        fuse_channels: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown GSAG variant {variant!r}; valid: {', '.join(VARIANTS)}")
+        self.variant = variant
+        d, dv = head_channels, value_channels or key_channels
+        if variant == "hybrid":
+            self.group = GroupFormation(in_channels, d)
+        else:
+            self.proj = ConvBNReLU(in_channels[-1], d, 1)
+        if variant != "basic":
+            self.key = KeyLayer(d, key_channels, dv, num_heads)
+            self.psa = PointwiseSelfAttention(num_heads, kernel_size)
+            self.out_proj = nn.Sequential(nn.Conv2d(dv, d, 1, bias=False), nn.BatchNorm2d(d))
+        if variant == "hybrid":
+            self.gsa = GlobalSelfAttention()
+            self.pool = AttentionMeanPooling(num_heads, key_channels // num_heads)
+            self.mapping = VectorMapping(2 * key_channels + dv, dv)
+            self.gated = GatedPooling(dv)
+        self.fuse = ConvBNReLU(d, fuse_channels, 3)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(fuse_channels, num_classes, 1)
+
+    def forward(self, feats: Sequence[Tensor]) -> Tensor:
+        x = self.group(feats) if self.variant == "hybrid" else self.proj(feats[-1])  # (B, d, H, W)
+        if self.variant != "basic":
+            q, k, v = self.key(x)  # (B, h, H, W, dk), (B, h, H, W, dv)
+            y = heads_to_map(self.psa(q, k, v))  # L: (B, dv, H, W)
+            if self.variant == "hybrid":
+                glob = heads_to_map(self.gsa(q, k, v)) + self.mapping(*self.pool(q, k, v))
+                y = self.gated(y, glob)  # (B, dv, H, W)
+            x = x + self.out_proj(y)  # residual Y + X: (B, d, H, W)
+        return self.classifier(self.dropout(self.fuse(x)))  # (B, num_classes, H, W)

@@ -1,0 +1,338 @@
+"""Plots and small markdown helpers for run reports (`gsag demo`) and ablations (`gsag ablate`).
+
+Figures are written with matplotlib's Agg backend, atomically (temporary file + `os.replace`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text through a temporary file in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def read_metrics_log(path: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """Split a run's `metrics.jsonl` into training records and evaluation records.
+
+    A record with an "mIoU" key is an evaluation; one with a "loss" key is a training log line.
+    Lines that are not JSON objects (e.g. a half-written last line) are skipped.
+    """
+    train, evals = [], []
+    path = Path(path)
+    if not path.is_file():
+        return train, evals
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if "mIoU" in record:
+            evals.append(record)
+        elif "loss" in record:
+            train.append(record)
+    return train, evals
+
+
+def _iteration(record: dict) -> float:
+    for key in ("iter", "iteration", "step"):
+        if key in record:
+            return float(record[key])
+    return float("nan")
+
+
+def plot_training_curve(
+    metrics_log: str | os.PathLike, path: str | os.PathLike, title: str = ""
+) -> Path:
+    """Training loss and validation mIoU against iteration, from one `metrics.jsonl`."""
+    plt = _pyplot()
+    train, evals = read_metrics_log(metrics_log)
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_loss.plot([_iteration(r) for r in train], [r["loss"] for r in train], lw=1.2)
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("training loss")
+    ax_miou.plot([_iteration(r) for r in evals], [100 * r["mIoU"] for r in evals], "o-")
+    ax_miou.set_xlabel("iteration")
+    ax_miou.set_ylabel("val mIoU (%)")
+    for ax in (ax_loss, ax_miou):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value; NaN for none)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def fmt_pm(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
+    """'45.3 ± 1.2' (values scaled to percent by default); '–' for NaN."""
+    if math.isnan(mean):
+        return "–"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def plot_miou_bars(groups: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Bars of mean mIoU with standard-deviation error bars, one bar per model x backbone.
+
+    Args:
+        groups: dicts with "model", "backbone", "miou_mean", "miou_std", "miou_runs" (list).
+    """
+    plt = _pyplot()
+    labels = [f"{g['model']}\n{g['backbone']}" for g in groups]
+    means = [100 * g["miou_mean"] for g in groups]
+    stds = [100 * g["miou_std"] for g in groups]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) + 1), 4))
+    xs = list(range(len(groups)))
+    ax.bar(xs, means, yerr=stds, capsize=4, color="#4c72b0", alpha=0.85)
+    for x, g in zip(xs, groups, strict=True):
+        runs = [100 * v for v in g.get("miou_runs", [])]
+        ax.plot([x] * len(runs), runs, "k.", ms=5)
+    ax.set_xticks(xs, labels, fontsize=8)
+    ax.set_ylabel("val mIoU (%): mean ± std, dots = seeds")
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_curves(runs: Sequence[tuple[str, str | os.PathLike]], path: str | os.PathLike) -> Path:
+    """Training loss and val mIoU of many runs; `runs` is (label, metrics.jsonl) pairs.
+
+    Runs with the same label share a colour (e.g. one colour per model, one line per seed).
+    """
+    plt = _pyplot()
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(11, 4))
+    colours: dict[str, Any] = {}
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for label, log in runs:
+        colour = colours.setdefault(label, cycle[len(colours) % len(cycle)])
+        train, evals = read_metrics_log(log)
+        first = label not in {line.get_label() for line in ax_loss.get_lines()}
+        ax_loss.plot(
+            [_iteration(r) for r in train],
+            [r["loss"] for r in train],
+            color=colour,
+            lw=0.9,
+            alpha=0.7,
+            label=label if first else "_nolegend_",
+        )
+        ax_miou.plot(
+            [_iteration(r) for r in evals],
+            [100 * r["mIoU"] for r in evals],
+            "o-",
+            color=colour,
+            ms=3,
+            lw=0.9,
+            alpha=0.7,
+        )
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("training loss")
+    ax_miou.set_xlabel("iteration")
+    ax_miou.set_ylabel("val mIoU (%)")
+    for ax in (ax_loss, ax_miou):
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_per_class_iou(
+    groups: Sequence[dict[str, Any]], classes: Sequence[str], path: str | os.PathLike
+) -> Path:
+    """Grouped bars: per-class IoU (mean over seeds) for each model x backbone."""
+    plt = _pyplot()
+    n = len(groups)
+    width = 0.8 / max(n, 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(classes) * max(n, 2) / 2 + 2), 4))
+    for i, g in enumerate(groups):
+        xs = [c + (i - (n - 1) / 2) * width for c in range(len(classes))]
+        values = [100 * (v if v is not None and not math.isnan(v) else 0.0) for v in g["iou_mean"]]
+        ax.bar(xs, values, width=width, label=f"{g['model']} / {g['backbone']}")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("IoU (%), mean over seeds")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return save_figure(fig, path)
+
+
+def image_grid(paths: Sequence[str | os.PathLike], path: str | os.PathLike, cols: int = 2) -> Path:
+    """Tile images (e.g. overlays) into one PNG, resized to the first image's size."""
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in paths]
+    if not images:
+        raise ValueError("image_grid: no images given")
+    w, h = images[0].size
+    rows = math.ceil(len(images) / cols)
+    grid = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
+    for i, im in enumerate(images):
+        grid.paste(im.resize((w, h)), ((i % cols) * w, (i // cols) * h))
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    grid.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def prediction_panel(
+    rgb,
+    truth,
+    pred,
+    palette: Sequence[tuple[int, int, int]],
+    ignore_index: int = 255,
+    min_height: int = 192,
+):
+    """PIL image: the input | ground truth colours | prediction overlaid on the input."""
+    import numpy as np
+    from PIL import Image
+
+    from gsag.predict import overlay
+
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    colours[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    colours[ignore_index] = (255, 255, 255)
+    truth_rgb = colours[np.clip(truth, 0, 255)]  # (H, W, 3)
+    pred_rgb = np.asarray(overlay(rgb, pred, palette, alpha=0.6))
+    panel = Image.fromarray(np.concatenate([rgb, truth_rgb, pred_rgb], axis=1))
+    if panel.height < min_height:  # small images are enlarged (nearest) so they can be read
+        factor = math.ceil(min_height / panel.height)
+        panel = panel.resize((panel.width * factor, panel.height * factor), Image.NEAREST)
+    return panel
+
+
+def write_run_report(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    num_images: int = 4,
+    device: str = "cpu",
+    title: str = "gsag run report",
+    notes: Sequence[str] = (),
+    progress=None,
+) -> Path:
+    """Evaluate a checkpoint on its config's validation split and write a report folder.
+
+    Writes report.md (metrics table, per-class IoU, figures), metrics.json, metrics.md,
+    confusion.png, curve.png (from the run's metrics.jsonl, when present) and
+    predictions/<id>.png panels (input | ground truth | prediction) for the first
+    `num_images` validation images.
+
+    Args:
+        checkpoint: a `.pt` checkpoint written by `gsag train`.
+        out_dir: the report folder.
+        num_images: validation images to draw.
+        device: where to evaluate.
+        title: the report's heading.
+        notes: extra lines for the report's header (e.g. training time).
+        progress: optional `(done, total)` callable for the evaluation.
+
+    Returns:
+        The path of report.md.
+    """
+    import torch
+
+    from gsag.config import from_dict
+    from gsag.data.io import read_image, read_mask
+    from gsag.engine.checkpoint import load_model
+    from gsag.engine.evaluate import evaluate, metrics_table
+    from gsag.engine.evaluate import write_report as write_metrics
+    from gsag.engine.train import make_dataset
+    from gsag.flops import count_params
+    from gsag.predict import Predictor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = Path(checkpoint)
+    model, info = load_model(checkpoint, map_location=device)
+    cfg = from_dict(info["config"], source=str(checkpoint))
+    val_set = make_dataset(cfg, cfg.data.val_split, train=False)
+    e = cfg.eval
+    metrics = evaluate(
+        model, val_set, mode=e.mode, crop_size=e.crop_size, stride=e.stride, scales=e.scales,
+        flip=e.flip, num_classes=info["num_classes"], ignore_index=info["ignore_index"],
+        progress=progress,
+    )  # fmt: skip
+    classes = list(info["classes"])
+    write_metrics(metrics, classes, out)
+
+    predictor = Predictor.from_model(model, info, device=device)
+    panels = []
+    for i in range(min(num_images, len(val_set))):
+        image_path = val_set.image_path(i)
+        rgb = read_image(image_path)[0]
+        pred = predictor.predict(rgb)
+        truth = read_mask(val_set.mask_path(i))
+        panel = prediction_panel(rgb, truth, pred, predictor.palette, info["ignore_index"])
+        target = out / "predictions" / f"{image_path.stem}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.stem}.tmp.png")
+        panel.save(tmp)
+        os.replace(tmp, target)
+        panels.append(target)
+
+    log = checkpoint.parent / "metrics.jsonl"
+    curve = plot_training_curve(log, out / "curve.png", title) if log.is_file() else None
+
+    m = cfg.model
+    threads = torch.get_num_threads() if device == "cpu" else None
+    lines = [
+        f"# {title}",
+        "",
+        f"- model: `{m.name}` on `{m.backbone}` ({count_params(model) / 1e6:.2f} M parameters, "
+        f"output stride {m.output_stride}, pretrained backbone: {m.pretrained})",
+        f"- checkpoint: `{checkpoint}` (iteration {info.get('iteration', '?')} of "
+        f"{cfg.train.iters}, batch {cfg.train.batch_size}, crop {cfg.data.crop_size})",
+        f"- data: `{cfg.data.root}`, trained on split `{cfg.data.train_split}`, "
+        f"evaluated on `{cfg.data.val_split}` ({metrics['images']} images, mode {e.mode}"
+        f"{', flip' if e.flip else ''})",
+        f"- device: {device}" + (f" ({threads} threads)" if threads else ""),
+        *[f"- {n}" for n in notes],
+        "",
+        "## Metrics (%)",
+        "",
+        metrics_table(metrics, classes),
+    ]
+    if curve is not None:
+        lines += ["## Training curve", "", "![training curve](curve.png)", ""]
+    if panels:
+        lines += ["## Predictions", "", "input | ground truth | prediction (overlay)", ""]
+        lines += [f"![{p.stem}](predictions/{p.name})" for p in panels]
+        lines.append("")
+    lines += ["## Confusion matrix (row-normalised)", "", "![confusion matrix](confusion.png)", ""]
+    return atomic_write_text(out / "report.md", "\n".join(lines))

@@ -1,0 +1,124 @@
+"""gsag bench: timing helpers, SDPA backend detection, memory measurement, ratios, outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gsag import bench
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> dict:
+        self.calls += 1
+        q = x.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()  # (B, 1, N, C)
+        return {"out": F.scaled_dot_product_attention(q, q, q)}
+
+
+def test_percentile_matches_numpy():
+    values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
+    for q in (0.0, 0.1, 0.5, 0.9, 1.0):
+        assert bench._percentile(values, q) == pytest.approx(np.percentile(values, 100 * q))
+
+
+def test_time_inference_runs_warmup_then_repeats():
+    model = _Attention()
+    times = bench.time_inference(model, torch.randn(1, 8, 4, 4), warmup=2, repeats=3)
+    assert len(times) == 3 and all(t > 0 for t in times)
+    assert model.calls == 5
+
+
+def test_sdpa_backend_names_the_kernel_that_ran():
+    model = _Attention()
+    x = torch.randn(1, 16, 8, 8)
+    assert "flash (CPU fused)" in bench.sdpa_backends(model, x)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        assert bench.sdpa_backends(model, x) == "math"
+    assert bench.sdpa_backends(nn.Conv2d(16, 4, 1).eval(), x) == "-"
+
+
+def test_peak_rss_sees_a_known_allocation():
+    size_mib = 160
+    peak = bench.peak_rss_during(lambda: torch.ones(size_mib * 2**20 // 4).sum())
+    assert size_mib * 0.9 < peak < size_mib * 1.5
+
+
+def test_cpu_peak_memory_grows_with_input_size():
+    small = bench.cpu_peak_memory_mb("deeplabv3", "test_resnet", 96, 96)
+    large = bench.cpu_peak_memory_mb("deeplabv3", "test_resnet", 384, 384)
+    assert large > small + 5
+
+
+def test_train_step_updates_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    wrapped = _DictOut(model)
+    before = model[0].weight.detach().clone()
+    times = bench.time_train_step(wrapped, torch.randn(2, 3, 8, 8), num_classes=4, repeats=2)
+    assert len(times) == 2
+    assert not torch.equal(before, model[0].weight)
+
+
+class _DictOut(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return {"out": self.inner(x)}
+
+
+def _row(model, latency, params, backbone="b", size=64):
+    return bench.BenchRow(model, backbone, size, size, 1, params_m=params, latency_ms=latency)
+
+
+def test_ratios_are_relative_to_deeplabv3_of_the_same_backbone_and_size():
+    rows = [
+        _row("gsag_hybrid", 30.0, 8.0),
+        _row("deeplabv3", 40.0, 10.0),
+        _row("gsag_hybrid", 90.0, 8.0, size=128),
+        _row("deeplabv3", 60.0, 10.0, size=128),
+        _row("fcn", 10.0, 5.0, backbone="other"),  # no baseline for this backbone
+    ]
+    bench.add_ratios(rows)
+    assert rows[0].ratios["latency_ms"] == pytest.approx(0.75)
+    assert rows[0].ratios["params_m"] == pytest.approx(0.8)
+    assert rows[2].ratios["latency_ms"] == pytest.approx(1.5)
+    assert rows[1].ratios["latency_ms"] == pytest.approx(1.0)
+    assert rows[4].ratios == {}
+    assert "peak_mem_mb" not in rows[0].ratios  # NaN metrics get no ratio
+
+
+def test_run_bench_adds_the_baseline_and_writes_json_and_markdown(tmp_path):
+    settings = bench.BenchSettings(warmup=0, repeats=1, memory=False, train_step=False)
+    rows = bench.run_bench(["gsag_hybrid"], ["test_resnet"], [(64, 64)], settings=settings)
+    assert [r.model for r in rows] == ["gsag_hybrid", "deeplabv3"]
+    hybrid, base = rows
+    assert not hybrid.error and not base.error
+    from gsag import create_model
+    from gsag.flops import count_params
+
+    ref = create_model("gsag_hybrid", 21, backbone="test_resnet", aux=False)
+    assert hybrid.params_m == pytest.approx(count_params(ref) / 1e6)
+    assert hybrid.ratios["params_m"] == pytest.approx(hybrid.params_m / base.params_m)
+    assert hybrid.sdpa_backend == "flash (CPU fused)"
+    assert base.sdpa_backend == "-"
+    assert math.isnan(hybrid.train_step_ms)
+    paths = bench.write_results(rows, bench.environment(), tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert [r["model"] for r in data["rows"]] == ["gsag_hybrid", "deeplabv3"]
+    md = paths["markdown"].read_text()
+    assert "| gsag_hybrid | test_resnet | 1x64x64 |" in md
+    assert "1.00x" in md  # the baseline against itself

@@ -1,0 +1,42 @@
+"""`gsag data synth | check` through the real command line."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gsag.data import VOCSegmentation, read_mask, save_mask
+
+
+def test_synth_then_check(tmp_path, capsys):
+    from gsag.cli import main
+
+    out = tmp_path / "synth"
+    argv = ["data", "synth", "--out", str(out), "--num-train", "5", "--num-val", "2"]
+    assert main([*argv, "--size", "48", "--seed", "4", "--workers", "1"]) == 0
+    assert len(VOCSegmentation(out, "train")) == 5 and len(VOCSegmentation(out, "val")) == 2
+    capsys.readouterr()
+    assert main(["data", "check", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "7 pairs" in text and "walker" in text and "ok" in text
+
+
+def test_check_fails_on_bad_labels(tmp_path, capsys):
+    from gsag.cli import main
+    from gsag.data.synth import SYNTH_PALETTE, generate
+
+    root = generate(tmp_path / "s", num_train=3, num_val=1, size=40, seed=2)
+    path = root / "SegmentationClass" / "train_00001.png"
+    mask = read_mask(path)
+    mask[:3, :3] = 42
+    save_mask(path, mask, SYNTH_PALETTE)
+    assert main(["data", "check", str(root), "--split", "train"]) == 1
+    text = capsys.readouterr().out
+    assert "42" in text and "train_00001.png" in text and "1 error" in text
+    assert np.all(read_mask(path)[:3, :3] == 42)  # check never rewrites data
+
+
+def test_check_reports_not_a_dataset(tmp_path, capsys):
+    from gsag.cli import main
+
+    assert main(["data", "check", str(tmp_path)]) == 1
+    assert "not a dataset gsag can read" in capsys.readouterr().out

@@ -1,0 +1,112 @@
+"""The generated context benchmark: format, determinism and its labelling rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gsag.data import VOCSegmentation, read_classes_yaml, read_mask
+from gsag.data.synth import (
+    BOAT,
+    CAR,
+    HORSE,
+    RIDER,
+    SYNTH_CLASSES,
+    SYNTH_PALETTE,
+    WALKER,
+    generate,
+    render,
+)
+
+
+def test_tree_is_voc_format(synth_root):
+    lists = synth_root / "ImageSets" / "Segmentation"
+    train = lists.joinpath("train.txt").read_text().split()
+    val = lists.joinpath("val.txt").read_text().split()
+    assert len(train) == 8 and len(val) == 4
+    assert lists.joinpath("trainval.txt").read_text().split() == train + val
+    for name in train + val:
+        with Image.open(synth_root / "JPEGImages" / f"{name}.jpg") as image:
+            assert image.format == "JPEG" and image.mode == "RGB" and image.size == (64, 64)
+        with Image.open(synth_root / "SegmentationClass" / f"{name}.png") as mask:
+            assert mask.mode == "P" and mask.size == (64, 64)
+            # the PNG palette is the class palette: index i is drawn in colour i
+            flat = mask.getpalette()[: 3 * len(SYNTH_PALETTE)]
+        assert [tuple(flat[i : i + 3]) for i in range(0, len(flat), 3)] == SYNTH_PALETTE
+    info = read_classes_yaml(synth_root / "classes.yaml")
+    assert info.classes == SYNTH_CLASSES and info.palette == SYNTH_PALETTE
+    assert info.ignore_index == 255
+    assert VOCSegmentation(synth_root, "val").classes == SYNTH_CLASSES
+
+
+def test_deterministic_for_a_seed(tmp_path, synth_root):
+    again = generate(tmp_path / "a", num_train=8, num_val=4, size=64, seed=0)
+    other = generate(tmp_path / "b", num_train=8, num_val=4, size=64, seed=1)
+    for sub, name in [("JPEGImages", "train_00003.jpg"), ("SegmentationClass", "val_00001.png")]:
+        same = (again / sub / name).read_bytes()
+        assert same == (synth_root / sub / name).read_bytes()
+        assert same != (other / sub / name).read_bytes()
+
+
+def test_parallel_generation_matches_serial(tmp_path):
+    serial = generate(tmp_path / "s", num_train=6, num_val=2, size=48, seed=3)
+    parallel = generate(tmp_path / "p", num_train=6, num_val=2, size=48, seed=3, workers=2)
+    for path in sorted((serial / "SegmentationClass").iterdir()):
+        assert path.read_bytes() == (parallel / "SegmentationClass" / path.name).read_bytes()
+
+
+def _band_is_water(image: np.ndarray, band: int) -> bool:
+    """Independent reading of the scene: one edge strip (top or bottom) is deep blue water."""
+    for strip in (image[:band], image[-band:]):
+        r, _, b = strip.reshape(-1, 3).mean(axis=0)
+        if r < 90 and b > r + 70:
+            return True
+    return False
+
+
+def test_context_rules_hold():
+    """car/boat follow the scene band, rider/walker follow the presence of a horse."""
+    size, band = 96, round(0.12 * 96)
+    seen = {CAR: 0, BOAT: 0, RIDER: 0, WALKER: 0}
+    for index in range(40):
+        image, mask, flags = render(seed=5, split="train", index=index, size=size)
+        water = _band_is_water(image.astype(np.float64), band)
+        assert water == flags["water"]
+        present = set(np.unique(mask).tolist())
+        assert not ({CAR, BOAT} <= present)  # one scene per image
+        if water:
+            assert CAR not in present
+        else:
+            assert BOAT not in present
+        assert not ({RIDER, WALKER} <= present)
+        if RIDER in present:
+            assert HORSE in present
+        if WALKER in present:
+            assert HORSE not in present
+        for c in seen:
+            seen[c] += c in present
+    assert all(n > 0 for n in seen.values()), seen
+
+
+@pytest.mark.parametrize("size", [64, 128, 200])
+def test_context_cue_is_far_from_the_objects(size):
+    """No object pixel (255 rings included) lies within 0.15 * S of the scene band."""
+    band, margin = round(0.12 * size), round(0.15 * size)
+    for index in range(15):
+        _, mask, flags = render(seed=1, split="val", index=index, size=size)
+        rows = np.flatnonzero((mask > 0).any(axis=1))
+        if flags["band_top"]:
+            assert rows.min() >= band + margin - 1
+        else:
+            assert rows.max() <= size - band - margin
+
+
+def test_objects_are_ringed_by_ignore(synth_root):
+    """No two different labels touch: every object boundary is a 255 border, as in VOC."""
+    for path in sorted((synth_root / "SegmentationClass").iterdir()):
+        mask = read_mask(path)
+        for a, b in [(mask[1:], mask[:-1]), (mask[:, 1:], mask[:, :-1])]:
+            touching = (a != b) & (a != 255) & (b != 255)
+            assert not touching.any(), path.name
+        assert (mask == 255).any() and (mask > 0).any()

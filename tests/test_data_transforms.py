@@ -1,0 +1,168 @@
+"""Training/evaluation pipelines: geometry stays aligned, crops obey cat_max_ratio, seeding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from gsag.data import IMAGENET_MEAN, IMAGENET_STD, VOCSegmentation, worker_generator
+from gsag.data.transforms import RandomCrop, eval_transforms, rescale_size, train_transforms
+
+# eight well-separated colours; label i is painted in COLOURS[i]
+COLOURS = torch.tensor(
+    [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],
+     [0, 255, 255], [255, 255, 255]],
+    dtype=torch.float32,
+)  # fmt: skip
+
+
+def _blocky_pair(height: int, width: int, block: int, seed: int):
+    """A mask of random `block`-pixel squares and an image painted from it (uint8 (3, H, W))."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, len(COLOURS), (height // block + 1, width // block + 1), generator=g)
+    mask = coarse.repeat_interleave(block, 0).repeat_interleave(block, 1)[:height, :width]
+    image = COLOURS[mask].permute(2, 0, 1).to(torch.uint8)  # (3, H, W)
+    return image, mask.long()
+
+
+def _denormalise(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    return (x * std + mean) * 255.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mask_stays_aligned_with_image(seed):
+    """Decode the label from each output pixel's colour: it must equal the output mask."""
+    torch.manual_seed(seed)
+    image, mask = _blocky_pair(75, 110, block=9, seed=seed)
+    pipeline = train_transforms(
+        crop_size=64, base_size=(110, 75), scale_range=(0.5, 2.0), cat_max_ratio=0.75,
+        photometric=False, hflip=0.5,
+    )  # fmt: skip
+    out_image, out_mask = pipeline(image, mask)
+    assert out_image.shape == (3, 64, 64) and out_image.dtype == torch.float32
+    assert out_mask.shape == (64, 64) and out_mask.dtype == torch.int64
+    rgb = _denormalise(out_image).permute(1, 2, 0)  # (H, W, 3)
+    decoded = torch.cdist(rgb.reshape(-1, 3), COLOURS).argmin(1).reshape(64, 64)
+    valid = out_mask != 255
+    # only judge pixels whose 3x3 neighbourhood has one label (bilinear blurs the edges)
+    padded = torch.nn.functional.pad(out_mask[None, None].float(), (1, 1, 1, 1), value=-1.0)
+    low = -torch.nn.functional.max_pool2d(-padded, 3, 1)[0, 0]
+    high = torch.nn.functional.max_pool2d(padded, 3, 1)[0, 0]
+    interior = valid & (low == high)
+    assert interior.sum() > 500
+    agree = (decoded[interior] == out_mask[interior]).float().mean().item()
+    assert agree > 0.99
+    # padding: mask 255 exactly where the image is the (normalised) zero fill
+    assert set(out_mask.unique().tolist()) <= set(range(len(COLOURS))) | {255}
+    assert torch.all(out_image[:, ~valid] == 0)
+
+
+def test_photometric_changes_colour_not_mask():
+    image, mask = _blocky_pair(40, 40, block=5, seed=0)
+    plain = train_transforms(crop_size=40, base_size=None, scale_range=(1, 1), hflip=0,
+                             photometric=False, cat_max_ratio=1.0)  # fmt: skip
+    jitter = train_transforms(crop_size=40, base_size=None, scale_range=(1, 1), hflip=0,
+                              photometric=True, cat_max_ratio=1.0)  # fmt: skip
+    changed = 0
+    for seed in range(8):
+        torch.manual_seed(seed)
+        a_img, a_mask = plain(image, mask)
+        torch.manual_seed(seed)
+        b_img, b_mask = jitter(image, mask)
+        assert torch.equal(a_mask, b_mask) and torch.equal(a_mask, mask)
+        changed += not torch.allclose(a_img, b_img)
+    assert changed >= 6  # each of four steps fires with p = 1/2
+
+
+def _max_share(crop: np.ndarray, ignore: int = 255) -> tuple[int, float]:
+    values, counts = np.unique(crop[crop != ignore], return_counts=True)
+    return len(values), counts.max() / counts.sum()
+
+
+def test_crop_respects_cat_max_ratio_when_possible():
+    # class 1 fills the image except a 30x30 square of class 2 and a 20x20 ignore patch
+    mask = np.ones((100, 100), np.int64)
+    mask[60:90, 10:40] = 2
+    mask[5:25, 70:90] = 255
+    mask_t = torch.from_numpy(mask)
+    image = torch.zeros(3, 100, 100, dtype=torch.uint8)
+    ok = {}
+    for ratio in (0.75, 1.0):
+        torch.manual_seed(0)
+        crop = RandomCrop(40, cat_max_ratio=ratio)
+        passes = []
+        for _ in range(200):
+            _, out = crop(image, mask_t)
+            n, share = _max_share(out.numpy())
+            passes.append(n > 1 and share < 0.75)
+        ok[ratio] = np.mean(passes)
+    # about 20 % of positions pass; ten tries make a miss rare (0.8 ** 10 ~ 0.11)
+    assert ok[1.0] < 0.35
+    assert ok[0.75] > 0.8
+
+
+def test_crop_smaller_image_is_padded():
+    image = torch.full((3, 20, 30), 128, dtype=torch.uint8)
+    mask = torch.ones(20, 30, dtype=torch.int64)
+    pipeline = train_transforms(crop_size=(32, 48), base_size=None, scale_range=(1, 1),
+                                photometric=False, hflip=0)  # fmt: skip
+    out_image, out_mask = pipeline(image, mask)
+    assert out_image.shape == (3, 32, 48) and out_mask.shape == (32, 48)
+    assert torch.all(out_mask[:20, :30] == 1) and torch.all(out_mask[20:] == 255)
+    assert torch.all(out_mask[:, 30:] == 255) and torch.all(out_image[:, 20:] == 0)
+
+
+@pytest.mark.parametrize(("h", "w", "scale", "ratio"), [(375, 500, (2048, 512), 1.0),
+                                                        (500, 333, (2048, 512), 0.5),
+                                                        (64, 64, (128, 96), 2.0)])  # fmt: skip
+def test_rescale_size_keeps_ratio_within_scale(h, w, scale, ratio):
+    out_h, out_w = rescale_size(h, w, scale, ratio)
+    long_edge, short_edge = max(scale) * ratio, min(scale) * ratio
+    assert max(out_h, out_w) <= long_edge + 0.5 and min(out_h, out_w) <= short_edge + 0.5
+    # one of the two limits is reached
+    assert max(out_h, out_w) >= long_edge - 1 or min(out_h, out_w) >= short_edge - 1
+    assert abs(out_h / out_w - h / w) < 0.01
+
+
+def test_eval_transforms_resize_image_keep_mask():
+    image, mask = _blocky_pair(48, 80, block=8, seed=1)
+    out_image, out_mask = eval_transforms(scale=(160, 96))(image, mask)
+    assert out_image.shape == (3, 96, 160)
+    assert torch.equal(out_mask, mask) and out_mask.dtype == torch.int64
+    plain_image, _ = eval_transforms()(image, mask)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    assert torch.allclose(plain_image, (image.float() / 255 - mean) / std, atol=1e-6)
+
+
+def _batches(dataset, seed: int) -> list[torch.Tensor]:
+    loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2,
+                        generator=worker_generator(seed))  # fmt: skip
+    return [image for image, _ in loader]
+
+
+def test_seeded_loader_is_deterministic(synth_root):
+    dataset = VOCSegmentation(
+        synth_root, "train", transforms=train_transforms(crop_size=48, base_size=(64, 64))
+    )
+    first, second, other = _batches(dataset, 7), _batches(dataset, 7), _batches(dataset, 8)
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+@pytest.mark.parametrize("factor", [3.0, 0.5, 1.5])
+def test_mask_resize_samples_the_image_pixel_centres(factor):
+    """On a horizontal ramp (value = column) the resized image and mask must agree everywhere."""
+    from gsag.data.transforms import resize_pair
+
+    width = 60
+    ramp = torch.arange(width).repeat(8, 1)  # (8, W): label = column
+    image = ramp.to(torch.uint8)[None].repeat(3, 1, 1)  # (3, 8, W)
+    out_w = int(width / factor)
+    out_image, out_mask = resize_pair(image, ramp.to(torch.uint8), (8, out_w))
+    centre = out_image[0, 4].float()  # bilinear: the value at each output pixel centre
+    assert (centre - out_mask[4].float()).abs().max() <= 0.5 + 1e-3

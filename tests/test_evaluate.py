@@ -1,0 +1,176 @@
+"""Inference modes against naive references, dataset evaluation against torchmetrics, `gsag eval`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _engine import tiny_config
+from torch import nn
+
+import gsag
+from gsag.engine.evaluate import evaluate, infer, write_report
+from gsag.engine.train import make_dataset, train
+
+
+class Pointwise(nn.Module):
+    """1x1 conv: each output pixel depends on its input pixel only."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, classes, 1)
+        self.seen: list[tuple[int, int]] = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape[-2:]))
+        return {"out": self.conv(x)}
+
+
+class WindowMean(nn.Module):
+    """Every output pixel is the mean of its whole input: depends on the window it sees."""
+
+    def forward(self, x):
+        return {"out": x.mean((2, 3), keepdim=True).expand_as(x).clone()}
+
+
+class Asymmetric(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x):
+        return {"out": self.conv(x)}
+
+
+def image(h=10, w=13, b=2, seed=0):
+    return torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("crop", "stride"), [(6, 4), (5, 5), (16, 8), ((4, 7), (3, 2))])
+def test_slide_equals_whole_for_a_pointwise_model(crop, stride):
+    torch.manual_seed(0)
+    model = Pointwise().eval()
+    x = image()
+    whole = infer(model, x, "whole")
+    model.seen.clear()
+    slide = infer(model, x, "slide", crop_size=crop, stride=stride)
+    torch.testing.assert_close(slide, whole)
+    ch, cw = (crop, crop) if isinstance(crop, int) else crop
+    assert all(h == max(ch, 10) or h == ch for h, _ in model.seen)  # never more than a window
+    assert all(w == cw or w == max(cw, 13) for _, w in model.seen)
+
+
+def test_slide_averages_overlapping_windows():
+    x = image(h=10, w=13, b=1)
+    crop, stride = 6, 4
+    out = infer(WindowMean(), x, "slide", crop_size=crop, stride=stride)
+    # naive reference: windows start every `stride`, the last flush with the border
+    starts_y = sorted({min(s, 10 - crop) for s in range(0, 10, stride)})
+    starts_x = sorted({min(s, 13 - crop) for s in range(0, 13, stride)})
+    expected = torch.zeros_like(x)
+    for i in range(10):
+        for j in range(13):
+            means = [
+                x[0, :, y : y + crop, z : z + crop].mean((1, 2))
+                for y in starts_y
+                for z in starts_x
+                if y <= i < y + crop and z <= j < z + crop
+            ]
+            expected[0, :, i, j] = torch.stack(means).mean(0)
+    torch.testing.assert_close(out, expected)
+
+
+def test_flip_averages_the_mirrored_pass():
+    torch.manual_seed(0)
+    model = Asymmetric().eval()
+    x = image()
+    expected = (model(x)["out"] + model(x.flip(-1))["out"].flip(-1)) / 2
+    torch.testing.assert_close(infer(model, x, "whole", flip=True), expected)
+
+
+def test_multiscale_averages_resized_passes():
+    torch.manual_seed(0)
+    model = Asymmetric().eval()
+    x = image(h=16, w=20)
+    half = F.interpolate(x, size=(8, 10), mode="bilinear", align_corners=False)
+    back = F.interpolate(model(half)["out"], size=(16, 20), mode="bilinear", align_corners=False)
+    expected = (back + model(x)["out"]) / 2
+    torch.testing.assert_close(infer(model, x, "multiscale", scales=[0.5, 1.0]), expected)
+    torch.testing.assert_close(infer(model, x, "multiscale", scales=[1.0]), model(x)["out"])
+
+
+@pytest.mark.parametrize("mode", ["whole", "slide", "multiscale"])
+def test_real_model_logits_at_input_size(mode):
+    model = gsag.create_model("gsag_hybrid", 5, backbone="test_resnet", head_channels=16,
+                              key_channels=8, num_heads=2, fuse_channels=16).eval()  # fmt: skip
+    out = infer(
+        model, image(h=37, w=45, b=1), mode, crop_size=32, stride=24, scales=[0.75, 1.25], flip=True
+    )
+    assert out.shape == (1, 5, 37, 45) and torch.isfinite(out).all()
+
+
+def test_bad_mode_and_stride():
+    with pytest.raises(ValueError, match="choose one of whole, slide, multiscale"):
+        infer(Pointwise(), image(), "sliding")
+    with pytest.raises(ValueError, match="larger than crop_size"):
+        infer(Pointwise(), image(), "slide", crop_size=4, stride=6)
+
+
+@pytest.fixture(scope="module")
+def trained(synth_root, tmp_path_factory):
+    run = tmp_path_factory.mktemp("eval_run")
+    cfg = tiny_config(synth_root, run, "train.iters=2")
+    train(cfg, quiet=True)
+    return cfg, run
+
+
+def test_evaluate_matches_torchmetrics(trained):
+    tm = pytest.importorskip("torchmetrics.classification")
+    cfg, run = trained
+    model, info = gsag.engine.checkpoint.load_model(run / "last.pt")
+    dataset = make_dataset(cfg, "val", train=False)
+    metrics = evaluate(model, dataset, mode="slide", crop_size=32, stride=16)
+    n = info["num_classes"]
+    jaccard = tm.MulticlassJaccardIndex(n, average=None, ignore_index=255)
+    accuracy = tm.MulticlassAccuracy(n, average="micro", ignore_index=255)
+    with torch.no_grad():
+        for img, mask in dataset:
+            pred = infer(model, img[None], "slide", crop_size=32, stride=16).argmax(1)
+            jaccard.update(pred, mask[None])
+            accuracy.update(pred, mask[None])
+    ious = jaccard.compute()
+    present = torch.tensor(metrics["Acc"]).isfinite() | (torch.tensor(metrics["IoU"]) == 0)
+    torch.testing.assert_close(
+        torch.tensor(metrics["IoU"])[present], ious[present].double(), atol=1e-6, rtol=0
+    )  # torchmetrics scores a class absent everywhere as 0; gsag leaves it out (NaN)
+    assert metrics["aAcc"] == pytest.approx(accuracy.compute().item())
+    assert metrics["images"] == len(dataset)
+
+
+def test_report_and_cli(trained, tmp_path):
+    from gsag.cli import main
+
+    cfg, run = trained
+    out = tmp_path / "report"
+    argv = ["eval", str(run / "best.safetensors"), "--mode", "slide", "--crop-size", "32",
+            "--stride", "16", "--flip", "--out", str(out), "--quiet", "--workers", "0"]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    model, info = gsag.engine.checkpoint.load_model(run / "best.safetensors")
+    direct = evaluate(model, make_dataset(cfg, "val", train=False), "slide", 32, 16, flip=True)
+    assert data["mIoU"] == pytest.approx(direct["mIoU"])
+    assert list(data["IoU_by_class"]) == info["classes"]
+    assert data["settings"]["flip"] is True
+    table = (out / "metrics.md").read_text()
+    assert all(name in table for name in info["classes"])
+    assert (out / "confusion.png").stat().st_size > 0
+
+
+def test_write_report_nan_becomes_null(tmp_path):
+    metrics = {"IoU": [0.5, float("nan")], "Acc": [1.0, float("nan")], "mIoU": 0.5, "aAcc": 1.0,
+               "mAcc": 1.0, "FWIoU": 0.5, "confusion": [[1, 0], [0, 0]], "pixels": 1}  # fmt: skip
+    paths = write_report(metrics, ["a", "b"], tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["IoU_by_class"] == {"a": 0.5, "b": None}

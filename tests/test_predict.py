@@ -1,0 +1,198 @@
+"""Predictor and `gsag predict`: inputs of every kind, palette PNG masks, overlays, TTA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gsag
+from gsag.data.synth import SYNTH_CLASSES, SYNTH_PALETTE
+from gsag.engine.checkpoint import FORMAT, VERSION, atomic_save
+from gsag.predict import Predictor, list_images, overlay, predict_files, to_rgb_array
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    n = len(SYNTH_CLASSES)
+    model = gsag.create_model("gsag_hybrid", n, backbone="test_resnet").eval()
+    # An untrained model predicts one class almost everywhere: centre each class's logits (via
+    # the classifier's bias) so that the prediction varies over the image and tests can see it.
+    classifier = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert classifier.out_channels == n
+    with torch.no_grad():
+        classifier.bias -= model(torch.randn(2, 3, 64, 64))["out"].mean(dim=(0, 2, 3))
+    config = {
+        "model": {
+            "name": "gsag_hybrid",
+            "backbone": "test_resnet",
+            "output_stride": 8,
+            "aux": True,
+            "kwargs": {},
+        },
+        "eval": {"crop_size": 48, "stride": 32},
+    }
+    meta = {
+        "classes": list(SYNTH_CLASSES),
+        "palette": [list(c) for c in SYNTH_PALETTE],
+        "num_classes": len(SYNTH_CLASSES),
+        "ignore_index": 255,
+        "mean": list(MEAN),
+        "std": list(STD),
+    }
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    atomic_save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "iteration": 1,
+            "best_miou": 0.0,
+            "model": model.state_dict(),
+            "config": config,
+            "meta": meta,
+        },
+        path,
+    )
+    return path
+
+
+def _reference_mask(checkpoint, rgb: np.ndarray) -> np.ndarray:
+    """Independent computation: load weights, normalise by hand, argmax of the main logits."""
+    state = torch.load(checkpoint, weights_only=True)
+    model = gsag.create_model("gsag_hybrid", len(SYNTH_CLASSES), backbone="test_resnet")
+    model.load_state_dict(state["model"])
+    model.eval()
+    x = (rgb.astype(np.float32) / 255.0 - np.array(MEAN)) / np.array(STD)
+    x = torch.from_numpy(x.transpose(2, 0, 1)).float()[None]
+    with torch.no_grad():
+        return model(x)["out"].argmax(1)[0].numpy()
+
+
+def _image(h: int = 53, w: int = 71, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_predict_matches_reference_for_every_input_kind(checkpoint, tmp_path):
+    rgb = _image()
+    path = tmp_path / "x.png"
+    Image.fromarray(rgb).save(path)
+    predictor = Predictor(checkpoint)
+    expected = _reference_mask(checkpoint, rgb)
+    assert len(np.unique(expected)) > 1
+    inputs = [
+        rgb,
+        Image.fromarray(rgb),
+        torch.from_numpy(rgb).permute(2, 0, 1),  # uint8 (3, H, W)
+        torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0,  # float (1, 3, H, W)
+        rgb.astype(np.float64) / 255.0,
+        str(path),
+        path,
+    ]
+    for image in inputs:
+        mask = predictor.predict(image)
+        assert mask.shape == (53, 71) and mask.dtype == np.int64
+        np.testing.assert_array_equal(mask, expected)
+
+
+def test_predict_proba_is_a_distribution_consistent_with_predict(checkpoint):
+    predictor = Predictor(checkpoint)
+    rgb = _image(40, 40, seed=1)
+    probs = predictor.predict_proba(rgb)
+    assert probs.shape == (len(SYNTH_CLASSES), 40, 40)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(0), predictor.predict(rgb))
+
+
+def test_tta_is_flip_equivariant(checkpoint):
+    """TTA averages an image and its mirror, so mirroring the input mirrors the logits."""
+    predictor = Predictor(checkpoint, tta=True)
+    rgb = _image(48, 64, seed=2)
+    a = predictor.logits(rgb)
+    b = predictor.logits(np.ascontiguousarray(rgb[:, ::-1]))
+    torch.testing.assert_close(b, a.flip(-1), rtol=1e-4, atol=1e-4)
+    plain = Predictor(checkpoint).logits(rgb)
+    assert not torch.allclose(plain, a, atol=1e-4)
+
+
+def test_slide_mode_on_an_image_larger_than_the_crop(checkpoint):
+    predictor = Predictor(checkpoint, mode="slide")
+    assert (predictor.crop_size, predictor.stride) == (48, 32)  # from the checkpoint's config
+    mask = predictor.predict(_image(90, 130, seed=3))
+    assert mask.shape == (90, 130)
+
+
+def test_bad_inputs_are_named(checkpoint):
+    predictor = Predictor(checkpoint)
+    with pytest.raises(ValueError, match=r"shape \(2, 8, 8\)"):
+        predictor.predict(torch.zeros(2, 8, 8))
+    with pytest.raises(ValueError, match="floats in \\[0, 1\\]"):
+        to_rgb_array(np.full((4, 4, 3), 7.0))
+    with pytest.raises(ValueError, match="not one of"):
+        Predictor(checkpoint, mode="sideways")
+
+
+def test_overlay_is_the_alpha_blend_of_image_and_class_colour():
+    rgb = _image(5, 6)
+    mask = np.random.default_rng(1).integers(0, 3, (5, 6))
+    palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    out = np.asarray(overlay(rgb, mask, palette, alpha=0.25)).astype(np.float64)
+    colours = np.asarray(palette, dtype=np.float64)[mask]
+    np.testing.assert_allclose(out, 0.75 * rgb + 0.25 * colours, atol=0.51)
+
+
+def test_list_images_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no images in"):
+        list_images(tmp_path)
+    Image.fromarray(_image(8, 8)).save(tmp_path / "a.png")
+    Image.fromarray(_image(8, 8)).save(tmp_path / "a.jpg")
+    with pytest.raises(ValueError, match="rename one"):
+        list_images(tmp_path)
+
+
+def test_predict_cli_writes_palette_masks_overlays_and_probs(checkpoint, tmp_path, synth_root):
+    from gsag.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, (h, w) in enumerate([(37, 61), (64, 64)]):
+        Image.fromarray(_image(h, w, seed=10 + i)).save(src / f"img{i}.jpg")
+    out = tmp_path / "out"
+    args = ["predict", "--checkpoint", str(checkpoint), "--input", str(src), "--out", str(out)]
+    assert main([*args, "--probs"]) == 0
+    predictor = Predictor(checkpoint)
+    for i, size in enumerate([(37, 61), (64, 64)]):
+        mask_png = Image.open(out / "masks" / f"img{i}.png")
+        assert mask_png.mode == "P"
+        stored = np.asarray(mask_png)
+        assert stored.shape == size
+        np.testing.assert_array_equal(stored, predictor.predict(src / f"img{i}.jpg"))
+        flat = mask_png.getpalette()[: 3 * len(SYNTH_PALETTE)]
+        assert [tuple(flat[j : j + 3]) for j in range(0, len(flat), 3)] == list(SYNTH_PALETTE)
+        assert Image.open(out / "overlays" / f"img{i}.png").size == size[::-1]
+        probs = np.load(out / "probs" / f"img{i}.npy")
+        assert probs.shape == (len(SYNTH_CLASSES), *size) and probs.dtype == np.float16
+
+
+def test_predict_files_reports_each_image(checkpoint, tmp_path, synth_root):
+    files = sorted((synth_root / "JPEGImages").glob("val_*.jpg"))[:2]
+    seen = []
+    written = predict_files(
+        Predictor(checkpoint), files, tmp_path, overlays=False, on_image=seen.append
+    )
+    assert [w.image for w in written] == files and seen == written
+    assert all(w.overlay is None and w.mask.is_file() for w in written)
+    assert not (tmp_path / "overlays").exists()
+
+
+def test_predictor_from_safetensors_weights(checkpoint, tmp_path):
+    from gsag.engine.checkpoint import export_safetensors
+
+    weights = export_safetensors(checkpoint, tmp_path / "w.safetensors")
+    rgb = _image(33, 47, seed=4)
+    np.testing.assert_array_equal(
+        Predictor(weights).predict(rgb), Predictor(checkpoint).predict(rgb)
+    )

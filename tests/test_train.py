@@ -1,0 +1,170 @@
+"""The training loop: run directory contents, exact resume, non-finite losses, global state."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+from _engine import tiny_config
+
+from gsag.config import load_config
+from gsag.engine import train as train_mod
+from gsag.engine.checkpoint import load_checkpoint
+from gsag.engine.schedule import poly_lr
+from gsag.engine.train import StreamSampler, TrainingDiverged, train
+
+
+def records(run_dir, kind):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+def test_run_dir_holds_everything(synth_root, tmp_path):
+    run = tmp_path / "run"
+    result = train(tiny_config(synth_root, run), quiet=True)
+    assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
+    assert list(run.glob("events.out.tfevents.*")), "no TensorBoard events"
+    assert load_config(run / "config.yaml") == tiny_config(synth_root, run)
+    val = records(run, "val")
+    assert [r["iteration"] for r in val] == [2, 4]
+    assert result["best_miou"] == max(r["mIoU"] for r in val)
+    assert result["metrics"]["mIoU"] == val[-1]["mIoU"]
+    assert [r["iteration"] for r in records(run, "train")] == [1, 2, 3, 4]
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert last["iteration"] == 4 and best["best_miou"] == pytest.approx(result["best_miou"])
+    assert best["meta"]["classes"][0] == "background" and best["meta"]["ignore_index"] == 255
+    assert (run / "best.safetensors").is_file()
+
+
+def test_resume_is_bit_identical(synth_root, tmp_path):
+    straight = tmp_path / "straight"
+    split = tmp_path / "split"
+    train(tiny_config(synth_root, straight), quiet=True)
+    killed = train(tiny_config(synth_root, split), quiet=True, stop_after=2)
+    assert killed["iteration"] == 2 and load_checkpoint(split / "last.pt")["iteration"] == 2
+    train(tiny_config(synth_root, split), quiet=True, resume=True)
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    for sa, sb in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert records(straight, "train") == records(split, "train")
+    assert records(straight, "val") == records(split, "val")
+
+
+def test_non_finite_loss_skips_the_step_and_counts_it(synth_root, tmp_path, monkeypatch):
+    make = train_mod.build_train_model
+    poisoned_calls = {3}  # the forward pass of iteration 3 (training calls only)
+
+    def build(cfg, num_classes):
+        model = make(cfg, num_classes)
+        calls = {"n": 0}
+
+        def hook(module, args, out):
+            if not module.training:
+                return out
+            calls["n"] += 1
+            if calls["n"] in poisoned_calls:
+                return {k: v * math.nan for k, v in out.items()}
+            return out
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(train_mod, "build_train_model", build)
+    run = tmp_path / "run"
+    result = train(tiny_config(synth_root, run, "train.save_interval=1"), quiet=True)
+    assert result["bad_steps"] == 1 and result["iteration"] == 4
+    steps = {r["iteration"]: r for r in records(run, "train")}
+    assert steps[2]["bad_steps"] == 0 and steps[3]["bad_steps"] == 1
+
+
+def test_consecutive_non_finite_losses_stop_with_checkpoint_intact(
+    synth_root, tmp_path, monkeypatch
+):
+    make = train_mod.build_train_model
+
+    def build(cfg, num_classes):
+        model = make(cfg, num_classes)
+        calls = {"n": 0}
+
+        def hook(module, args, out):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] > 2:  # every step after iteration 2 is NaN
+                    return {k: v * math.nan for k, v in out.items()}
+            return out
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(train_mod, "build_train_model", build)
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "train.iters=10", "train.max_bad_steps=3")
+    with pytest.raises(TrainingDiverged, match="NaN/inf for 3 iterations in a row") as err:
+        train(cfg, quiet=True)
+    assert str(run / "last.pt") in str(err.value)
+    last = load_checkpoint(run / "last.pt")
+    assert last["iteration"] == 2  # the save at iteration 2; nothing written after
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_train_leaves_global_state_alone(synth_root, tmp_path):
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    random.seed(123)
+    expected = (torch.rand(3), random.random())
+    torch.manual_seed(123)
+    random.seed(123)
+    train(
+        tiny_config(synth_root, tmp_path / "run", "train.iters=1", "train.num_threads=1"),
+        quiet=True,
+    )
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+
+
+def test_stream_is_the_same_for_any_process_count_and_accumulation():
+    def stream(world, accum, start=0):
+        micro = 8 // (world * accum)
+        per_rank = [
+            list(StreamSampler(10, 8, micro, accum, r, world, seed=0, start=start, iters=5))
+            for r in range(world)
+        ]
+        samples = set()
+        for chunk in per_rank:
+            samples |= set(chunk)
+        return samples
+
+    one = stream(1, 1)
+    assert one == stream(2, 1) == stream(2, 2) == stream(1, 4)
+    assert len(one) == 40 and {pos for _, pos in one} == set(range(40))
+    assert stream(1, 1, start=2) == {s for s in one if s[1] >= 16}  # a resumed stream
+    epoch0 = sorted(i for i, pos in one if pos < 10)
+    assert epoch0 == list(range(10))  # every image once per epoch
+
+
+@pytest.mark.parametrize("it", [0, 1, 50, 99, 100, 150])
+def test_poly_lr_formula(it):
+    base, total, min_lr, warm = 0.01, 100, 1e-4, 10
+    expected = (base - min_lr) * (1 - min(it, total) / total) ** 0.9 + min_lr
+    if it < warm:
+        expected *= 1e-6 + (1 - 1e-6) * it / warm
+    assert poly_lr(it, base, total, 0.9, min_lr, warm, 1e-6) == pytest.approx(expected)
+    assert poly_lr(total, base, total, 0.9, min_lr) == pytest.approx(min_lr)
+
+
+def test_head_lr_mult(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, tmp_path / "run", "optim.head_lr_mult=10")
+    model = train_mod.build_train_model(cfg, 8)
+    opt = train_mod.build_optimizer(cfg, model)
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.1])
+    assert all(id(p) in backbone_ids for p in opt.param_groups[0]["params"])
+    assert not any(id(p) in backbone_ids for p in opt.param_groups[1]["params"])
