@@ -67,9 +67,11 @@ class BenchRow:
     latency_ms: float = float("nan")
     latency_p10_ms: float = float("nan")
     latency_p90_ms: float = float("nan")
+    cpu_ms: float = float("nan")
     throughput: float = float("nan")
     peak_mem_mb: float = float("nan")
     train_step_ms: float = float("nan")
+    train_step_cpu_ms: float = float("nan")
     sdpa_backend: str = "-"
     error: str = ""
     ratios: dict = field(default_factory=dict)
@@ -104,42 +106,53 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_inference(
-    model: nn.Module, x: torch.Tensor, warmup: int = 2, repeats: int = 5
-) -> list[float]:
-    """Times `repeats` forwards of `model(x)` after `warmup` untimed ones.
+@dataclass
+class Timings:
+    """Per-call wall-clock times and, on CPU, process CPU times (milliseconds).
 
-    Returns:
-        Per-forward latencies in milliseconds.
+    With one thread on a shared machine, CPU time is the robust number: it counts the work done
+    while the process ran and not the time other jobs held the core.
     """
+
+    wall_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, out: Timings) -> None:
+    if device.type == "cuda":
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        out.wall_ms.append(start.elapsed_time(end))
+        return
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    out.wall_ms.append((time.perf_counter() - t0) * 1000.0)
+    out.cpu_ms.append((time.process_time() - c0) * 1000.0)
+
+
+def time_inference(model: nn.Module, x: torch.Tensor, warmup: int = 2, repeats: int = 5) -> Timings:
+    """Times `repeats` forwards of `model(x)` after `warmup` untimed ones (CUDA events on GPU)."""
     device = x.device
-    times = []
+    times = Timings()
     with torch.inference_mode():
         for _ in range(warmup):
             model(x)
         _sync(device)
         for _ in range(repeats):
-            if device.type == "cuda":
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                model(x)
-                end.record()
-                torch.cuda.synchronize(device)
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - t0) * 1000.0)
+            _timed(lambda: model(x), device, times)
     return times
 
 
 def time_train_step(
     model: nn.Module, x: torch.Tensor, num_classes: int, repeats: int = 2
-) -> list[float]:
+) -> Timings:
     """Times full training steps (forward, cross-entropy on main + 0.4 aux, backward, SGD).
 
-    One untimed warm-up step comes first. Returns per-step times in milliseconds.
+    One untimed warm-up step comes first.
     """
     device = x.device
     model.train()
@@ -147,10 +160,8 @@ def time_train_step(
     gen = torch.Generator(device="cpu").manual_seed(0)
     target = torch.randint(0, num_classes, (x.shape[0], *x.shape[2:]), generator=gen).to(device)
     loss_fn = nn.CrossEntropyLoss(ignore_index=255)
-    times = []
-    for i in range(repeats + 1):
-        _sync(device)
-        t0 = time.perf_counter()
+
+    def step() -> None:
         out = model(x)
         loss = loss_fn(out["out"], target)
         if "aux" in out:
@@ -158,9 +169,12 @@ def time_train_step(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        _sync(device)
-        if i > 0:
-            times.append((time.perf_counter() - t0) * 1000.0)
+
+    step()
+    _sync(device)
+    times = Timings()
+    for _ in range(repeats):
+        _timed(step, device, times)
     model.eval()
     return times
 
@@ -323,9 +337,11 @@ def bench_one(
         row.gflops = count_gflops(model, (height, width), batch)
         row.sdpa_backend = sdpa_backends(model, x)
         times = time_inference(model, x, settings.warmup, settings.repeats)
-        row.latency_ms = statistics.median(times)
-        row.latency_p10_ms = _percentile(times, 0.1)
-        row.latency_p90_ms = _percentile(times, 0.9)
+        row.latency_ms = statistics.median(times.wall_ms)
+        row.latency_p10_ms = _percentile(times.wall_ms, 0.1)
+        row.latency_p90_ms = _percentile(times.wall_ms, 0.9)
+        if times.cpu_ms:
+            row.cpu_ms = statistics.median(times.cpu_ms)
         row.throughput = batch * 1000.0 / row.latency_ms
         if settings.memory:
             if device.type == "cuda":
@@ -348,7 +364,9 @@ def bench_one(
             ).to(device)
             xt = torch.randn(max(batch, 2), 3, height, width, device=device)
             steps = time_train_step(train_model, xt, settings.num_classes, settings.train_repeats)
-            row.train_step_ms = statistics.median(steps)
+            row.train_step_ms = statistics.median(steps.wall_ms)
+            if steps.cpu_ms:
+                row.train_step_cpu_ms = statistics.median(steps.cpu_ms)
             del train_model
     except (RuntimeError, MemoryError, ValueError) as err:
         row.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
@@ -358,7 +376,15 @@ def bench_one(
     return row
 
 
-_RATIO_FIELDS = ("params_m", "gflops", "latency_ms", "peak_mem_mb", "train_step_ms")
+_RATIO_FIELDS = (
+    "params_m",
+    "gflops",
+    "latency_ms",
+    "cpu_ms",
+    "peak_mem_mb",
+    "train_step_ms",
+    "train_step_cpu_ms",
+)
 
 
 def add_ratios(rows: list[BenchRow]) -> None:
@@ -448,28 +474,38 @@ def _ratio(row: BenchRow, key: str) -> str:
 
 
 def to_markdown(rows: list[BenchRow], env: dict) -> str:
-    """A markdown report: the main table with ratios, then errors if any."""
+    """A markdown table, one row per model and size, with ratios to the DeepLabV3 row."""
+    load = env.get("load_average_1min_at_start", "n/a")
     lines = [
-        f"Device: {env.get('gpu') or env.get('cpu')} ({env['device']}, {env['threads']} threads), "
-        f"torch {env['torch']}, {env['date']}; load average at start {env.get('load_average_1min_at_start', 'n/a')}.",
+        f"Device: {env.get('gpu') or env.get('cpu')} ({env['device']}, {env['threads']} "
+        f"thread(s)), torch {env['torch']}, {env['date']}; 1-min load average at start {load}"
+        + (
+            f", at end {env['load_average_1min_at_end']}"
+            if "load_average_1min_at_end" in env
+            else ""
+        )
+        + ".",
         "",
-        "| model | backbone | input | params (M) | GFLOPs | latency ms (p10-p90) "
-        "| img/s | peak mem MiB | train step ms | SDPA backend | latency x | params x | mem x |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| model | backbone | input | params (M) | GFLOPs | latency ms (p10-p90) | CPU ms "
+        "| img/s | peak mem MiB | train step ms (CPU ms) | SDPA backend | latency x | CPU x "
+        "| params x | mem x | train CPU x |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: "
+        "| ---: | ---: | ---: |",
     ]
     for r in rows:
+        head = (
+            f"| {r.model} | {r.backbone} | {r.batch}x{r.height}x{r.width} | {_fmt(r.params_m, 2)} |"
+        )
         if r.error:
-            lines.append(
-                f"| {r.model} | {r.backbone} | {r.batch}x{r.height}x{r.width} | "
-                f"{_fmt(r.params_m, 2)} | error: {r.error} |  |  |  |  |  |  |  |  |"
-            )
+            lines.append(f"{head} error: {r.error} |" + " |" * 14)
             continue
         lines.append(
-            f"| {r.model} | {r.backbone} | {r.batch}x{r.height}x{r.width} | {_fmt(r.params_m, 2)} | "
-            f"{_fmt(r.gflops)} | {_fmt(r.latency_ms)} "
-            f"({_fmt(r.latency_p10_ms)}-{_fmt(r.latency_p90_ms)}) | {_fmt(r.throughput, 2)} | "
-            f"{_fmt(r.peak_mem_mb, 0)} | {_fmt(r.train_step_ms, 0)} | {r.sdpa_backend} | "
-            f"{_ratio(r, 'latency_ms')} | {_ratio(r, 'params_m')} | {_ratio(r, 'peak_mem_mb')} |"
+            f"{head} {_fmt(r.gflops)} | {_fmt(r.latency_ms, 0)} "
+            f"({_fmt(r.latency_p10_ms, 0)}-{_fmt(r.latency_p90_ms, 0)}) | {_fmt(r.cpu_ms, 0)} | "
+            f"{_fmt(r.throughput, 2)} | {_fmt(r.peak_mem_mb, 0)} | {_fmt(r.train_step_ms, 0)} "
+            f"({_fmt(r.train_step_cpu_ms, 0)}) | {r.sdpa_backend} | {_ratio(r, 'latency_ms')} | "
+            f"{_ratio(r, 'cpu_ms')} | {_ratio(r, 'params_m')} | {_ratio(r, 'peak_mem_mb')} | "
+            f"{_ratio(r, 'train_step_cpu_ms')} |"
         )
     return "\n".join(lines) + "\n"
 

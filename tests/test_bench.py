@@ -34,7 +34,8 @@ def test_percentile_matches_numpy():
 def test_time_inference_runs_warmup_then_repeats():
     model = _Attention()
     times = bench.time_inference(model, torch.randn(1, 8, 4, 4), warmup=2, repeats=3)
-    assert len(times) == 3 and all(t > 0 for t in times)
+    assert len(times.wall_ms) == 3 and all(t > 0 for t in times.wall_ms)
+    assert len(times.cpu_ms) == 3 and all(t >= 0 for t in times.cpu_ms)
     assert model.calls == 5
 
 
@@ -67,7 +68,7 @@ def test_train_step_updates_weights():
     wrapped = _DictOut(model)
     before = model[0].weight.detach().clone()
     times = bench.time_train_step(wrapped, torch.randn(2, 3, 8, 8), num_classes=4, repeats=2)
-    assert len(times) == 2
+    assert len(times.wall_ms) == 2
     assert not torch.equal(before, model[0].weight)
 
 
@@ -122,3 +123,32 @@ def test_run_bench_adds_the_baseline_and_writes_json_and_markdown(tmp_path):
     md = paths["markdown"].read_text()
     assert "| gsag_hybrid | test_resnet | 1x64x64 |" in md
     assert "1.00x" in md  # the baseline against itself
+
+
+def test_bench_cli_updates_only_the_marked_section_of_a_doc(tmp_path):
+    from gsag.cli import main
+    from gsag.commands.bench import DOC_END, DOC_START
+
+    doc = tmp_path / "bench.md"
+    doc.write_text(f"# Title\n\nprose before\n\n{DOC_START}\nold table\n{DOC_END}\n\nprose after\n")
+    args = ["bench", "--models", "fcn", "--backbones", "test_resnet", "--sizes", "64x80",
+            "--repeats", "1", "--warmup", "0", "--no-train", "--no-memory",
+            "--out", str(tmp_path / "out"), "--update-doc", str(doc)]  # fmt: skip
+    assert main(args) == 0
+    text = doc.read_text()
+    assert text.startswith("# Title\n\nprose before\n\n") and text.endswith("\n\nprose after\n")
+    assert "old table" not in text
+    assert (
+        "| fcn | test_resnet | 1x64x80 |" in text
+        and "| deeplabv3 | test_resnet | 1x64x80 |" in text
+    )
+    data = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert {r["model"] for r in data["rows"]} == {"fcn", "deeplabv3"}
+
+
+@pytest.mark.parametrize("text", ["0", "abc", "512x", "16"])
+def test_bench_cli_rejects_bad_sizes(text):
+    from gsag.commands.bench import parse_size
+
+    with pytest.raises(SystemExit, match="not like 512"):
+        parse_size(text)

@@ -110,3 +110,66 @@ def test_objects_are_ringed_by_ignore(synth_root):
             touching = (a != b) & (a != 255) & (b != 255)
             assert not touching.any(), path.name
         assert (mask == 255).any() and (mask > 0).any()
+
+
+def _pair_accuracy(pred, target, a: int, b: int) -> float:
+    """Among pixels of classes a and b predicted as a or b, the share given the right one."""
+    keep = ((target == a) | (target == b)) & ((pred == a) | (pred == b))
+    return (pred[keep] == target[keep]).float().mean().item()
+
+
+@pytest.mark.slow
+def test_context_pairs_need_global_context(tmp_path):
+    """A probe with a 7-pixel receptive field cannot tell car from boat beyond the class prior;
+    the same probe given one globally pooled feature vector can (the cue is learnable)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    root = generate(tmp_path / "probe", num_train=300, num_val=60, size=40, seed=11)
+
+    def load(split):
+        dataset = VOCSegmentation(root, split)
+        pairs = [dataset[i] for i in range(len(dataset))]
+        return torch.stack([p[0].float() / 255 for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    (x_train, y_train), (x_val, y_val) = load("train"), load("val")
+
+    class Probe(nn.Module):
+        def __init__(self, pooled: bool) -> None:
+            super().__init__()
+            layers = []
+            for c_in in (3, 24, 24):  # three 3x3 convs: receptive field 7 px, margin is 6 px
+                layers += [nn.Conv2d(c_in, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU()]
+            self.body, self.pooled = nn.Sequential(*layers), pooled
+            self.head = nn.Conv2d(48 if pooled else 24, len(SYNTH_CLASSES), 1)
+
+        def forward(self, x):
+            f = self.body(x)  # (B, 24, H, W)
+            if self.pooled:  # (B, 48, H, W): every pixel also sees the image-wide maximum
+                f = torch.cat([f, F.adaptive_max_pool2d(f, 1).expand_as(f)], 1)
+            return self.head(f)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    accuracy = {}
+    try:
+        for pooled in (False, True):
+            torch.manual_seed(0)
+            probe = Probe(pooled)
+            optimiser = torch.optim.Adam(probe.parameters(), 3e-3)
+            for _ in range(300):
+                idx = torch.randint(0, len(x_train), (16,))
+                loss = F.cross_entropy(probe(x_train[idx]), y_train[idx], ignore_index=255)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+            with torch.no_grad():
+                pred = probe.eval()(x_val).argmax(1)
+            accuracy[pooled] = _pair_accuracy(pred, y_val, CAR, BOAT)
+    finally:
+        torch.set_num_threads(threads)
+    cars, boats = (y_val == CAR).sum().item(), (y_val == BOAT).sum().item()
+    prior = max(cars, boats) / (cars + boats)
+    assert accuracy[False] < prior + 0.1, (accuracy, prior)
+    assert accuracy[True] > accuracy[False] + 0.2, (accuracy, prior)

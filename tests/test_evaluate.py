@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from _engine import tiny_config
+from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 from torch import nn
 
 import gsag
@@ -131,20 +131,22 @@ def test_evaluate_matches_torchmetrics(trained):
     cfg, run = trained
     model, info = gsag.engine.checkpoint.load_model(run / "last.pt")
     dataset = make_dataset(cfg, "val", train=False)
-    metrics = evaluate(model, dataset, mode="slide", crop_size=32, stride=16)
+    metrics = evaluate(model, dataset, mode="slide", crop_size=48, stride=16)
     n = info["num_classes"]
     jaccard = tm.MulticlassJaccardIndex(n, average=None, ignore_index=255)
     accuracy = tm.MulticlassAccuracy(n, average="micro", ignore_index=255)
     with torch.no_grad():
-        for img, mask in dataset:
-            pred = infer(model, img[None], "slide", crop_size=32, stride=16).argmax(1)
+        for i in range(len(dataset)):
+            img, mask = dataset[i]
+            pred = infer(model, img[None], "slide", crop_size=48, stride=16).argmax(1)
             jaccard.update(pred, mask[None])
             accuracy.update(pred, mask[None])
-    ious = jaccard.compute()
-    present = torch.tensor(metrics["Acc"]).isfinite() | (torch.tensor(metrics["IoU"]) == 0)
-    torch.testing.assert_close(
-        torch.tensor(metrics["IoU"])[present], ious[present].double(), atol=1e-6, rtol=0
-    )  # torchmetrics scores a class absent everywhere as 0; gsag leaves it out (NaN)
+    ious = jaccard.compute().double()
+    ours = torch.tensor(metrics["IoU"], dtype=torch.float64)
+    present = ~ours.isnan()  # gsag leaves a class absent everywhere out; torchmetrics says 0
+    torch.testing.assert_close(ours[present], ious[present], atol=1e-6, rtol=0)
+    assert (ious[~present] == 0).all()
+    assert metrics["mIoU"] == pytest.approx(ious[present].mean().item())
     assert metrics["aAcc"] == pytest.approx(accuracy.compute().item())
     assert metrics["images"] == len(dataset)
 
@@ -154,12 +156,12 @@ def test_report_and_cli(trained, tmp_path):
 
     cfg, run = trained
     out = tmp_path / "report"
-    argv = ["eval", str(run / "best.safetensors"), "--mode", "slide", "--crop-size", "32",
-            "--stride", "16", "--flip", "--out", str(out), "--quiet", "--workers", "0"]  # fmt: skip
+    argv = ["eval", str(run / "best.safetensors"), "--mode", "slide", "--crop-size", "48",
+            "--stride", "32", "--flip", "--out", str(out), "--quiet", "--workers", "0"]  # fmt: skip
     assert main(argv) == 0
     data = json.loads((out / "metrics.json").read_text())
     model, info = gsag.engine.checkpoint.load_model(run / "best.safetensors")
-    direct = evaluate(model, make_dataset(cfg, "val", train=False), "slide", 32, 16, flip=True)
+    direct = evaluate(model, make_dataset(cfg, "val", train=False), "slide", 48, 32, flip=True)
     assert data["mIoU"] == pytest.approx(direct["mIoU"])
     assert list(data["IoU_by_class"]) == info["classes"]
     assert data["settings"]["flip"] is True
@@ -174,3 +176,21 @@ def test_write_report_nan_becomes_null(tmp_path):
     paths = write_report(metrics, ["a", "b"], tmp_path)
     data = json.loads(paths["json"].read_text())
     assert data["IoU_by_class"] == {"a": 0.5, "b": None}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_slide_memory_is_bounded_by_the_crop_on_a_large_image():
+    model = gsag.create_model("gsag_hybrid", 21, backbone="resnet18").cuda().eval()
+    big = torch.randn(1, 3, 1024, 2048, device="cuda")
+    crop = torch.randn(1, 3, 512, 512, device="cuda")
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    infer(model, crop, "whole")
+    one_window = torch.cuda.max_memory_allocated() - base
+    torch.cuda.reset_peak_memory_stats()
+    out = infer(model, big, "slide", crop_size=512, stride=341)
+    slide_peak = torch.cuda.max_memory_allocated() - base
+    accumulators = 2 * out.numel() * out.element_size()  # summed logits + the returned ones
+    assert out.shape == (1, 21, 1024, 2048)
+    assert slide_peak < one_window + accumulators + 64 * 2**20

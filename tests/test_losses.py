@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _engine import single_thread  # noqa: F401  (autouse fixture)
 
 from gsag.losses import CrossEntropy, OhemCrossEntropy
 

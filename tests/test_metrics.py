@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _engine import single_thread  # noqa: F401  (autouse fixture)
 
 from gsag.metrics import ConfusionMatrix
 

@@ -96,6 +96,35 @@ class ModelHarness:
             got = exported.module()(x)["out"]
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
+    @pytest.mark.parametrize(
+        "device",
+        [
+            "cpu",
+            pytest.param(
+                "cuda",
+                marks=[
+                    pytest.mark.gpu,
+                    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+                ],
+            ),
+        ],
+    )
+    def test_autocast_close_to_float32(self, device):
+        model = self.build().to(device).eval()
+        x = torch.randn(2, 3, 32, 24, device=device)
+        with torch.no_grad():
+            ref = model(x)["out"]
+            with torch.autocast(device, dtype=torch.bfloat16):
+                low = model(x)["out"]
+        assert low.dtype == torch.bfloat16
+        assert ((low.float() - ref).norm() / ref.norm()).item() < 0.05
+        model.train()
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = model(x)
+            loss = out["out"].float().square().mean() + out["aux"].float().square().mean()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
     @pytest.mark.slow
     def test_torch_compile(self):
         model = self.build(aux=False).eval()

@@ -80,7 +80,8 @@ def test_predict_matches_reference_for_every_input_kind(checkpoint, tmp_path):
     rgb = _image()
     path = tmp_path / "x.png"
     Image.fromarray(rgb).save(path)
-    predictor = Predictor(checkpoint)
+    predictor = gsag.Predictor(checkpoint)  # the package-level name of the same class
+    assert isinstance(predictor, Predictor)
     expected = _reference_mask(checkpoint, rgb)
     assert len(np.unique(expected)) > 1
     inputs = [

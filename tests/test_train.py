@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch
-from _engine import tiny_config
+from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 from gsag.config import load_config
 from gsag.engine import train as train_mod
@@ -168,3 +168,53 @@ def test_head_lr_mult(synth_root, tmp_path):
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.1])
     assert all(id(p) in backbone_ids for p in opt.param_groups[0]["params"])
     assert not any(id(p) in backbone_ids for p in opt.param_groups[1]["params"])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("train.amp=bf16", "train.channels_last=true"),
+        ("train.accum_steps=2", "loss.type=ce", "optim.name=adamw", "optim.grad_clip=1.0"),
+    ],
+    ids=["bf16-channels-last", "accumulation-adamw-clip"],
+)
+def test_training_options_take_finite_steps(synth_root, tmp_path, options):
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "train.iters=2", "train.eval_interval=2", *options)
+    result = train(cfg, quiet=True)
+    assert result["bad_steps"] == 0
+    losses = [r["loss"] for r in records(run, "train")]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    before = train_mod.build_train_model(cfg, 8).state_dict()
+    after = load_checkpoint(run / "last.pt")["model"]
+    assert any(not torch.equal(before[k], after[k]) for k in after if after[k].is_floating_point())
+
+
+def test_fp16_needs_cuda(synth_root, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: fp16 is allowed")
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        train(tiny_config(synth_root, tmp_path / "run", "train.amp=fp16"), quiet=True)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_loss(synth_root, tmp_path):
+    eager = train(tiny_config(synth_root, tmp_path / "eager", "train.iters=1"), quiet=True)
+    compiled = train(
+        tiny_config(synth_root, tmp_path / "compiled", "train.iters=1", "train.compile=true"),
+        quiet=True,
+    )
+    a = records(tmp_path / "eager", "train")[0]["loss"]
+    b = records(tmp_path / "compiled", "train")[0]["loss"]
+    assert b == pytest.approx(a, rel=1e-4)
+    assert compiled["metrics"]["mIoU"] == pytest.approx(eager["metrics"]["mIoU"], abs=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp16_channels_last_training(synth_root, tmp_path):
+    run = tmp_path / "run"
+    opts = ("train.iters=3", "train.amp=fp16", "train.channels_last=true", "train.eval_interval=3")
+    result = train(tiny_config(synth_root, run, *opts), quiet=True, device="cuda")
+    assert all(math.isfinite(r["loss"]) for r in records(run, "train"))
+    assert result["iteration"] == 3 and load_checkpoint(run / "last.pt")["scaler"]["scale"] > 0

@@ -53,6 +53,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     import torch
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
             bar.advance(task)
 
         rows = bench.run_bench(names, args.backbones, sizes, args.batch, settings, on_row=done)
+    if hasattr(os, "getloadavg"):
+        env["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     paths = bench.write_results(rows, env, args.out)
     table = bench.to_markdown(rows, env)
     console.print(table, markup=False, highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 HELP = "List the models with their parameter count and GFLOPs (optionally as Markdown)."
 
@@ -29,8 +30,8 @@ def model_table(
     size: int,
     num_classes: int = 21,
     output_stride: int = 8,
-    names=None,
-    progress=None,
+    names: list[str] | None = None,
+    progress: Callable[[], object] | None = None,
 ) -> list[dict]:
     """One row per model: name, backbone, params (M, inference: no aux head), GFLOPs."""
     import gsag

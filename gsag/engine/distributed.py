@@ -84,3 +84,15 @@ def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value)
     return value / dist.get_world_size()
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every process.
+
+    DDP keeps parameters equal, but each process updates its running statistics from its own
+    batch; evaluation must use rank 0's, which are the ones checkpoints hold.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src=0)

@@ -483,6 +483,7 @@ def _seed_everything(seed: int) -> None:
 def _evaluate(cfg, model, raw_model, val_set, meta, info, writer, run_dir, it, progress):
     e = cfg.eval
     progress.pause(f"evaluating at iteration {it}")
+    distributed.broadcast_buffers(raw_model)  # every rank evaluates the model rank 0 saves
     metrics = evaluate(
         raw_model,
         val_set,

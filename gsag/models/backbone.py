@@ -104,7 +104,8 @@ class Backbone(nn.Module):
             raise RuntimeError(
                 f"could not download pretrained weights for backbone {name!r} from the Hugging "
                 f"Face hub ({type(err).__name__}: {err}). Fix: connect to the internet (or set "
-                f"HF_ENDPOINT to a mirror), or download the weights elsewhere and pass "
+                f"HF_ENDPOINT to a mirror; HF_HUB_OFFLINE=1 skips the retries), or download the "
+                f"weights elsewhere and pass "
                 f"pretrained='path/to/{name}.safetensors'."
             ) from err
         self.channels: list[int] = list(self.body.feature_info.channels())

@@ -121,10 +121,11 @@ class PointwiseSelfAttention(nn.Module):
         valid = torch.stack([inside[dy : dy + hh, dx : dx + ww] for dy, dx in offsets])
         logits = logits + self.rel_bias.view(1, h, ks * ks, 1, 1)
         attn = logits.masked_fill(~valid, float("-inf")).softmax(dim=2)  # (B, h, k*k, H, W)
-        out = torch.zeros_like(v)  # (B, h, H, W, dv)
+        # accumulate in the wider of the two dtypes (softmax runs in float32 under autocast)
+        out = v.new_zeros(v.shape, dtype=torch.promote_types(attn.dtype, v.dtype))
         for i, (dy, dx) in enumerate(offsets):
-            out = out.addcmul_(attn[:, :, i, :, :, None], vp[:, :, dy : dy + hh, dx : dx + ww])
-        return out
+            out.addcmul_(attn[:, :, i, :, :, None], vp[:, :, dy : dy + hh, dx : dx + ww])
+        return out  # (B, h, H, W, dv)
 
     def extra_flops(self, inputs: tuple[Tensor, ...], output: Tensor) -> int:
         """FLOPs of the element-wise products, which `FlopCounterMode` does not see."""
