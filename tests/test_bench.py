@@ -130,10 +130,11 @@ def test_bench_cli_updates_only_the_marked_section_of_a_doc(tmp_path):
     from gsag.commands.bench import DOC_END, DOC_START
 
     doc = tmp_path / "bench.md"
-    doc.write_text(f"# Title\n\nprose before\n\n{DOC_START}\nold table\n{DOC_END}\n\nprose after\n")
+    start, end = DOC_START.format("sweep"), DOC_END.format("sweep")
+    doc.write_text(f"# Title\n\nprose before\n\n{start}\nold table\n{end}\n\nprose after\n")
     args = ["bench", "--models", "fcn", "--backbones", "test_resnet", "--sizes", "64x80",
             "--repeats", "1", "--warmup", "0", "--no-train", "--no-memory",
-            "--out", str(tmp_path / "out"), "--update-doc", str(doc)]  # fmt: skip
+            "--out", str(tmp_path / "out"), "--update-doc", str(doc), "--doc-section", "sweep"]  # fmt: skip
     assert main(args) == 0
     text = doc.read_text()
     assert text.startswith("# Title\n\nprose before\n\n") and text.endswith("\n\nprose after\n")

@@ -89,3 +89,15 @@ def test_dynamo_onnx_exporter(tmp_path):
     for c in check_onnx(model, path, sizes=((1, 97, 130), (2, 64, 80))):
         assert c.max_abs_diff < 1e-3
         assert c.argmax_agreement >= 0.999
+
+
+def test_export_cli_checks_and_fails_below_the_agreement_threshold(tmp_path, synth_root):
+    from gsag.cli import main
+
+    out = tmp_path / "m.onnx"
+    args = ["export", "--model", "fcn", "--backbone", TINY, "--num-classes", "3",
+            "--out", str(out), "--height", "64", "--width", "64",
+            "--check-images", str(synth_root / "JPEGImages")]  # fmt: skip
+    assert main(args) == 0 and out.is_file()
+    # agreement can never exceed 100 %, so this threshold must fail the command
+    assert main([*args, "--min-agreement", "1.01"]) == 1

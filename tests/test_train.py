@@ -185,9 +185,24 @@ def test_training_options_take_finite_steps(synth_root, tmp_path, options):
     assert result["bad_steps"] == 0
     losses = [r["loss"] for r in records(run, "train")]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
-    before = train_mod.build_train_model(cfg, 8).state_dict()
     after = load_checkpoint(run / "last.pt")["model"]
-    assert any(not torch.equal(before[k], after[k]) for k in after if after[k].is_floating_point())
+    assert changed_weights(initial_weights(cfg), after)
+
+
+def initial_weights(cfg):
+    torch.manual_seed(cfg.train.seed)  # train() seeds like this before building the model
+    return train_mod.build_train_model(cfg, 8).state_dict()
+
+
+def changed_weights(before, after):
+    return [k for k in after if k.endswith("weight") and not torch.equal(before[k], after[k])]
+
+
+def test_zero_lr_keeps_the_seeded_initial_weights(synth_root, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "train.iters=1", "optim.lr=0", "schedule.min_lr=0")
+    train(cfg, quiet=True)
+    assert changed_weights(initial_weights(cfg), load_checkpoint(run / "last.pt")["model"]) == []
 
 
 def test_fp16_needs_cuda(synth_root, tmp_path):
@@ -218,3 +233,26 @@ def test_cuda_fp16_channels_last_training(synth_root, tmp_path):
     result = train(tiny_config(synth_root, run, *opts), quiet=True, device="cuda")
     assert all(math.isfinite(r["loss"]) for r in records(run, "train"))
     assert result["iteration"] == 3 and load_checkpoint(run / "last.pt")["scaler"]["scale"] > 0
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("model.name=gsag_hybird", "model.name is 'gsag_hybird'; did you mean gsag_hybrid?"),
+        ("model.backbone=resnet5", "model.backbone is 'resnet5'"),
+        ("model.kwargs.heads=2", "model.kwargs.heads is not an option of gsag_hybrid"),
+        ("model.pretrained=nowhere.pth", "'nowhere.pth', which is not a file"),
+    ],
+)
+def test_bad_model_config_is_named_before_any_work(synth_root, tmp_path, override, fragment):
+    from gsag.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        train(tiny_config(synth_root, tmp_path / "run", override), quiet=True)
+    assert fragment in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_root_says_how_to_get_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"data\.synthetic=true"):
+        train(tiny_config(tmp_path / "nothing", tmp_path / "run"), quiet=True)

@@ -6,8 +6,8 @@ import argparse
 
 HELP = "Benchmark models side by side against a DeepLabV3 baseline (markdown + JSON)."
 
-DOC_START = "<!-- bench:start -->"
-DOC_END = "<!-- bench:end -->"
+DOC_START = "<!-- {}:start -->"
+DOC_END = "<!-- {}:end -->"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json")
     parser.add_argument(
         "--update-doc",
-        help=f"also replace the table between {DOC_START} and {DOC_END} in this markdown file",
+        help="also replace the table between <!-- SECTION:start --> and <!-- SECTION:end --> "
+        "in this markdown file",
+    )
+    parser.add_argument(
+        "--doc-section", default="bench", help="SECTION name for --update-doc (default: bench)"
     )
 
 
@@ -96,20 +100,22 @@ def run(args: argparse.Namespace) -> int:
     table = bench.to_markdown(rows, env)
     console.print(table, markup=False, highlight=False)
     if args.update_doc:
-        _update_doc(Path(args.update_doc), table)
+        _update_doc(Path(args.update_doc), table, args.doc_section)
         console.print(f"updated {args.update_doc}")
     console.print(f"wrote {paths['markdown']} and {paths['json']}")
     return 1 if any(r.error for r in rows) else 0
 
 
-def _update_doc(path, table: str) -> None:
+def _update_doc(path, table: str, section: str = "bench") -> None:
+    """Replace what lies between the section's start and end markers (appended if missing)."""
     import os
 
+    start, end = DOC_START.format(section), DOC_END.format(section)
     text = path.read_text() if path.exists() else ""
-    if DOC_START not in text or DOC_END not in text:
-        text = text.rstrip() + f"\n\n{DOC_START}\n{DOC_END}\n"
-    head, rest = text.split(DOC_START, 1)
-    _, tail = rest.split(DOC_END, 1)
+    if start not in text or end not in text:
+        text = text.rstrip() + f"\n\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{head}{DOC_START}\n{table}{DOC_END}{tail}")
+    tmp.write_text(f"{head}{start}\n{table}{end}{tail}")
     os.replace(tmp, path)

@@ -199,7 +199,9 @@ def evaluate(
     ignore_index = ignore_index if ignore_index is not None else dataset.ignore_index
     length = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     sampler = ShardSampler(length, rank, world_size)
-    loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=num_workers)
+    loader = DataLoader(
+        dataset, batch_size=1, sampler=sampler, num_workers=num_workers, generator=torch.Generator()
+    )  # its own generator: evaluating draws nothing from the global RNG
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -105,6 +105,7 @@ def _train(
             f"x {tc.accum_steps} accumulation step(s); make it a multiple of their product"
         )
 
+    check_model_config(cfg)
     _seed_everything(tc.seed + info.rank)
 
     # -- data ---------------------------------------------------------------------------------
@@ -186,7 +187,8 @@ def _train(
     state = {"bad_steps": 0, "bad_streak": 0, "metrics": {}, "best_miou": best_miou}
     end = tc.iters if stop_after is None else min(tc.iters, stop_after)
     progress = _Progress(show, start, tc.iters)
-    last_eval = None
+    parts_to_save = {"model": raw_model, "optimizer": optimizer, "scheduler": schedule}
+    parts_to_save["scaler"] = scaler
     it = start
     try:
         while it < end:
@@ -218,23 +220,12 @@ def _train(
                 state["metrics"] = last_eval
                 if info.is_main and last_eval["mIoU"] > state["best_miou"]:
                     state["best_miou"] = last_eval["mIoU"]
-                    _save(best_path, raw_model, optimizer, schedule, scaler, it, state, cfg, meta)
+                    _save(best_path, parts_to_save, it, state, cfg, meta)
             # No save in the middle of a run of non-finite losses: last.pt stays a healthy state.
             if (it % tc.save_interval == 0 or it == tc.iters) and state["bad_streak"] == 0:
                 rngs = _gather_rng(info)
                 if info.is_main:
-                    _save(
-                        last_path,
-                        raw_model,
-                        optimizer,
-                        schedule,
-                        scaler,
-                        it,
-                        state,
-                        cfg,
-                        meta,
-                        rngs,
-                    )
+                    _save(last_path, parts_to_save, it, state, cfg, meta, rngs)
     finally:
         progress.close()
         if writer is not None:
@@ -329,8 +320,9 @@ def ensure_data(cfg: Config) -> None:
         return
     if not cfg.data.synthetic:
         raise FileNotFoundError(
-            f"data.root {root} does not exist; download VOC with `gsag data download`, point "
-            f"data.root at your dataset, or set data.synthetic=true to generate a small one"
+            f"data.root {root} does not exist or is empty; fetch VOC with `gsag data prepare-voc "
+            f"--download`, point data.root at your dataset (--set data.root=...), or set "
+            f"data.synthetic=true to generate a small one there"
         )
     from gsag.data.synth import generate
 
@@ -386,6 +378,35 @@ def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
         aux=m.aux,
         **m.kwargs,
     )
+
+
+def check_model_config(cfg: Config) -> None:
+    """Name the config key at fault before any work: model name, backbone, builder kwargs."""
+    import difflib
+
+    from gsag.models.segmentor import head_kwargs, list_backbones, list_models
+
+    m = cfg.model
+    for key, value, valid in [
+        ("model.name", m.name, list_models()),
+        ("model.backbone", m.backbone, list_backbones()),
+    ]:
+        if value not in valid:
+            near = difflib.get_close_matches(value, valid, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ConfigError(f"{key} is {value!r}; {hint}valid: {', '.join(valid)}")
+    accepted = [*head_kwargs(m.name), "levels"]
+    for key in m.kwargs:
+        if key not in accepted:
+            raise ConfigError(
+                f"model.kwargs.{key} is not an option of {m.name}; it accepts: "
+                f"{', '.join(k for k in accepted if k != 'output_stride')}"
+            )
+    if isinstance(m.pretrained, str) and not Path(m.pretrained).is_file():
+        raise ConfigError(
+            f"model.pretrained is {m.pretrained!r}, which is not a file; give a local weights "
+            "file, true (download from timm's hub) or false"
+        )
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -496,7 +517,7 @@ def _evaluate(cfg, model, raw_model, val_set, meta, info, writer, run_dir, it, p
         ignore_index=meta["ignore_index"],
         max_images=e.max_images,
         num_workers=min(cfg.train.num_workers, 2),
-        amp=cfg.train.amp if cfg.train.amp != "fp16" else "fp16",
+        amp=cfg.train.amp,
         rank=info.rank,
         world_size=info.world_size,
         keep_samples=cfg.train.tb_images if info.is_main else 0,
@@ -542,7 +563,10 @@ def _panel(image, mask, pred, meta) -> torch.Tensor:
 
 
 def _log_train(writer, run_dir, it, parts, lrs, state, info) -> None:
-    parts = {k: float(distributed.mean_over_processes(torch.tensor(v))) for k, v in parts.items()}
+    parts = {
+        k: float(distributed.mean_over_processes(torch.tensor(v, device=info.device)))
+        for k, v in parts.items()
+    }
     if not info.is_main:
         return
     record = {
@@ -572,16 +596,14 @@ def _gather_rng(info: distributed.DistInfo) -> list[dict]:
     return states
 
 
-def _save(path, model, optimizer, schedule, scaler, it, state, cfg, meta, rngs=None) -> None:
+def _save(path, parts: dict, it: int, state: dict, cfg: Config, meta: dict, rngs=None) -> None:
+    """Write a checkpoint: the state dicts of `parts` (model, optimizer, scheduler, scaler)."""
     ckpt = {
         "format": FORMAT,
         "version": VERSION,
         "iteration": it,
         "best_miou": float(state["best_miou"]),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": schedule.state_dict(),
-        "scaler": scaler.state_dict(),
+        **{name: obj.state_dict() for name, obj in parts.items()},
         "rng": rngs if rngs is not None else [rng_state()],
         "config": cfg.to_dict(),
         "meta": meta,
