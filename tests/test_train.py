@@ -256,3 +256,17 @@ def test_bad_model_config_is_named_before_any_work(synth_root, tmp_path, overrid
 def test_missing_data_root_says_how_to_get_data(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"data\.synthetic=true"):
         train(tiny_config(tmp_path / "nothing", tmp_path / "run"), quiet=True)
+
+
+def test_cli_trains_and_reports_config_errors(synth_root, tmp_path, capsys):
+    from gsag.cli import main
+    from gsag.config import save_config
+
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny_config(synth_root, tmp_path / "unused"), config)
+    run = tmp_path / "cli_run"
+    argv = ["train", str(config), "--set", "train.iters=1", "--run-dir", str(run), "--quiet"]
+    assert main(argv) == 0
+    assert load_config(run / "config.yaml").train.iters == 1 and (run / "best.pt").is_file()
+    assert main(["train", str(config), "--set", "train.itres=1"]) == 2
+    assert "did you mean train.iters?" in capsys.readouterr().err

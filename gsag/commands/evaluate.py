@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.text import Text
 
     from gsag.config import ConfigError, apply_override, from_dict
     from gsag.data import DataError
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.engine.evaluate import evaluate, write_report
     from gsag.engine.train import make_dataset
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     info = distributed.setup(args.device)
     try:
         model, meta = load_model(args.checkpoint, map_location=info.device)
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=progress,
             )
     except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(Text.assemble(("error: ", "red"), str(err)))
         return 2
     finally:
         distributed.cleanup(info)

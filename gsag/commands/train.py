@@ -27,12 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from gsag.config import ConfigError, load_config
     from gsag.data import DataError
     from gsag.engine.train import TrainingDiverged, train
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     main = int(os.environ.get("RANK", "0")) == 0
     overrides = list(args.overrides)
     if args.run_dir:
@@ -41,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
         result = train(cfg, resume=args.resume, quiet=args.quiet, device=args.device)
     except (ConfigError, DataError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(Text.assemble(("error: ", "red"), str(e)))
         return 2
     except TrainingDiverged as e:
-        console.print(f"[red]training stopped:[/red] {e}")
+        console.print(Text.assemble(("training stopped: ", "red"), str(e)))
         return 1
     if main:
         table = Table(title=f"gsag train {args.config}", show_header=False)
