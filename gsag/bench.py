@@ -288,11 +288,15 @@ def cpu_peak_memory_mb(
         "from gsag.bench import _cpu_peak_worker\n"
         "print('GSAG_RESULT=' + json.dumps(_cpu_peak_worker(json.loads(sys.argv[1]))))\n"
     )
+    # glibc: serve every allocation over 64 KiB with its own mmap, returned to the system when
+    # freed, so the resident set follows live memory and does not depend on the heap's history
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     proc = subprocess.run(
         [sys.executable, "-c", code, json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     for line in proc.stdout.splitlines():
         if line.startswith("GSAG_RESULT="):
