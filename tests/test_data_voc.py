@@ -138,3 +138,11 @@ def test_colorize_and_save_mask_round_trip(tmp_path):
     assert np.array_equal(rgb_to_index(rgb, VOC_PALETTE), np.where(mask == 255, 255, mask))
     with pytest.raises(ValueError, match=r"0\.\.255"):
         colorize(torch.tensor([[300]]), VOC_PALETTE)
+
+
+def test_iteration_stops_at_the_end(synth_root):
+    ds = VOCSegmentation(synth_root, "val")
+    assert len(list(iter(ds))) == len(ds)
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+    assert torch.equal(ds[-1][1], ds[len(ds) - 1][1])

@@ -77,6 +77,9 @@ class SegmentationDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} samples")
+        i %= len(self)
         for attempt in range(len(self)):
             j = (i + attempt) % len(self)
             try:
