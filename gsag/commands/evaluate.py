@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gsag.commands import add_path_argument, finish_path_argument
+
 HELP = "evaluate a checkpoint: whole / sliding-window / multi-scale + flip inference"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a gsag .pt checkpoint or exported .safetensors")
+    add_path_argument(parser, "checkpoint", "a gsag .pt checkpoint or exported .safetensors")
     parser.add_argument("--data", help="dataset root (default: the one it was trained on)")
     parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
     parser.add_argument("--mode", choices=["whole", "slide", "multiscale"], help="inference mode")
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from gsag.engine.checkpoint import load_model
     from gsag.engine.evaluate import evaluate, write_report
     from gsag.engine.train import make_dataset
+
+    finish_path_argument(args, "checkpoint")
 
     console = Console(stderr=True, soft_wrap=True)
     info = distributed.setup(args.device)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
+from gsag.commands import add_path_argument, finish_path_argument
+
 HELP = "train a model from a YAML config (torchrun --nproc_per_node N -m gsag train ... for DDP)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
+    add_path_argument(parser, "config", "YAML config, e.g. configs/demo.yaml")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.data import DataError
     from gsag.engine.train import TrainingDiverged, train
 
+    finish_path_argument(args, "config")
     console = Console(stderr=True, soft_wrap=True)
     main = int(os.environ.get("RANK", "0")) == 0
     overrides = list(args.overrides)
