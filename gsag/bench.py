@@ -10,7 +10,8 @@ it. Measurement choices (also in docs/bench.md):
 - GFLOPs: `gsag.flops.count_gflops` (torch's FLOP counter plus analytic attention FLOPs,
   because the counter reports 0 for the fused CPU attention kernel). 1 multiply-add = 2 FLOPs.
 - Peak memory: on CUDA, `torch.cuda.max_memory_allocated` over one forward minus the memory
-  held before it. On CPU, a fresh subprocess per model builds the model and input, runs one
+  held before it. On CPU, a fresh subprocess per model (glibc's `MALLOC_MMAP_THRESHOLD_=65536`,
+  so large tensors are returned to the system when freed) builds the model and input, runs one
   64x64 forward (one-time library set-up), resets the kernel's resident-set high-water mark
   (`/proc/self/clear_refs`), runs one forward and reports the high-water mark minus the
   resident set before it: the extra RAM one inference needs, allocator overheads included.

@@ -20,12 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="report folder (default: <run_dir>/report)")
     parser.add_argument("--images", type=int, default=4, help="validation images to draw")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on 2 cores the data-loading worker needs the other "
+        "one, and more threads than free cores make PyTorch's thread pool spin and crawl)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -36,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     start = time.perf_counter()
-    cfg = load_config(args.config, args.overrides)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, [f"train.num_threads={args.threads}", *args.overrides])
     root = Path(cfg.data.root)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
 
