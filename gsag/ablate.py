@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gsag.atomic import write_text as atomic_write_text
 from gsag.report import (
-    atomic_write_text,
     fmt_pm,
     mean_std,
     plot_curves,

@@ -40,6 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from gsag.atomic import write_text
+
 BASELINE = "deeplabv3"
 MIB = 1024.0**2
 
@@ -521,12 +523,6 @@ def write_results(rows: list[BenchRow], env: dict, out_dir: str | os.PathLike) -
     out.mkdir(parents=True, exist_ok=True)
     payload = {"environment": env, "rows": [r.as_dict() for r in rows]}
     paths = {"json": out / "bench.json", "markdown": out / "bench.md"}
-    _atomic_write(paths["json"], json.dumps(payload, indent=2) + "\n")
-    _atomic_write(paths["markdown"], to_markdown(rows, env))
+    write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
+    write_text(paths["markdown"], to_markdown(rows, env))
     return paths
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

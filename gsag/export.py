@@ -9,13 +9,14 @@ against PyTorch.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from gsag.atomic import atomic_path
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "image"
@@ -43,14 +44,6 @@ class OnnxCheck:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _temp_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
-    )
-    os.close(fd)
-    return Path(tmp)
 
 
 def export_onnx(
@@ -83,40 +76,35 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = LogitsOnly(model).eval()
     example = torch.randn(batch, 3, height, width)
-    tmp = _temp_path(path)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            if dynamo:
-                dim = torch.export.Dim
-                torch.onnx.export(
-                    wrapped,
-                    (example,),
-                    str(tmp),
-                    dynamo=True,
-                    external_data=False,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    opset_version=max(opset, 18),
-                    dynamic_shapes={"x": {0: dim("batch"), 2: dim("height"), 3: dim("width")}},
-                )
-            else:
-                axes = {0: "batch", 2: "height", 3: "width"}
-                kwargs = {"dynamo": False} if _onnx_export_has_dynamo_flag() else {}
-                torch.onnx.export(
-                    wrapped,
-                    (example,),
-                    str(tmp),
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    opset_version=opset,
-                    dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
-                    do_constant_folding=True,
-                    **kwargs,
-                )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            dim = torch.export.Dim
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(tmp),
+                dynamo=True,
+                external_data=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=max(opset, 18),
+                dynamic_shapes={"x": {0: dim("batch"), 2: dim("height"), 3: dim("width")}},
+            )
+        else:
+            axes = {0: "batch", 2: "height", 3: "width"}
+            kwargs = {"dynamo": False} if _onnx_export_has_dynamo_flag() else {}
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                do_constant_folding=True,
+                **kwargs,
+            )
     return path
 
 
@@ -203,8 +191,7 @@ def export_program(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(LogitsOnly(model).eval(), (example,), dynamic_shapes=shapes)
-    tmp = _temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         try:
             torch.export.save(program, str(tmp))
         except Exception as err:
@@ -214,7 +201,4 @@ def export_program(
                 "(e.g. the 'd' variants' same-padding pools) compute shapes with math.ceil, "
                 "which the program format cannot store: export to ONNX instead"
             ) from err
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -1,6 +1,6 @@
 """Plots and small markdown helpers for run reports (`gsag demo`) and ablations (`gsag ablate`).
 
-Figures are written with matplotlib's Agg backend, atomically (temporary file + `os.replace`).
+Figures are written with matplotlib's Agg backend, atomically (`gsag.atomic`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from gsag.atomic import atomic_path, write_text
 
 
 def _pyplot():
@@ -26,23 +28,10 @@ def _pyplot():
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Save a matplotlib figure atomically and close it."""
     plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text through a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def read_metrics_log(path: str | os.PathLike) -> tuple[list[dict], list[dict]]:
@@ -204,11 +193,9 @@ def image_grid(paths: Sequence[str | os.PathLike], path: str | os.PathLike, cols
     grid = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
     for i, im in enumerate(images):
         grid.paste(im.resize((w, h)), ((i % cols) * w, (i // cols) * h))
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    grid.save(tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        grid.save(tmp)
+    return Path(path)
 
 
 def prediction_panel(
@@ -300,10 +287,8 @@ def write_run_report(
         truth = read_mask(val_set.mask_path(i))
         panel = prediction_panel(rgb, truth, pred, predictor.palette, info["ignore_index"])
         target = out / "predictions" / f"{image_path.stem}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.stem}.tmp.png")
-        panel.save(tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            panel.save(tmp)
         panels.append(target)
 
     log = checkpoint.parent / "metrics.jsonl"
@@ -335,4 +320,4 @@ def write_run_report(
         lines += [f"![{p.stem}](predictions/{p.name})" for p in panels]
         lines.append("")
     lines += ["## Confusion matrix (row-normalised)", "", "![confusion matrix](confusion.png)", ""]
-    return atomic_write_text(out / "report.md", "\n".join(lines))
+    return write_text(out / "report.md", "\n".join(lines))

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _update_doc(path, table: str, section: str = "bench") -> None:
     """Replace what lies between the section's start and end markers (appended if missing)."""
-    import os
+    from gsag.atomic import write_text
 
     start, end = DOC_START.format(section), DOC_END.format(section)
     text = path.read_text() if path.exists() else ""
@@ -116,6 +116,4 @@ def _update_doc(path, table: str, section: str = "bench") -> None:
         text = text.rstrip() + f"\n\n{start}\n{end}\n"
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{head}{start}\n{table}{end}{tail}")
-    os.replace(tmp, path)
+    write_text(path, f"{head}{start}\n{table}{end}{tail}")

@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from gsag.atomic import atomic_path, write_bytes
 from gsag.data.errors import BadSampleError, DataError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -114,21 +115,7 @@ def write_classes_yaml(path: str | Path, info: ClassInfo, extra: dict | None = N
         "ignore_index": info.ignore_index,
     }
     data.update(extra or {})
-    atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False).encode())
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, yaml.safe_dump(data, sort_keys=False).encode())
 
 
 def _full_palette(palette: list[tuple[int, int, int]]) -> list[int]:
@@ -155,16 +142,8 @@ def colorize(mask, palette: list[tuple[int, int, int]]) -> Image.Image:
 
 def save_mask(path: str | Path, mask, palette: list[tuple[int, int, int]]) -> None:
     """Save an index mask as a palette PNG (the stored index is the label), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         colorize(mask, palette).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _open(path: Path, what: str) -> tuple[Image.Image, list[str]]:

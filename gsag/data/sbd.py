@@ -16,7 +16,9 @@ import numpy as np
 import scipy.io
 
 from gsag.data.errors import BadSampleError, DataError
-from gsag.data.io import atomic_write_bytes, save_mask
+from gsag.atomic import atomic_path
+from gsag.atomic import write_bytes as atomic_write_bytes
+from gsag.data.io import save_mask
 from gsag.data.voc import AUG_MASKS, AUG_SPLIT, VOC_CLASSES, VOC_PALETTE, find_voc_root, read_split
 
 
@@ -47,14 +49,8 @@ def read_sbd_mat(path: str | Path) -> np.ndarray:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare_voc(voc: str | Path, sbd: str | Path, progress=None) -> dict[str, int]:

@@ -23,7 +23,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from gsag.data.io import ClassInfo, atomic_write_bytes, save_mask, voc_colormap, write_classes_yaml
+from gsag.atomic import atomic_path
+from gsag.atomic import write_bytes as atomic_write_bytes
+from gsag.data.io import ClassInfo, save_mask, voc_colormap, write_classes_yaml
 
 SYNTH_CLASSES: list[str] = [
     "background",
@@ -196,9 +198,8 @@ def _write_one(args: tuple[Path, int, str, int, int, int]) -> None:
     image, mask, _ = render(seed, split, index, size)
     name = f"{split}_{index:05d}"
     jpg = root / "JPEGImages" / f"{name}.jpg"
-    tmp = jpg.with_name(f".{jpg.name}.tmp")
-    Image.fromarray(image).save(tmp, format="JPEG", quality=quality)
-    os.replace(tmp, jpg)
+    with atomic_path(jpg) as tmp:
+        Image.fromarray(image).save(tmp, format="JPEG", quality=quality)
     save_mask(root / "SegmentationClass" / f"{name}.png", mask, SYNTH_PALETTE)
 
 

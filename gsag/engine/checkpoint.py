@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from gsag.atomic import atomic_path
 
 FORMAT = "gsag-checkpoint"
 WEIGHTS_FORMAT = "gsag-weights"
@@ -30,16 +31,8 @@ VERSION = 1
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save` to a temporary file in the same folder, then `os.replace` onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def rng_state() -> dict[str, Any]:
@@ -151,14 +144,8 @@ def export_safetensors(checkpoint: str | os.PathLike, out: str | os.PathLike) ->
         "config": json.dumps(ckpt["config"]),
         "meta": json.dumps(ckpt["meta"]),
     }
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return out
 
 

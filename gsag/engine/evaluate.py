@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gsag.atomic import atomic_path
 from gsag.metrics import ConfusionMatrix
 
 MODES = ("whole", "slide", "multiscale")
@@ -270,7 +271,7 @@ def write_report(
     Returns:
         {"json": path, "markdown": path, "plot": path}.
     """
-    from gsag.config import atomic_write_text
+    from gsag.atomic import write_text as atomic_write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -309,11 +310,9 @@ def save_confusion_plot(confusion: Sequence[Sequence[int]], classes: Sequence[st
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _json_safe(v: Any) -> Any:

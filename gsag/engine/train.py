@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gsag.config import Config, ConfigError, atomic_write_text, save_config
+from gsag.atomic import write_text as atomic_write_text
+from gsag.config import Config, ConfigError, save_config
 from gsag.engine import distributed
 from gsag.engine.checkpoint import (
     FORMAT,
