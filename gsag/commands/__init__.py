@@ -19,3 +19,15 @@ def finish_path_argument(args: argparse.Namespace, name: str) -> str:
         raise SystemExit(f"gsag: error: {name} is required (positional or --{name})")
     setattr(args, name, value)
     return value
+
+
+def add_set_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """The repeatable `--set KEY=VALUE` config override, collected in `args.overrides`."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config value{what}, e.g. --set train.iters=100 (repeatable)",
+    )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Train and evaluate a model x backbone x seed grid; mean ± std table and plots."
+from gsag.commands import add_set_argument
+
+HELP = "train and evaluate a model x backbone x seed grid; mean ± std table and plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,14 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbones", nargs="+", default=None, help="default: the config's")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
     parser.add_argument("--out", required=True, help="report folder (runs go to OUT/runs/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value for every run (repeatable)",
-    )
+    add_set_argument(parser, " for every run")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
 
 

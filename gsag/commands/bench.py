@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Benchmark models side by side against a DeepLabV3 baseline (markdown + JSON)."
+HELP = "benchmark models side by side against a DeepLabV3 baseline (markdown + JSON)"
 
 DOC_START = "<!-- {}:start -->"
 DOC_END = "<!-- {}:end -->"

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "End-to-end CPU demo: data, training, evaluation, predictions and a report (~10 min)."
+from gsag.commands import add_set_argument
+
+HELP = "end-to-end CPU demo: data, training, evaluation, predictions and a report (~10 min)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="configs/demo.yaml", help="training config")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.iters=100 (repeatable)",
-    )
+    add_set_argument(parser)
     parser.add_argument("--out", default=None, help="report folder (default: <run_dir>/report)")
     parser.add_argument("--images", type=int, default=4, help="validation images to draw")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 HELP = (
-    "Export a model to ONNX (dynamic batch/height/width) or torch.export, checked against PyTorch."
+    "export a model to ONNX (dynamic batch/height/width) or torch.export, checked against PyTorch"
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-HELP = "List the models with their parameter count and GFLOPs (optionally as Markdown)."
+HELP = "list the models with their parameter count and GFLOPs (optionally as Markdown)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

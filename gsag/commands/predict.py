@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Predict masks (palette PNGs), overlays and optionally probabilities for images."
+HELP = "predict masks (palette PNGs), overlays and optionally probabilities for images"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,21 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from gsag.commands import add_path_argument, finish_path_argument
+from gsag.commands import add_path_argument, add_set_argument, finish_path_argument
 
 HELP = "train a model from a YAML config (torchrun --nproc_per_node N -m gsag train ... for DDP)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_path_argument(parser, "config", "YAML config, e.g. configs/demo.yaml")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.iters=100 (repeatable)",
-    )
+    add_set_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     parser.add_argument("--run-dir", help="output folder (default: runs/<config name>)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
