@@ -257,7 +257,7 @@ def write_run_report(
     from gsag.config import from_dict
     from gsag.data.io import read_image, read_mask
     from gsag.engine.checkpoint import load_model
-    from gsag.engine.evaluate import evaluate, metrics_table
+    from gsag.engine.evaluate import evaluate, inference_options, metrics_table
     from gsag.engine.evaluate import write_report as write_metrics
     from gsag.engine.train import make_dataset
     from gsag.flops import count_params
@@ -271,10 +271,13 @@ def write_run_report(
     val_set = make_dataset(cfg, cfg.data.val_split, train=False)
     e = cfg.eval
     metrics = evaluate(
-        model, val_set, mode=e.mode, crop_size=e.crop_size, stride=e.stride, scales=e.scales,
-        flip=e.flip, num_classes=info["num_classes"], ignore_index=info["ignore_index"],
+        model,
+        val_set,
+        **inference_options(cfg.eval),
+        num_classes=info["num_classes"],
+        ignore_index=info["ignore_index"],
         progress=progress,
-    )  # fmt: skip
+    )
     classes = list(info["classes"])
     write_metrics(metrics, classes, out)
 

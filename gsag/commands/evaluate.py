@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.data import DataError
     from gsag.engine import distributed
     from gsag.engine.checkpoint import load_model
-    from gsag.engine.evaluate import evaluate, write_report
+    from gsag.engine.evaluate import evaluate, inference_options, write_report
     from gsag.engine.train import make_dataset
 
     finish_path_argument(args, "checkpoint")
@@ -68,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
             metrics = evaluate(
                 model,
                 dataset,
-                mode=e.mode,
-                crop_size=e.crop_size,
-                stride=e.stride,
-                scales=e.scales,
-                flip=e.flip,
+                **inference_options(e),
                 max_images=args.max_images,
                 num_workers=args.workers,
                 amp=args.amp,

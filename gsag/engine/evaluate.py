@@ -156,6 +156,18 @@ class ShardSampler(Sampler[int]):
 
 
 @torch.no_grad()
+def inference_options(eval_cfg: Any) -> dict[str, Any]:
+    """The inference keyword arguments of `evaluate`/`infer` from a config's `eval` section."""
+    e = eval_cfg
+    return {
+        "mode": e.mode,
+        "crop_size": e.crop_size,
+        "stride": e.stride,
+        "scales": e.scales,
+        "flip": e.flip,
+    }
+
+
 def evaluate(
     model: nn.Module,
     dataset: Dataset,

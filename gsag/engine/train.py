@@ -36,7 +36,7 @@ from gsag.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from gsag.engine.evaluate import autocast, evaluate
+from gsag.engine.evaluate import autocast, evaluate, inference_options
 from gsag.engine.schedule import PolySchedule
 from gsag.losses import build_loss
 
@@ -509,11 +509,7 @@ def _evaluate(cfg, model, raw_model, val_set, meta, info, writer, run_dir, it, p
     metrics = evaluate(
         raw_model,
         val_set,
-        mode=e.mode,
-        crop_size=e.crop_size,
-        stride=e.stride,
-        scales=e.scales,
-        flip=e.flip,
+        **inference_options(e),
         num_classes=meta["num_classes"],
         ignore_index=meta["ignore_index"],
         max_images=e.max_images,
