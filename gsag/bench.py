@@ -328,16 +328,20 @@ def bench_one(
 
     row = BenchRow(name, backbone, height, width, batch)
     device = torch.device(settings.device)
-    try:
-        torch.manual_seed(0)
-        model = create_model(
+
+    def build(aux: bool) -> nn.Module:
+        return create_model(
             name,
             num_classes=settings.num_classes,
             backbone=backbone,
             pretrained=False,
-            aux=False,
+            aux=aux,
             **settings.model_kwargs,
         )
+
+    try:
+        torch.manual_seed(0)
+        model = build(aux=False)
         model.eval().to(device)
         row.params_m = count_params(model) / 1e6
         x = torch.randn(batch, 3, height, width, device=device)
@@ -361,14 +365,7 @@ def bench_one(
         del model
         if settings.train_step:
             torch.manual_seed(0)
-            train_model = create_model(
-                name,
-                num_classes=settings.num_classes,
-                backbone=backbone,
-                pretrained=False,
-                aux=True,
-                **settings.model_kwargs,
-            ).to(device)
+            train_model = build(aux=True).to(device)
             xt = torch.randn(max(batch, 2), 3, height, width, device=device)
             steps = time_train_step(train_model, xt, settings.num_classes, settings.train_repeats)
             row.train_step_ms = statistics.median(steps.wall_ms)

@@ -44,3 +44,12 @@ def tiny_config(data_root: Path, run_dir: Path, *overrides: str) -> Config:
         f"output.run_dir={run_dir}",
     ]
     return load_config(None, [*base, *overrides])
+
+
+# `--set` arguments that shrink a CLI run (gsag ablate / gsag demo) to a couple of iterations.
+TINY_CLI_SETS = [
+    "--set", "train.iters=2", "--set", "train.eval_interval=2", "--set", "train.save_interval=2",
+    "--set", "train.batch_size=2", "--set", "train.num_workers=0", "--set", "data.crop_size=64",
+    "--set", "data.base_size=[64,64]", "--set", "train.log_interval=1",
+    "--set", "loss.min_kept=100", "--set", "model.backbone=test_resnet",
+]  # fmt: skip

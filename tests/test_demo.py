@@ -6,13 +6,9 @@ import json
 import re
 
 import pytest
+from _engine import TINY_CLI_SETS
 
-TINY = [
-    "--set", "train.iters=2", "--set", "train.eval_interval=2", "--set", "train.save_interval=2",
-    "--set", "train.batch_size=2", "--set", "train.num_workers=0", "--set", "data.crop_size=64",
-    "--set", "data.base_size=[64,64]", "--set", "train.log_interval=1",
-    "--set", "loss.min_kept=100", "--set", "model.backbone=test_resnet",
-]  # fmt: skip
+TINY = TINY_CLI_SETS
 
 
 def test_demo_generates_data_trains_and_writes_a_report(tmp_path, monkeypatch, capsys):
