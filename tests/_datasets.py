@@ -86,9 +86,9 @@ def make_context_release(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(mats, arcname="trainval")
     shutil.rmtree(mats)  # users start from the archive
-    from gsag.data.pascal_context import _CONTEXT_IDS
+    from gsag.data.pascal_context import CONTEXT_FULL_IDS
 
-    names = dict(_CONTEXT_IDS)
+    names = dict(CONTEXT_FULL_IDS)
     labels = root / "release" / "labels.txt"
     labels.write_text("".join(f"{i}: {names.get(i, f'thing{i}')}\n" for i in range(1, 460)))
     return root / "VOCdevkit", archive, labels

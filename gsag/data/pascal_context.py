@@ -20,7 +20,7 @@ from gsag.data.io import ClassInfo, voc_colormap
 from gsag.data.voc import read_split
 
 #: (id in the 459-class labels.txt, name) of the 59 classes, in class-index order.
-_CONTEXT_IDS: list[tuple[int, str]] = [
+CONTEXT_FULL_IDS: list[tuple[int, str]] = [
     (2, "aeroplane"), (9, "bag"), (18, "bed"), (19, "bedclothes"), (22, "bench"),
     (23, "bicycle"), (25, "bird"), (31, "boat"), (33, "book"), (34, "bottle"), (44, "building"),
     (45, "bus"), (46, "cabinet"), (59, "car"), (65, "cat"), (68, "ceiling"), (72, "chair"),
@@ -34,7 +34,7 @@ _CONTEXT_IDS: list[tuple[int, str]] = [
     (424, "truck"), (427, "tvmonitor"), (440, "wall"), (445, "water"), (454, "window"),
     (458, "wood"),
 ]  # fmt: skip
-CONTEXT59_CLASSES: list[str] = [name for _, name in _CONTEXT_IDS]
+CONTEXT59_CLASSES: list[str] = [name for _, name in CONTEXT_FULL_IDS]
 CONTEXT60_CLASSES: list[str] = ["background", *CONTEXT59_CLASSES]
 #: The VOC colour map (background black), so shared classes look as they do in VOC masks.
 CONTEXT60_PALETTE: list[tuple[int, int, int]] = voc_colormap(len(CONTEXT60_CLASSES))
@@ -53,9 +53,11 @@ def full_ids(labels: dict[int, str] | None = None) -> list[int]:
     Raises:
         DataError: `labels` names another class at one of the ids.
     """
-    ids = [full_id for full_id, _ in _CONTEXT_IDS]
+    ids = [full_id for full_id, _ in CONTEXT_FULL_IDS]
     if labels is not None:
-        wrong = [f"{i}: {labels.get(i)!r} != {n!r}" for i, n in _CONTEXT_IDS if labels.get(i) != n]
+        wrong = [
+            f"{i}: {labels.get(i)!r} != {n!r}" for i, n in CONTEXT_FULL_IDS if labels.get(i) != n
+        ]
         if wrong:
             raise DataError(
                 f"labels.txt disagrees with the 59-class table ({'; '.join(wrong[:5])}); "
@@ -68,7 +70,7 @@ def full_to_context60(label_map: np.ndarray) -> np.ndarray:
     """Map a full `LabelMap` (H, W), ids 0..459, to 60-class indices (H, W) uint8
     (0 = background for every id outside the 59)."""
     lookup = np.zeros(FULL_CLASSES + 1, dtype=np.uint8)
-    lookup[full_ids()] = np.arange(1, len(_CONTEXT_IDS) + 1, dtype=np.uint8)
+    lookup[full_ids()] = np.arange(1, len(CONTEXT_FULL_IDS) + 1, dtype=np.uint8)
     return lookup[label_map]
 
 
