@@ -34,16 +34,18 @@ class DataConfig:
     """Where the data lives and how training crops are made."""
 
     root: str = "data/VOCdevkit/VOC2012"
-    layout: str = "auto"  # auto | voc | folder
+    layout: str = "auto"  # auto | voc | folder | cityscapes | ade20k | context59 | context60
     train_split: str = "train"
     val_split: str = "val"
     synthetic: bool = False  # generate a synthetic VOC-format dataset at `root` if it is missing
-    crop_size: int = 512
+    crop_size: int | list[int] = 512  # side, or [height, width]
     base_size: list[int] = field(default_factory=lambda: [2048, 512])
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     cat_max_ratio: float = 0.75
     hflip: float = 0.5
     photometric: bool = True
+    # evaluation: keep-ratio resize of the image into [long edge, short edge]; [] keeps its size
+    eval_scale: list[int] = field(default_factory=list)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
@@ -122,8 +124,8 @@ class EvalConfig:
     """Inference used for validation and `gsag eval`."""
 
     mode: str = "whole"  # whole | slide | multiscale
-    crop_size: int = 512
-    stride: int = 341
+    crop_size: int | list[int] = 512  # slide window: side, or [height, width]
+    stride: int | list[int] = 341
     scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
     flip: bool = False
     max_images: int = 0  # evaluate only the first N validation images; 0 = all
@@ -156,7 +158,7 @@ class Config:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.layout": ("auto", "voc", "folder"),
+    "data.layout": ("auto", "voc", "folder", "cityscapes", "ade20k", "context59", "context60"),
     "loss.type": ("ce", "ohem"),
     "optim.name": ("sgd", "adamw"),
     "train.amp": ("none", "bf16", "fp16"),
@@ -262,8 +264,16 @@ def validate(cfg: Config, source: str = "config") -> None:
     for key in positive:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
-        if value <= 0:
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) != 2:
+            raise ConfigError(f"{source}: {key} is {value}; give one size or [height, width]")
+        if min(values) <= 0:
             raise ConfigError(f"{source}: {key} is {value}; it must be > 0")
+    if cfg.data.eval_scale and len(cfg.data.eval_scale) != 2:
+        raise ConfigError(
+            f"{source}: data.eval_scale is {cfg.data.eval_scale}; give [long edge, short edge], "
+            "e.g. [2048, 512], or [] to evaluate at the original size"
+        )
     if cfg.train.batch_size % cfg.train.accum_steps:
         raise ConfigError(
             f"{source}: train.batch_size {cfg.train.batch_size} is not divisible by "

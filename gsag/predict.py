@@ -4,8 +4,10 @@
     predictor = Predictor("runs/demo/best.pt")
     mask = predictor.predict("cat.jpg")  # (H, W) int64 class indices
 
-Masks are saved as palette PNGs whose pixel values are class indices (the VOC format), so a VOC
-test-set prediction folder can be submitted to the evaluation server as it is.
+Masks are saved as palette PNGs whose pixel values are class indices (the VOC, ADE20K and
+PASCAL-Context format), so a test-set prediction folder can be submitted as it is. Models trained
+on a dataset whose evaluation wants other ids (Cityscapes: labelIds) carry `prediction_ids` in
+their checkpoint, and their masks are written as 8-bit grayscale PNGs of those ids.
 """
 
 from __future__ import annotations
@@ -101,8 +103,8 @@ class Predictor:
         device: str | torch.device = "cpu",
         mode: str = "whole",
         tta: bool = False,
-        crop_size: int | None = None,
-        stride: int | None = None,
+        crop_size: int | Sequence[int] | None = None,
+        stride: int | Sequence[int] | None = None,
     ) -> None:
         from gsag.engine.checkpoint import load_model
 
@@ -117,8 +119,8 @@ class Predictor:
         device: str | torch.device = "cpu",
         mode: str = "whole",
         tta: bool = False,
-        crop_size: int | None = None,
-        stride: int | None = None,
+        crop_size: int | Sequence[int] | None = None,
+        stride: int | Sequence[int] | None = None,
     ) -> Predictor:
         """Wrap a model already in memory; `info` as returned by `load_model`."""
         self = cls.__new__(cls)
@@ -138,8 +140,11 @@ class Predictor:
         self.mode = mode
         self.tta = tta
         eval_cfg = _eval_config(info.get("config"))
-        self.crop_size = int(crop_size or eval_cfg.get("crop_size") or 512)
-        self.stride = int(stride or eval_cfg.get("stride") or max(1, self.crop_size * 2 // 3))
+        self.crop_size = crop_size or eval_cfg.get("crop_size") or 512  # int or [h, w]
+        default_stride = [max(1, c * 2 // 3) for c in np.atleast_1d(self.crop_size).tolist()]
+        self.stride = stride or eval_cfg.get("stride") or default_stride
+        #: value written for each class index (Cityscapes: its labelId); None: the index itself
+        self.prediction_ids: list[int] | None = info.get("prediction_ids")
 
     def logits(self, image: ImageLike) -> torch.Tensor:
         """Class logits (1, C, H, W) at the image's own size."""
@@ -214,6 +219,19 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
         np.save(tmp, array)
 
 
+def save_prediction(path: Path, mask: np.ndarray, predictor: Predictor) -> None:
+    """Write a predicted mask (H, W) of class indices in its dataset's evaluation format: a
+    palette PNG of the indices, or, with `predictor.prediction_ids`, a grayscale PNG of the ids
+    (Cityscapes trainId -> labelId)."""
+    from gsag.data.io import save_mask
+
+    if predictor.prediction_ids is None:
+        save_mask(path, mask, predictor.palette)
+        return
+    ids = np.asarray(predictor.prediction_ids, dtype=np.uint8)[mask]  # (H, W)
+    _save_image(Image.fromarray(ids), path)  # 8-bit grayscale ("L")
+
+
 @dataclass
 class PredictOutputs:
     """Where the predictions of one image were written."""
@@ -232,11 +250,9 @@ def predict_files(
     probs: bool = False,
     on_image: Callable[[PredictOutputs], None] | None = None,
 ) -> list[PredictOutputs]:
-    """Predict each file and write `masks/<stem>.png` (palette PNG of class indices),
+    """Predict each file and write `masks/<stem>.png` (see `save_prediction`),
     `overlays/<stem>.png` and, with `probs`, `probs/<stem>.npy` (float16, (C, H, W)).
     """
-    from gsag.data.io import save_mask
-
     out = Path(out_dir)
     written = []
     for file in files:
@@ -245,7 +261,7 @@ def predict_files(
         logits = predictor.logits(rgb)  # (1, C, H, W)
         mask = logits.argmax(1)[0].cpu().numpy()  # (H, W)
         result = PredictOutputs(image=file, mask=out / "masks" / f"{file.stem}.png")
-        save_mask(result.mask, mask, predictor.palette)
+        save_prediction(result.mask, mask, predictor)
         if overlays:
             result.overlay = out / "overlays" / f"{file.stem}.png"
             _save_image(overlay(rgb, mask, predictor.palette), result.overlay)

@@ -115,3 +115,43 @@ def test_voc_recipe_configs_follow_the_recipe():
         assert (cfg.loss.aux_weight, cfg.train.eval_interval) == (0.4, 2_000)
         assert cfg.data.train_split == "train_aug"
         assert path.stem == f"voc_{cfg.model.name}_{cfg.model.backbone}_{cfg.train.iters // 1000}k"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "count", "crop", "batch", "lr", "iters", "eval_mode"),
+    [
+        ("cityscapes", 12, [512, 1024], 8, 0.01, {80_000}, "slide"),
+        ("ade20k", 24, 512, 16, 0.01, {80_000, 160_000}, "whole"),
+        ("context59", 24, 480, 16, 0.004, {40_000, 80_000}, "slide"),
+        ("context60", 24, 480, 16, 0.004, {40_000, 80_000}, "slide"),
+    ],
+)
+def test_dataset_recipe_configs(prefix, count, crop, batch, lr, iters, eval_mode):
+    paths = [p for p in CONFIGS if p.name.startswith(f"{prefix}_")]
+    assert len(paths) == count
+    for path in paths:
+        cfg = load_config(path)
+        assert (cfg.data.layout, cfg.data.crop_size, cfg.data.scale_range) == (
+            prefix,
+            crop,
+            [0.5, 2.0],
+        )
+        assert (cfg.train.batch_size, cfg.optim.lr, cfg.eval.mode) == (batch, lr, eval_mode)
+        assert cfg.train.iters in iters and cfg.model.backbone in ("resnet50", "resnet101")
+        assert (
+            path.stem
+            == f"{prefix}_{cfg.model.name}_{cfg.model.backbone}_{cfg.train.iters // 1000}k"
+        )
+    base = {"cityscapes": [2048, 1024], "ade20k": [2048, 512]}.get(prefix, [520, 520])
+    assert cfg.data.base_size == base
+
+
+def test_crop_sizes_take_height_and_width():
+    cfg = load_config(None, ["data.crop_size=[512, 1024]", "eval.stride=[341, 682]"])
+    assert (cfg.data.crop_size, cfg.eval.stride) == ([512, 1024], [341, 682])
+    with pytest.raises(ConfigError, match="height, width"):
+        load_config(None, ["data.crop_size=[1, 2, 3]"])
+    with pytest.raises(ConfigError, match="must be > 0"):
+        load_config(None, ["eval.crop_size=[0, 5]"])
+    with pytest.raises(ConfigError, match="long edge, short edge"):
+        load_config(None, ["data.eval_scale=[512]"])

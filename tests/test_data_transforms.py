@@ -128,6 +128,25 @@ def test_rescale_size_keeps_ratio_within_scale(h, w, scale, ratio):
     assert abs(out_h / out_w - h / w) < 0.01
 
 
+@pytest.mark.parametrize(("h", "w", "scale", "ratio", "expected"), [
+    (1024, 2048, (2048, 1024), 0.5, (512, 1024)),  # Cityscapes: 2048x1024 base, non-square
+    (1024, 2048, (2048, 1024), 2.0, (2048, 4096)),
+    (384, 512, (2048, 512), 1.0, (512, 683)),  # ADE20K evaluation: short side 512
+    (1200, 300, (2048, 512), 1.0, (2048, 512)),  # a tall image meets the long-edge limit
+    (375, 500, (520, 520), 1.0, (390, 520)),  # PASCAL-Context: 520x520 base
+])  # fmt: skip
+def test_rescale_size_for_the_dataset_recipes(h, w, scale, ratio, expected):
+    assert rescale_size(h, w, scale, ratio) == expected
+
+
+def test_cityscapes_crop_is_height_by_width():
+    image, mask = _blocky_pair(64, 128, block=8, seed=3)
+    pipeline = train_transforms(crop_size=(16, 32), base_size=(128, 64), scale_range=(1, 1),
+                                photometric=False, hflip=0)  # fmt: skip
+    out_image, out_mask = pipeline(image, mask)
+    assert out_image.shape == (3, 16, 32) and out_mask.shape == (16, 32)
+
+
 def test_eval_transforms_resize_image_keep_mask():
     image, mask = _blocky_pair(48, 80, block=8, seed=1)
     out_image, out_mask = eval_transforms(scale=(160, 96))(image, mask)

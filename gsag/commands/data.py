@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
-HELP = "make, check and prepare datasets (synth | check | prepare-voc)"
+HELP = (
+    "make, check and prepare datasets "
+    "(synth | check | prepare-voc | prepare-cityscapes | prepare-ade20k | prepare-context)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("root", help="a VOC tree or an images/ + masks/ + classes.yaml folder")
     p.add_argument("--split", action="append", help="split to check (repeatable; default all)")
     p.add_argument("--show", type=int, default=50, help="issues to list (default: 50)")
+    p.add_argument(
+        "--layout",
+        default="auto",
+        choices=["auto", "voc", "folder", "cityscapes", "ade20k", "context59", "context60"],
+        help="dataset layout (default: auto-detect)",
+    )
 
     p = sub.add_parser(
         "prepare-voc", help="make the VOC + SBD train_aug split (10 582 images on the real data)"
@@ -35,6 +44,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--download", action="store_true", help="fetch the official archives first (md5-checked)"
     )
     p.add_argument("--data-dir", default="data", help="where --download puts them (default: data)")
+
+    p = sub.add_parser(
+        "prepare-cityscapes",
+        help="unpack the Cityscapes zips and write *_gtFine_labelTrainIds.png (19 classes)",
+    )
+    p.add_argument(
+        "--root", default="data/cityscapes", help="tree to fill (default: data/cityscapes)"
+    )
+    p.add_argument(
+        "--leftimg", help="leftImg8bit_trainvaltest.zip (skip if --root has leftImg8bit/)"
+    )
+    p.add_argument("--gtfine", help="gtFine_trainvaltest.zip (skip if --root has gtFine/)")
+
+    p = sub.add_parser("prepare-ade20k", help="fetch and unpack ADE20K SceneParsing (150 classes)")
+    p.add_argument("--data-dir", default="data", help="where it goes (default: data)")
+    p.add_argument(
+        "--download", action="store_true", help="fetch ADEChallengeData2016.zip (sha1-checked)"
+    )
+    p.add_argument("--zip", help="an ADEChallengeData2016.zip fetched elsewhere, to unpack")
+
+    p = sub.add_parser(
+        "prepare-context", help="convert PASCAL-Context trainval.tar.gz to 60-class PNG masks"
+    )
+    p.add_argument("--voc2010", required=True, help="the VOC2010 folder (or VOCdevkit above it)")
+    p.add_argument(
+        "--annotations", required=True, help="trainval.tar.gz or its unpacked trainval/ folder"
+    )
+    p.add_argument("--labels", help="the release's labels.txt, to check the class id table")
 
 
 def _track(label: str, work):
@@ -75,7 +112,9 @@ def _run_check(args, console) -> int:
 
     from gsag.data.check import check_dataset
 
-    report = _track("checking", lambda progress: check_dataset(args.root, args.split, progress))
+    report = _track(
+        "checking", lambda progress: check_dataset(args.root, args.split, progress, args.layout)
+    )
     console.print(
         f"{report.root}: {report.layout} layout, splits {', '.join(report.splits)}, "
         f"{report.pairs} pairs, {report.info.num_classes} classes, "
@@ -146,6 +185,69 @@ def _run_prepare(args, console) -> int:
     return 0
 
 
+def _run_prepare_cityscapes(args, console) -> int:
+    from pathlib import Path
+
+    from gsag.data.cityscapes import write_train_ids
+    from gsag.data.download import extract
+
+    root = Path(args.root)
+    for archive, top in ((args.leftimg, "leftImg8bit"), (args.gtfine, "gtFine")):
+        if archive and not (root / top).is_dir():
+            _track(f"unpacking {Path(archive).name}", lambda p, a=archive: extract(a, root, p))
+    counts = _track("writing trainIds", lambda progress: write_train_ids(root, progress))
+    console.print(
+        f"{counts['masks']} labelIds masks, {counts['written']} *_gtFine_labelTrainIds.png "
+        f"written -> [bold]{root}[/]"
+    )
+    return 0
+
+
+def _run_prepare_ade20k(args, console) -> int:
+    from pathlib import Path
+
+    from gsag.data.ade20k import find_ade20k_root
+    from gsag.data.download import ADE20K_SCENE_PARSING, download, extract
+
+    data_dir = Path(args.data_dir)
+    archive = Path(args.zip) if args.zip else None
+    if args.download:
+        archive = _track(
+            "downloading ADEChallengeData2016.zip",
+            lambda p: download(ADE20K_SCENE_PARSING, data_dir, progress=p),
+        )
+    if archive is not None and find_ade20k_root(data_dir) is None:
+        _track("unpacking", lambda p: extract(archive, data_dir, p))
+    root = find_ade20k_root(data_dir)
+    if root is None:
+        console.print(
+            f"[red]error[/]: no ADEChallengeData2016 in {data_dir}; pass --download or --zip FILE"
+        )
+        return 1
+    counts = {
+        s: len(list((root / "images" / s).glob("ADE_*.jpg"))) for s in ("training", "validation")
+    }
+    console.print(
+        f"[bold]{root}[/]: training {counts['training']}, validation {counts['validation']} "
+        "images (labels are shifted down by one when read: 0 = other is ignored)"
+    )
+    return 0
+
+
+def _run_prepare_context(args, console) -> int:
+    from gsag.data.context_prepare import prepare_context
+
+    counts = _track(
+        "writing context masks",
+        lambda p: prepare_context(args.voc2010, args.annotations, args.labels, p),
+    )
+    console.print(
+        f"{counts['masks']} annotations ({counts['written']} new masks): train "
+        f"{counts['train']}, val {counts['val']} -> [bold]{args.voc2010}[/]"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
@@ -153,7 +255,14 @@ def run(args: argparse.Namespace) -> int:
     from gsag.data.errors import DataError
 
     console = Console()
-    actions = {"synth": _run_synth, "check": _run_check, "prepare-voc": _run_prepare}
+    actions = {
+        "synth": _run_synth,
+        "check": _run_check,
+        "prepare-voc": _run_prepare,
+        "prepare-cityscapes": _run_prepare_cityscapes,
+        "prepare-ade20k": _run_prepare_ade20k,
+        "prepare-context": _run_prepare_context,
+    }
     try:
         return actions[args.data_command](args, console)
     except DataError as e:

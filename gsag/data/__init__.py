@@ -1,7 +1,10 @@
-"""Datasets, transforms and data tools: PASCAL VOC 2012 (+ SBD), users' folders and a generated
-context benchmark, all returning `(image, mask)` pairs. See docs/data.md."""
+"""Datasets, transforms and data tools: PASCAL VOC 2012 (+ SBD), Cityscapes, ADE20K,
+PASCAL-Context, users' folders and a generated context benchmark, all returning `(image, mask)`
+pairs. See docs/data.md."""
 
+from gsag.data.ade20k import ADE20KSegmentation
 from gsag.data.base import SegmentationDataset
+from gsag.data.cityscapes import CityscapesSegmentation
 from gsag.data.errors import BadSampleError, DataError, DownloadError
 from gsag.data.folder import FolderSegmentation
 from gsag.data.io import (
@@ -18,6 +21,7 @@ from gsag.data.io import (
     write_classes_yaml,
 )
 from gsag.data.layout import detect_layout, open_dataset
+from gsag.data.pascal_context import PascalContextSegmentation
 from gsag.data.seeding import seed_worker, worker_generator
 from gsag.data.voc import VOC_CLASSES, VOC_PALETTE, VOCSegmentation
 
@@ -26,11 +30,14 @@ __all__ = [
     "IMAGENET_STD",
     "VOC_CLASSES",
     "VOC_PALETTE",
+    "ADE20KSegmentation",
     "BadSampleError",
+    "CityscapesSegmentation",
     "ClassInfo",
     "DataError",
     "DownloadError",
     "FolderSegmentation",
+    "PascalContextSegmentation",
     "SegmentationDataset",
     "VOCSegmentation",
     "colorize",

@@ -24,6 +24,9 @@ class SegmentationDataset(Dataset):
 
     ids: list[str]
     info: ClassInfo
+    #: Value written for each class index by `gsag predict` (e.g. Cityscapes labelIds); None
+    #: writes the class index itself.
+    prediction_ids: list[int] | None = None
 
     def __init__(self, transforms=None, skip_bad: bool = False) -> None:
         self.transforms = transforms
@@ -36,6 +39,14 @@ class SegmentationDataset(Dataset):
 
     def mask_path(self, i: int) -> Path:
         raise NotImplementedError
+
+    def map_mask(self, mask: np.ndarray, path: Path) -> np.ndarray:
+        """Turn the stored mask (H, W) int64 into class indices (default: unchanged).
+
+        Readers whose files use another encoding (ADE20K's 0 = "other") override it and raise
+        `BadSampleError` naming `path` for values the encoding does not allow.
+        """
+        return mask
 
     # -- class description --------------------------------------------------------------------
     @property
@@ -63,7 +74,7 @@ class SegmentationDataset(Dataset):
         """
         image_path, mask_path = self.image_path(i), self.mask_path(i)
         image, notes = read_image(image_path)
-        mask = read_mask(mask_path)
+        mask = self.map_mask(read_mask(mask_path), mask_path)
         if mask.shape != image.shape[:2]:
             raise BadSampleError(
                 mask_path,

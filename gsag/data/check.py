@@ -12,7 +12,7 @@ from gsag.data.base import SegmentationDataset
 from gsag.data.errors import BadSampleError, DataError
 from gsag.data.folder import ALL_SPLIT, FolderSegmentation
 from gsag.data.io import ClassInfo, check_labels, read_image, read_mask
-from gsag.data.layout import detect_layout
+from gsag.data.layout import detect_layout, open_dataset
 from gsag.data.voc import VOCSegmentation, find_voc_root, voc_splits
 
 
@@ -53,9 +53,11 @@ class CheckReport:
 
 
 def check_pair(
-    image_path: Path, mask_path: Path, info: ClassInfo
+    image_path: Path, mask_path: Path, info: ClassInfo, map_mask=None
 ) -> tuple[list[Issue], list[str], np.ndarray | None]:
     """Check one pair; every problem is reported, not just the first.
+
+    `map_mask(mask, path)` turns the stored mask into class indices (a reader's `map_mask`).
 
     Returns:
         (issues, image conversion notes, the mask if it is usable for the histogram).
@@ -69,6 +71,8 @@ def check_pair(
         issues.append(Issue(e.path, e.problem))
     try:
         mask = read_mask(mask_path)
+        if map_mask is not None:
+            mask = map_mask(mask, mask_path)
     except BadSampleError as e:
         issues.append(Issue(e.path, e.problem))
     if mask is not None:
@@ -91,8 +95,23 @@ def check_pair(
     return issues, notes, mask
 
 
-def _datasets(root: Path, splits: list[str] | None) -> tuple[str, list[SegmentationDataset]]:
-    layout = detect_layout(root)
+#: The splits checked by default for the layouts with fixed split names.
+DEFAULT_SPLITS = {
+    "cityscapes": ["train", "val"],
+    "ade20k": ["training", "validation"],
+    "context59": ["train", "val"],
+    "context60": ["train", "val"],
+}
+
+
+def _datasets(
+    root: Path, splits: list[str] | None, layout: str = "auto"
+) -> tuple[str, list[SegmentationDataset]]:
+    layout = detect_layout(root) if layout == "auto" else layout
+    if layout in DEFAULT_SPLITS:
+        return layout, [
+            open_dataset(root, s, layout=layout) for s in splits or DEFAULT_SPLITS[layout]
+        ]
     if layout == "voc":
         voc_root = find_voc_root(root)
         names = splits or voc_splits(voc_root)
@@ -105,19 +124,23 @@ def _datasets(root: Path, splits: list[str] | None) -> tuple[str, list[Segmentat
     return layout, [FolderSegmentation(root, s) for s in (names or [ALL_SPLIT])]
 
 
-def check_dataset(root: str | Path, splits: list[str] | None = None, progress=None) -> CheckReport:
+def check_dataset(
+    root: str | Path, splits: list[str] | None = None, progress=None, layout: str = "auto"
+) -> CheckReport:
     """Open every pair listed by any split of `root` (or by `splits`) and report problems.
 
     Args:
-        root: a VOC tree or an images/ + masks/ folder.
-        splits: the splits to check; default all the dataset lists.
+        root: a dataset folder in one of the layouts of `gsag.data.layout.READERS`.
+        splits: the splits to check; default all the dataset lists (train and val for
+            Cityscapes, ADE20K and PASCAL-Context).
         progress: optional callable `(done, total)`.
+        layout: the layout; "auto" detects it.
 
     Raises:
         DataError: the folder is not a dataset at all (no layout, no class list, ...).
     """
     root = Path(root)
-    layout, datasets = _datasets(root, splits)
+    layout, datasets = _datasets(root, splits, layout)
     if not datasets:
         raise DataError(f"{root}: no split lists to check")
     info = datasets[0].info
@@ -128,7 +151,7 @@ def check_dataset(root: str | Path, splits: list[str] | None = None, progress=No
             pairs[(dataset.image_path(i), dataset.mask_path(i))] = None
     counts = np.zeros(256, np.int64)
     for done, (image_path, mask_path) in enumerate(pairs, 1):
-        issues, notes, mask = check_pair(image_path, mask_path, info)
+        issues, notes, mask = check_pair(image_path, mask_path, info, datasets[0].map_mask)
         report.issues += issues
         report.conversions.update(notes)
         if mask is not None:

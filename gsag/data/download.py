@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +19,19 @@ from gsag.data.errors import DataError, DownloadError
 
 @dataclass(frozen=True)
 class Archive:
-    """An official archive: where to get it, what it is called, its md5, what it unpacks to."""
+    """An official archive: where to get it, what it is called, its md5 (or, where only that
+    is published, its sha1), what it unpacks to."""
 
     name: str
     urls: tuple[str, ...]
     md5: str
     unpacks_to: str
+    sha1: str = ""
+
+    @property
+    def checksum(self) -> tuple[str, str]:
+        """(algorithm, expected hex digest): sha1 when given, else md5."""
+        return ("sha1", self.sha1) if self.sha1 else ("md5", self.md5)
 
 
 VOC2012_TRAINVAL = Archive(
@@ -42,11 +51,18 @@ SBD_BENCHMARK = Archive(
     "82b4d87ceb2ed10f6038a1cba92111cb",
     "benchmark_RELEASE",
 )
+ADE20K_SCENE_PARSING = Archive(
+    "ADEChallengeData2016.zip",
+    ("http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",),
+    "",
+    "ADEChallengeData2016",
+    sha1="219e1696abb36c8ba3a3afe7fb2f4b4606a897c7",
+)
 
 
-def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
-    """The md5 hex digest of a file."""
-    digest = hashlib.md5()
+def md5sum(path: str | Path, chunk: int = 1 << 20, algorithm: str = "md5") -> str:
+    """The hex digest of a file (md5 unless `algorithm` names another hashlib algorithm)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
@@ -68,8 +84,8 @@ def download(
     """Download `archive` into `folder` and return its path.
 
     The data streams into `<name>.part`; an interrupted download resumes from there (HTTP Range)
-    when the server allows it. The md5 is checked before the file is moved into place. A file
-    already in place with the right md5 is not fetched again.
+    when the server allows it. The checksum (`Archive.checksum`) is checked before the file is
+    moved into place. A file already in place with the right checksum is not fetched again.
 
     Args:
         archive: what to fetch.
@@ -83,7 +99,8 @@ def download(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / archive.name
-    if target.is_file() and md5sum(target) == archive.md5:
+    algorithm, expected = archive.checksum
+    if target.is_file() and md5sum(target, algorithm=algorithm) == expected:
         return target
     part = folder / f"{archive.name}.part"
     errors = []
@@ -109,16 +126,16 @@ def download(
     else:
         raise DownloadError(
             f"could not download {archive.name} ({'; '.join(errors)}). Without internet access, "
-            f"fetch it elsewhere from {archive.urls[0]} (md5 {archive.md5}), place it at "
+            f"fetch it elsewhere from {archive.urls[0]} ({algorithm} {expected}), place it at "
             f"{target} and rerun, or unpack it yourself and pass its folder "
-            f"({archive.unpacks_to}) to 'gsag data prepare-voc --voc/--sbd'"
+            f"({archive.unpacks_to}) to the 'gsag data prepare-...' command"
         )
-    got = md5sum(part)
-    if got != archive.md5:
+    got = md5sum(part, algorithm=algorithm)
+    if got != expected:
         part.unlink()
         raise DownloadError(
-            f"{archive.name}: md5 {got} does not match the expected {archive.md5}; the file was "
-            "deleted, rerun to fetch it again"
+            f"{archive.name}: {algorithm} {got} does not match the expected {expected}; the file "
+            "was deleted, rerun to fetch it again"
         )
     os.replace(part, target)
     return target
@@ -136,8 +153,37 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
         raise DataError(f"{archive}: refusing special entry {member.name!r}")
 
 
+def _check_zip_member(member: zipfile.ZipInfo, archive: Path) -> None:
+    name = Path(member.filename)
+    mode = member.external_attr >> 16
+    if name.is_absolute() or ".." in name.parts or stat.S_ISLNK(mode):
+        raise DataError(f"{archive}: refusing unsafe entry {member.filename!r}")
+
+
+def _unpack(archive_path: Path, staging: Path, progress) -> None:
+    """Unpack a zip or a tar into `staging`, refusing unsafe entries before writing any."""
+    if zipfile.is_zipfile(archive_path):
+        with zipfile.ZipFile(archive_path) as archive:
+            members = archive.infolist()
+            for member in members:
+                _check_zip_member(member, archive_path)
+            for done, member in enumerate(members, 1):
+                archive.extract(member, staging)
+                if progress:
+                    progress(done, len(members))
+        return
+    with tarfile.open(archive_path, "r:*") as tar:
+        members = tar.getmembers()
+        for member in members:
+            _check_member(member, archive_path)
+        for done, member in enumerate(members, 1):
+            tar.extract(member, staging, set_attrs=False, **_SAFE)
+            if progress:
+                progress(done, len(members))
+
+
 def extract(archive_path: str | Path, folder: str | Path, progress=None) -> list[Path]:
-    """Unpack a tar/tgz into `folder` safely (no absolute paths, `..`, links or devices).
+    """Unpack a tar/tgz or zip into `folder` safely (no absolute paths, `..`, links or devices).
 
     Entries are unpacked into a temporary folder first and each top-level entry is moved into
     place with `os.replace`, so an interrupted unpack leaves nothing half-written behind. Existing
@@ -148,22 +194,15 @@ def extract(archive_path: str | Path, folder: str | Path, progress=None) -> list
     """
     archive_path, folder = Path(archive_path), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive_path, "r:*") as tar:
-        members = tar.getmembers()
-        for member in members:
-            _check_member(member, archive_path)
-        staging = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
-        try:
-            for done, member in enumerate(members, 1):
-                tar.extract(member, staging, set_attrs=False, **_SAFE)
-                if progress:
-                    progress(done, len(members))
-            tops = []
-            for entry in sorted(staging.iterdir()):
-                destination = folder / entry.name
-                if not destination.exists():
-                    os.replace(entry, destination)
-                tops.append(destination)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
+    try:
+        _unpack(archive_path, staging, progress)
+        tops = []
+        for entry in sorted(staging.iterdir()):
+            destination = folder / entry.name
+            if not destination.exists():
+                os.replace(entry, destination)
+            tops.append(destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return tops

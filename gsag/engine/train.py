@@ -332,7 +332,7 @@ def ensure_data(cfg: Config) -> None:
 
 def make_dataset(cfg: Config, split: str, train: bool) -> Dataset:
     """Open one split of `cfg.data` with the training or the evaluation pipeline."""
-    from gsag.data import FolderSegmentation, VOCSegmentation, open_dataset
+    from gsag.data import open_dataset
     from gsag.data.transforms import eval_transforms, train_transforms
 
     d = cfg.data
@@ -348,9 +348,9 @@ def make_dataset(cfg: Config, split: str, train: bool) -> Dataset:
             std=tuple(d.std),
         )
     else:
-        tf = eval_transforms(mean=tuple(d.mean), std=tuple(d.std))
-    opener = {"auto": open_dataset, "voc": VOCSegmentation, "folder": FolderSegmentation}[d.layout]
-    return opener(d.root, split, transforms=tf, skip_bad=cfg.train.skip_bad)
+        scale = tuple(d.eval_scale) if d.eval_scale else None
+        tf = eval_transforms(scale, mean=tuple(d.mean), std=tuple(d.std))
+    return open_dataset(d.root, split, transforms=tf, skip_bad=cfg.train.skip_bad, layout=d.layout)
 
 
 def dataset_meta(dataset: Dataset, cfg: Config) -> dict[str, Any]:
@@ -360,6 +360,7 @@ def dataset_meta(dataset: Dataset, cfg: Config) -> dict[str, Any]:
         "palette": [list(map(int, c)) for c in dataset.palette],
         "num_classes": int(dataset.num_classes),
         "ignore_index": int(dataset.ignore_index),
+        "prediction_ids": getattr(dataset, "prediction_ids", None),
         "mean": list(cfg.data.mean),
         "std": list(cfg.data.std),
     }
