@@ -136,13 +136,17 @@ def test_bad_inputs_are_named(checkpoint):
         Predictor(checkpoint, mode="sideways")
 
 
-def test_overlay_is_the_alpha_blend_of_image_and_class_colour():
+def test_overlay_blends_foreground_and_leaves_background_and_ignore_untinted():
     rgb = _image(5, 6)
     mask = np.random.default_rng(1).integers(0, 3, (5, 6))
+    mask[0, :3] = 255  # ignore
     palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     out = np.asarray(overlay(rgb, mask, palette, alpha=0.25)).astype(np.float64)
-    colours = np.asarray(palette, dtype=np.float64)[mask]
-    np.testing.assert_allclose(out, 0.75 * rgb + 0.25 * colours, atol=0.51)
+    colours = np.asarray(palette + [(0, 0, 0)] * 253, dtype=np.float64)[mask]
+    foreground = ((mask > 0) & (mask < len(palette)))[..., None]
+    expected = np.where(foreground, 0.75 * rgb + 0.25 * colours, rgb)
+    assert foreground.any() and not foreground.all()
+    np.testing.assert_allclose(out, expected, atol=0.51)
 
 
 def test_list_images_errors(tmp_path):
