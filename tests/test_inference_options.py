@@ -98,3 +98,10 @@ def test_predictor_slide_with_tta_keeps_the_window(tmp_path):
     assert (plain.mode, plain.window) == ("multiscale", "whole")
     with pytest.raises(ValueError, match="scales"):
         Predictor.from_model(Recorder(), info, mode="multiscale", scales=[0.5, 0])
+
+
+def test_config_refuses_non_positive_eval_scales():
+    from gsag.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"eval.scales \[1.0, 0.0\] holds 0.0"):
+        load_config(None, ["eval.scales=[1.0, 0.0]"])

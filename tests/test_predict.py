@@ -201,3 +201,26 @@ def test_predictor_from_safetensors_weights(checkpoint, tmp_path):
     np.testing.assert_array_equal(
         Predictor(weights).predict(rgb), Predictor(checkpoint).predict(rgb)
     )
+
+
+def test_predict_cli_slide_with_tta_and_a_pixel_budget(checkpoint, tmp_path, caplog):
+    """Positional checkpoint; `--mode slide --tta` slides at every scale; a whole-image pass over
+    `--max-pixels` slides instead with a notice."""
+    from gsag.cli import main
+
+    Image.fromarray(_image(40, 56, seed=7)).save(tmp_path / "one.png")
+    common = ["predict", str(checkpoint), "--input", str(tmp_path / "one.png"), "--threads", "1"]
+    out = tmp_path / "slide_tta"
+    assert main([*common, "--out", str(out), "--mode", "slide", "--tta", "--crop-size", "32",
+                 "--stride", "24", "--no-overlay"]) == 0  # fmt: skip
+    reference = Predictor(checkpoint, mode="slide", tta=True, crop_size=32, stride=24)
+    assert reference.window == "slide"
+    stored = np.asarray(Image.open(out / "masks" / "one.png"))
+    np.testing.assert_array_equal(stored, reference.predict(tmp_path / "one.png"))
+    budget = tmp_path / "budget"
+    assert main([*common, "--out", str(budget), "--max-pixels", "2000", "--crop-size", "32",
+                 "--stride", "24"]) == 0  # fmt: skip
+    assert "over the pixel budget (2000 pixels)" in caplog.text
+    sliding = Predictor(checkpoint, mode="slide", crop_size=32, stride=24)
+    stored = np.asarray(Image.open(budget / "masks" / "one.png"))
+    np.testing.assert_array_equal(stored, sliding.predict(tmp_path / "one.png"))
