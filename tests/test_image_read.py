@@ -90,5 +90,5 @@ def test_dataset_and_check_line_a_stored_size_mask_up_with_a_turned_photo(tmp_pa
 def test_text_file_named_jpg_is_a_bad_sample_naming_the_file(tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_text("not an image")
-    with pytest.raises(BadSampleError, match="photo.jpg"):
+    with pytest.raises(BadSampleError, match=r"photo\.jpg"):
         read_image(path)
