@@ -129,3 +129,16 @@ def test_train_threads_become_train_num_threads(monkeypatch):
         main(["train", "configs/demo.yaml", "--threads", "2", "--run-dir", "runs/somewhere"])
     assert seen["cfg"].train.num_threads == 2
     assert seen["cfg"].output.run_dir == "runs/somewhere"
+
+
+def test_models_table_reports_each_model_before_measuring_it():
+    from gsag.commands.models import model_table
+
+    seen = []
+    rows = model_table(
+        "test_resnet", 64, 3, 8, ["fcn", "gsag_basic"], progress=lambda *a: seen.append(a)
+    )
+    assert seen == [(0, "fcn"), (1, "gsag_basic")] and [r["model"] for r in rows] == [
+        "fcn",
+        "gsag_basic",
+    ]

@@ -92,8 +92,10 @@ def test_predictor_slide_with_tta_keeps_the_window(tmp_path):
     assert (predictor.mode, predictor.window, predictor.flip) == ("multiscale", "slide", True)
     assert predictor.scales == TTA_SCALES
     rgb = torch.rand(3, 40, 52)
-    predictor.predict(rgb)
+    seen = []
+    predictor.logits(rgb, progress=lambda done, total: seen.append((done, total)))
     assert set(model.sizes) == {(24, 24)}
+    assert seen == [(i + 1, len(model.sizes)) for i in range(len(model.sizes))]
     plain = Predictor.from_model(Recorder(), info, tta=True)
     assert (plain.mode, plain.window) == ("multiscale", "whole")
     with pytest.raises(ValueError, match="scales"):
