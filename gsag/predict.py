@@ -33,15 +33,19 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 def to_rgb_array(image: ImageLike) -> np.ndarray:
     """Convert a path, PIL image, numpy array or tensor into an RGB uint8 array (H, W, 3).
 
-    Accepted: a file path; a PIL image of any mode; a numpy array (H, W, 3) or (H, W), uint8 or
-    float in [0, 1]; a tensor (3, H, W) or (1, 3, H, W), uint8 or float in [0, 1].
+    Accepted: a file path; a PIL image of any mode; a numpy array (H, W, 3), (H, W, 4) or (H, W),
+    uint8 or float in [0, 1]; a tensor (3, H, W) or (1, 3, H, W), uint8 or float in [0, 1].
+    Files and PIL images are turned upright by their EXIF orientation; transparent pixels (files,
+    PIL images, (H, W, 4) arrays) are composited onto `gsag.data.io.BACKGROUND_RGB`.
     """
     if isinstance(image, (str, os.PathLike)):
         from gsag.data.io import read_image
 
         return read_image(image)[0]
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        from gsag.data.io import image_to_rgb
+
+        return image_to_rgb(image)[0]
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.ndim == 4 and t.shape[0] == 1:
@@ -59,17 +63,18 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
             raise ValueError(
                 f"array image has shape {image.shape}; expected (H, W, 3) RGB or (H, W) grayscale"
             )
-        array = array[..., :3]
-        if array.dtype == np.uint8:
-            return np.ascontiguousarray(array)
         if np.issubdtype(array.dtype, np.floating):
             if array.size and (array.min() < 0.0 or array.max() > 1.0):
                 raise ValueError(
                     f"float image values span {array.min():.3g}..{array.max():.3g}; "
                     "pass floats in [0, 1] or uint8 in [0, 255]"
                 )
-            return (array * 255.0 + 0.5).astype(np.uint8)
-        raise ValueError(f"image dtype {array.dtype} is not supported; use uint8 or float")
+            array = (array * 255.0 + 0.5).astype(np.uint8)
+        if array.dtype != np.uint8:
+            raise ValueError(f"image dtype {array.dtype} is not supported; use uint8 or float")
+        if array.shape[2] == 4:  # RGBA: transparent pixels onto the neutral background
+            return to_rgb_array(Image.fromarray(np.ascontiguousarray(array), "RGBA"))
+        return np.ascontiguousarray(array)
     raise TypeError(f"cannot predict on {type(image).__name__}; pass a path, PIL, numpy or tensor")
 
 

@@ -92,3 +92,17 @@ def test_text_file_named_jpg_is_a_bad_sample_naming_the_file(tmp_path):
     path.write_text("not an image")
     with pytest.raises(BadSampleError, match=r"photo\.jpg"):
         read_image(path)
+
+
+def test_predictor_inputs_follow_the_same_rules(tmp_path):
+    from gsag.predict import to_rgb_array
+
+    stored = _stored()
+    _with_orientation(tmp_path / "a.png", stored, 6)
+    with Image.open(tmp_path / "a.png") as pil:
+        np.testing.assert_array_equal(to_rgb_array(pil), np.rot90(stored, -1))
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[0, :, :] = (9, 8, 7, 255)
+    out = to_rgb_array(rgba)
+    assert (out[0] == (9, 8, 7)).all() and (out[1] == BACKGROUND_RGB).all()
+    np.testing.assert_array_equal(to_rgb_array(rgba.astype(np.float32) / 255), out)

@@ -204,8 +204,14 @@ def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 def read_image_oriented(path: str | Path) -> tuple[np.ndarray, list[str], int]:
     """`read_image` plus the EXIF orientation that was applied (1 = none)."""
-    path = Path(path)
-    image, notes = _open(path, "image")
+    image, notes = _open(Path(path), "image")
+    array, more, orientation = image_to_rgb(image)
+    return array, notes + more, orientation
+
+
+def image_to_rgb(image: Image.Image) -> tuple[np.ndarray, list[str], int]:
+    """A decoded PIL image -> upright RGB uint8 (H, W, 3), conversion notes, EXIF orientation."""
+    notes: list[str] = []
     orientation = int(image.getexif().get(0x0112, 1) or 1)
     if orientation in EXIF_TRANSPOSE:
         image = image.transpose(EXIF_TRANSPOSE[orientation])
