@@ -97,7 +97,12 @@ def run(args: argparse.Namespace) -> int:
         "split": cfg.data.val_split,
     }
     settings.update(
-        mode=e.mode, flip=e.flip, scales=e.scales, crop_size=e.crop_size, stride=e.stride
+        mode=e.mode,
+        flip=e.flip,
+        scales=e.scales,
+        crop_size=e.crop_size,
+        stride=e.stride,
+        max_pixels=args.max_pixels,
     )
     paths = write_report(metrics, meta["classes"], out, extra={"settings": settings})
     _print_table(metrics, meta["classes"], tag)
