@@ -99,14 +99,17 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str | None = N
     )
 
 
-def add_threads_argument(parser: argparse.ArgumentParser, default: int = 0, note: str = ""):
-    """`--threads N`: torch CPU threads (0 = torch's default)."""
+def add_threads_argument(
+    parser: argparse.ArgumentParser,
+    default: int = 0,
+    note: str = "torch's own choice; on a loaded machine 1 is often fastest",
+) -> None:
+    """`--threads N`: torch CPU threads; `note` says what the default means."""
     parser.add_argument(
         "--threads",
         type=bounded(int, 0, "threads", "--threads 1"),
         default=default,
-        help=f"torch CPU threads (default {default}{': ' + note if note else ''}; 0 = torch's "
-        "own choice; on a loaded machine 1 is often fastest)",
+        help=f"torch CPU threads (default {default}: {note})",
     )
 
 

@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     args.checkpoint = args.checkpoint or args.checkpoint_option
     if bool(args.checkpoint) == bool(args.model):
-        raise SystemExit("gsag export: error: give a checkpoint (positional or --checkpoint) or "
-                         "--model NAME, not both")  # fmt: skip
+        raise SystemExit("gsag export: error: give exactly one of a checkpoint (positional or "
+                         "--checkpoint) and --model NAME")  # fmt: skip
     model, info = _load(args)
     fmt = args.format or ("torch" if Path(args.out).suffix == ".pt2" else "onnx")
     with console.status(f"exporting to {args.out} ..."):

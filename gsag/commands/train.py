@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="run folder (default: the config's output.run_dir)")
     add_alias(parser, "--run-dir", "out")
     add_device_argument(parser)
-    add_threads_argument(parser, note="the config's train.num_threads")
+    add_threads_argument(parser, note="keep the config's train.num_threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
