@@ -285,6 +285,12 @@ def validate(cfg: Config, source: str = "config") -> None:
             raise ConfigError(f"{source}: {key} needs 3 values (R, G, B)")
     if not cfg.eval.scales:
         raise ConfigError(f"{source}: eval.scales is empty; give at least one scale, e.g. [1.0]")
+    bad = [v for v in cfg.eval.scales if not 0 < v < float("inf")]
+    if bad:
+        raise ConfigError(
+            f"{source}: eval.scales {cfg.eval.scales} holds {bad[0]}; every scale must be > 0, "
+            "e.g. [0.75, 1.0, 1.25]"
+        )
 
 
 def _check_key(key: str, valid: list[str], prefix: str, where: str) -> None:

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 
 from gsag.atomic import atomic_path
+from gsag.engine.evaluate import DEFAULT_MAX_PIXELS, MODES
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -34,15 +35,19 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 def to_rgb_array(image: ImageLike) -> np.ndarray:
     """Convert a path, PIL image, numpy array or tensor into an RGB uint8 array (H, W, 3).
 
-    Accepted: a file path; a PIL image of any mode; a numpy array (H, W, 3) or (H, W), uint8 or
-    float in [0, 1]; a tensor (3, H, W) or (1, 3, H, W), uint8 or float in [0, 1].
+    Accepted: a file path; a PIL image of any mode; a numpy array (H, W, 3), (H, W, 4) or (H, W),
+    uint8 or float in [0, 1]; a tensor (3, H, W) or (1, 3, H, W), uint8 or float in [0, 1].
+    Files and PIL images are turned upright by their EXIF orientation; transparent pixels (files,
+    PIL images, (H, W, 4) arrays) are composited onto `gsag.data.io.BACKGROUND_RGB`.
     """
     if isinstance(image, (str, os.PathLike)):
         from gsag.data.io import read_image
 
         return read_image(image)[0]
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        from gsag.data.io import image_to_rgb
+
+        return image_to_rgb(image)[0]
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.ndim == 4 and t.shape[0] == 1:
@@ -60,17 +65,18 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
             raise ValueError(
                 f"array image has shape {image.shape}; expected (H, W, 3) RGB or (H, W) grayscale"
             )
-        array = array[..., :3]
-        if array.dtype == np.uint8:
-            return np.ascontiguousarray(array)
         if np.issubdtype(array.dtype, np.floating):
             if array.size and (array.min() < 0.0 or array.max() > 1.0):
                 raise ValueError(
                     f"float image values span {array.min():.3g}..{array.max():.3g}; "
                     "pass floats in [0, 1] or uint8 in [0, 255]"
                 )
-            return (array * 255.0 + 0.5).astype(np.uint8)
-        raise ValueError(f"image dtype {array.dtype} is not supported; use uint8 or float")
+            array = (array * 255.0 + 0.5).astype(np.uint8)
+        if array.dtype != np.uint8:
+            raise ValueError(f"image dtype {array.dtype} is not supported; use uint8 or float")
+        if array.shape[2] == 4:  # RGBA: transparent pixels onto the neutral background
+            return to_rgb_array(Image.fromarray(np.ascontiguousarray(array), "RGBA"))
+        return np.ascontiguousarray(array)
     raise TypeError(f"cannot predict on {type(image).__name__}; pass a path, PIL, numpy or tensor")
 
 
@@ -92,9 +98,15 @@ class Predictor:
     Args:
         checkpoint: a `.pt` checkpoint or `.safetensors` weights written by gsag.
         device: "cpu", "cuda", "cuda:1", ...
-        mode: "whole" (one pass on the full image) or "slide" (overlapping crops).
-        tta: flip + multi-scale test-time augmentation (`TTA_SCALES`).
-        crop_size, stride: the window for "slide" mode (default: the training crop).
+        mode: "whole" (one pass on the full image), "slide" (overlapping crops) or "multiscale"
+            (one pass per scale in `scales`).
+        tta: shorthand for multi-scale (`TTA_SCALES` unless `scales` is given) + flip; with
+            mode "slide" every scale runs as sliding windows.
+        crop_size, stride: the sliding window (default: the checkpoint's eval config).
+        scales: scale factors; given with mode "whole" or "slide" they make it multi-scale (with
+            "slide", sliding windows at each scale).
+        flip: add horizontally flipped passes.
+        max_pixels: whole-image passes on more pixels use sliding windows (see `infer`).
     """
 
     def __init__(
@@ -105,31 +117,43 @@ class Predictor:
         tta: bool = False,
         crop_size: int | Sequence[int] | None = None,
         stride: int | Sequence[int] | None = None,
+        scales: Sequence[float] | None = None,
+        flip: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         from gsag.engine.checkpoint import load_model
 
+        options = dict(mode=mode, tta=tta, crop_size=crop_size, stride=stride, scales=scales)
+        _check_mode(mode)
         model, info = load_model(checkpoint, map_location=device)
-        self._setup(model, info, device, mode, tta, crop_size, stride)
+        self._setup(model, info, device, flip=flip, max_pixels=max_pixels, **options)
 
     @classmethod
     def from_model(
-        cls,
+        cls, model: nn.Module, info: dict[str, Any], device: str | torch.device = "cpu", **options
+    ) -> Predictor:
+        """Wrap a model already in memory; `info` as returned by `load_model`; `options` as for
+        the constructor (mode, tta, crop_size, stride, scales, flip, max_pixels)."""
+        self = cls.__new__(cls)
+        self._setup(model, info, device, **options)
+        return self
+
+    def _setup(
+        self,
         model: nn.Module,
         info: dict[str, Any],
-        device: str | torch.device = "cpu",
+        device: str | torch.device,
         mode: str = "whole",
         tta: bool = False,
         crop_size: int | Sequence[int] | None = None,
         stride: int | Sequence[int] | None = None,
-    ) -> Predictor:
-        """Wrap a model already in memory; `info` as returned by `load_model`."""
-        self = cls.__new__(cls)
-        self._setup(model, info, device, mode, tta, crop_size, stride)
-        return self
+        scales: Sequence[float] | None = None,
+        flip: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        from gsag.engine.evaluate import check_inference_options
 
-    def _setup(self, model, info, device, mode, tta, crop_size, stride) -> None:
-        if mode not in ("whole", "slide"):
-            raise ValueError(f"mode {mode!r} is not one of 'whole', 'slide'")
+        _check_mode(mode)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.info = info
@@ -137,28 +161,43 @@ class Predictor:
         self.palette: list[tuple[int, int, int]] = [tuple(c) for c in info["palette"]]
         self.mean = tuple(info.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(info.get("std", (0.229, 0.224, 0.225)))
-        self.mode = mode
-        self.tta = tta
         eval_cfg = _eval_config(info.get("config"))
         self.crop_size = crop_size or eval_cfg.get("crop_size") or 512  # int or [h, w]
         default_stride = [max(1, c * 2 // 3) for c in np.atleast_1d(self.crop_size).tolist()]
         self.stride = stride or eval_cfg.get("stride") or default_stride
         #: value written for each class index (Cityscapes: its labelId); None: the index itself
         self.prediction_ids: list[int] | None = info.get("prediction_ids")
+        # multi-scale when asked for by mode, by tta or by explicit scales; "slide" then slides
+        # at every scale instead of being dropped
+        self.window = "slide" if mode == "slide" else "whole"
+        self.mode = "multiscale" if tta or scales or mode == "multiscale" else mode
+        self.scales = tuple(scales or (TTA_SCALES if tta else eval_cfg.get("scales") or TTA_SCALES))
+        self.flip = bool(flip or tta)
+        self.tta = tta
+        self.max_pixels = max_pixels
+        check_inference_options(self.mode, self.crop_size, self.stride, self.scales, self.window)
 
-    def logits(self, image: ImageLike) -> torch.Tensor:
-        """Class logits (1, C, H, W) at the image's own size."""
+    def logits(
+        self, image: ImageLike, progress: Callable[[int, int], None] | None = None
+    ) -> torch.Tensor:
+        """Class logits (1, C, H, W) at the image's own size; `progress(done, total)` is called
+        after each forward pass (one per scale, flip and window)."""
         from gsag.engine.evaluate import infer
 
         x = normalise(to_rgb_array(image), self.mean, self.std).to(self.device)
-        kwargs: dict[str, Any] = {"crop_size": self.crop_size, "stride": self.stride}
-        if self.tta:
-            mode = "multiscale"
-            kwargs.update(scales=TTA_SCALES, flip=True)
-        else:
-            mode = self.mode
         with torch.inference_mode():
-            return infer(self.model, x, mode=mode, **kwargs)
+            return infer(
+                self.model,
+                x,
+                mode=self.mode,
+                crop_size=self.crop_size,
+                stride=self.stride,
+                scales=self.scales,
+                flip=self.flip,
+                window=self.window,
+                max_pixels=self.max_pixels,
+                progress=progress,
+            )
 
     def predict_proba(self, image: ImageLike) -> np.ndarray:
         """Class probabilities (C, H, W) float32."""
@@ -167,6 +206,11 @@ class Predictor:
     def predict(self, image: ImageLike) -> np.ndarray:
         """Class indices (H, W) int64."""
         return self.logits(image).argmax(1)[0].cpu().numpy().astype(np.int64)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
 
 
 def _eval_config(config: Any) -> dict:
@@ -178,11 +222,16 @@ def _eval_config(config: Any) -> dict:
 def overlay(
     rgb: np.ndarray, mask: np.ndarray, palette: Sequence[tuple[int, int, int]], alpha: float = 0.5
 ) -> Image.Image:
-    """Blend the colour of each pixel's class over the image (alpha = weight of the colour)."""
+    """Blend each foreground pixel's class colour over the image (alpha = weight of the colour).
+
+    Background (class 0) and pixels outside the palette (the ignore label 255) are left
+    untinted, so the photo is not dimmed where nothing was found.
+    """
     colours = np.zeros((256, 3), dtype=np.float32)
     colours[: len(palette)] = np.asarray(palette, dtype=np.float32)
-    colour = colours[np.clip(mask, 0, 255)]  # (H, W, 3)
-    blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colour
+    index = np.clip(mask, 0, 255)  # (H, W)
+    weight = np.where((index > 0) & (index < len(palette)), alpha, 0.0)[..., None]  # (H, W, 1)
+    blended = (1.0 - weight) * rgb.astype(np.float32) + weight * colours[index]
     return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
 
 
@@ -249,16 +298,20 @@ def predict_files(
     overlays: bool = True,
     probs: bool = False,
     on_image: Callable[[PredictOutputs], None] | None = None,
+    on_pass: Callable[[int, int], None] | None = None,
 ) -> list[PredictOutputs]:
     """Predict each file and write `masks/<stem>.png` (see `save_prediction`),
     `overlays/<stem>.png` and, with `probs`, `probs/<stem>.npy` (float16, (C, H, W)).
+
+    `on_image(outputs)` is called after each image, `on_pass(done, total)` after each forward
+    pass within an image (scales x flips x windows).
     """
     out = Path(out_dir)
     written = []
     for file in files:
         file = Path(file)
         rgb = to_rgb_array(file)
-        logits = predictor.logits(rgb)  # (1, C, H, W)
+        logits = predictor.logits(rgb, progress=on_pass)  # (1, C, H, W)
         mask = logits.argmax(1)[0].cpu().numpy()  # (H, W)
         result = PredictOutputs(image=file, mask=out / "masks" / f"{file.stem}.png")
         save_prediction(result.mask, mask, predictor)

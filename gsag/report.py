@@ -255,7 +255,6 @@ def write_run_report(
     import torch
 
     from gsag.config import from_dict
-    from gsag.data.io import read_image, read_mask
     from gsag.engine.checkpoint import load_model
     from gsag.engine.evaluate import evaluate, inference_options, metrics_table
     from gsag.engine.evaluate import write_report as write_metrics
@@ -285,9 +284,8 @@ def write_run_report(
     panels = []
     for i in range(min(num_images, len(val_set))):
         image_path = val_set.image_path(i)
-        rgb = read_image(image_path)[0]
+        rgb, truth, _ = val_set.load(i)  # upright image and its aligned mask
         pred = predictor.predict(rgb)
-        truth = read_mask(val_set.mask_path(i))
         panel = prediction_panel(rgb, truth, pred, predictor.palette, info["ignore_index"])
         target = out / "predictions" / f"{image_path.stem}.png"
         with atomic_path(target) as tmp:

@@ -170,6 +170,22 @@ def test_report_and_cli(trained, tmp_path):
     assert (out / "confusion.png").stat().st_size > 0
 
 
+def test_cli_whole_mode_over_the_pixel_budget_equals_slide(trained, tmp_path):
+    from gsag.cli import main
+
+    cfg, run = trained
+    out = tmp_path / "budget"
+    argv = ["eval", str(run / "best.safetensors"), "--mode", "whole", "--max-pixels", "2500",
+            "--crop-size", "48", "--stride", "32", "--threads", "1", "--out", str(out),
+            "--quiet", "--workers", "0"]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    model, _ = gsag.engine.checkpoint.load_model(run / "best.safetensors")
+    direct = evaluate(model, make_dataset(cfg, "val", train=False), "slide", 48, 32)
+    assert data["mIoU"] == pytest.approx(direct["mIoU"])
+    assert data["settings"]["max_pixels"] == 2500
+
+
 def test_write_report_nan_becomes_null(tmp_path):
     metrics = {"IoU": [0.5, float("nan")], "Acc": [1.0, float("nan")], "mIoU": 0.5, "aAcc": 1.0,
                "mAcc": 1.0, "FWIoU": 0.5, "confusion": [[1, 0], [0, 0]], "pixels": 1}  # fmt: skip

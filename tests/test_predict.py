@@ -136,13 +136,17 @@ def test_bad_inputs_are_named(checkpoint):
         Predictor(checkpoint, mode="sideways")
 
 
-def test_overlay_is_the_alpha_blend_of_image_and_class_colour():
+def test_overlay_blends_foreground_and_leaves_background_and_ignore_untinted():
     rgb = _image(5, 6)
     mask = np.random.default_rng(1).integers(0, 3, (5, 6))
+    mask[0, :3] = 255  # ignore
     palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     out = np.asarray(overlay(rgb, mask, palette, alpha=0.25)).astype(np.float64)
-    colours = np.asarray(palette, dtype=np.float64)[mask]
-    np.testing.assert_allclose(out, 0.75 * rgb + 0.25 * colours, atol=0.51)
+    colours = np.asarray(palette + [(0, 0, 0)] * 253, dtype=np.float64)[mask]
+    foreground = ((mask > 0) & (mask < len(palette)))[..., None]
+    expected = np.where(foreground, 0.75 * rgb + 0.25 * colours, rgb)
+    assert foreground.any() and not foreground.all()
+    np.testing.assert_allclose(out, expected, atol=0.51)
 
 
 def test_list_images_errors(tmp_path):
@@ -197,3 +201,26 @@ def test_predictor_from_safetensors_weights(checkpoint, tmp_path):
     np.testing.assert_array_equal(
         Predictor(weights).predict(rgb), Predictor(checkpoint).predict(rgb)
     )
+
+
+def test_predict_cli_slide_with_tta_and_a_pixel_budget(checkpoint, tmp_path, caplog):
+    """Positional checkpoint; `--mode slide --tta` slides at every scale; a whole-image pass over
+    `--max-pixels` slides instead with a notice."""
+    from gsag.cli import main
+
+    Image.fromarray(_image(40, 56, seed=7)).save(tmp_path / "one.png")
+    common = ["predict", str(checkpoint), "--input", str(tmp_path / "one.png"), "--threads", "1"]
+    out = tmp_path / "slide_tta"
+    assert main([*common, "--out", str(out), "--mode", "slide", "--tta", "--crop-size", "32",
+                 "--stride", "24", "--no-overlay"]) == 0  # fmt: skip
+    reference = Predictor(checkpoint, mode="slide", tta=True, crop_size=32, stride=24)
+    assert reference.window == "slide"
+    stored = np.asarray(Image.open(out / "masks" / "one.png"))
+    np.testing.assert_array_equal(stored, reference.predict(tmp_path / "one.png"))
+    budget = tmp_path / "budget"
+    assert main([*common, "--out", str(budget), "--max-pixels", "2000", "--crop-size", "32",
+                 "--stride", "24"]) == 0  # fmt: skip
+    assert "over the pixel budget (2000 pixels)" in caplog.text
+    sliding = Predictor(checkpoint, mode="slide", crop_size=32, stride=24)
+    stored = np.asarray(Image.open(budget / "masks" / "one.png"))
+    np.testing.assert_array_equal(stored, sliding.predict(tmp_path / "one.png"))

@@ -1,8 +1,18 @@
-"""One module per `gsag` sub-command: `HELP`, `add_arguments(parser)` and `run(args)`."""
+"""One module per `gsag` sub-command: `HELP`, `add_arguments(parser)` and `run(args)`.
+
+The helpers below give each idea one spelling across commands: the checkpoint and config
+(positional or `--NAME`), `--set` / `--cfg-options`, `--threads`, `--device` and the inference
+options shared by `gsag eval` and `gsag predict`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 
 
 def add_path_argument(parser: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -21,13 +31,118 @@ def finish_path_argument(args: argparse.Namespace, name: str) -> str:
     return value
 
 
+def add_alias(parser: argparse.ArgumentParser, old: str, dest: str) -> None:
+    """A hidden older spelling of an option (kept so existing scripts still work)."""
+    parser.add_argument(old, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+class _Overrides(argparse.Action):
+    """Collects `KEY=VALUE` pairs from one or several `--set` flags into one list."""
+
+    def __call__(self, parser, namespace, values: Sequence[str], option_string=None) -> None:
+        for item in values:
+            if "=" not in item:
+                parser.error(
+                    f"argument {option_string}: {item!r} is not KEY=VALUE; put paths before "
+                    f"{option_string}, e.g. gsag train CONFIG {option_string} train.iters=100"
+                )
+        items = list(getattr(namespace, self.dest, None) or [])
+        setattr(namespace, self.dest, [*items, *values])
+
+
 def add_set_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
-    """The repeatable `--set KEY=VALUE` config override, collected in `args.overrides`."""
+    """`--set KEY=VALUE [KEY=VALUE ...]` (repeatable; `--cfg-options` is the mmseg spelling),
+    collected in `args.overrides`."""
     parser.add_argument(
         "--set",
+        "--cfg-options",
         dest="overrides",
-        action="append",
+        action=_Overrides,
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help=f"override a config value{what}, e.g. --set train.iters=100 (repeatable)",
+        help=f"override config values{what}, e.g. --set train.iters=100 train.lr=0.01 "
+        "(repeatable; --cfg-options is the same)",
+    )
+
+
+def bounded(kind: Callable[[str], Any], low: float, what: str, example: str):
+    """An argparse type: `kind(text)` that must be >= `low` (> 0 for floats when low is 0)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; e.g. {example}") from None
+        strict = kind is float and low == 0
+        if value != value or (value <= low if strict else value < low):
+            sign = "> 0" if strict else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{what} {text} must be {sign}; e.g. {example}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+def device_type(text: str) -> str:
+    """An argparse type for `--device`: cpu, cuda or cuda:N."""
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:1")
+    return text
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """`--device cpu|cuda|cuda:N` (default: CUDA when available unless `default` is given)."""
+    when = default or "cuda if available"
+    parser.add_argument(
+        "--device", type=device_type, default=default, help=f"cpu, cuda or cuda:N (default: {when})"
+    )
+
+
+def add_threads_argument(
+    parser: argparse.ArgumentParser,
+    default: int = 0,
+    note: str = "torch's own choice; on a loaded machine 1 is often fastest",
+) -> None:
+    """`--threads N`: torch CPU threads; `note` says what the default means."""
+    parser.add_argument(
+        "--threads",
+        type=bounded(int, 0, "threads", "--threads 1"),
+        default=default,
+        help=f"torch CPU threads (default {default}: {note})",
+    )
+
+
+def set_threads(threads: int) -> None:
+    """Apply `--threads` (0 keeps torch's default)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser, mode_default: str | None) -> None:
+    """The inference flags shared by `gsag eval` and `gsag predict`."""
+    from gsag.engine.evaluate import DEFAULT_MAX_PIXELS, MODES
+
+    parser.add_argument("--mode", choices=MODES, default=mode_default, help="inference mode")
+    parser.add_argument(
+        "--crop-size", type=bounded(int, 1, "crop size", "--crop-size 512"), help="slide window"
+    )
+    parser.add_argument(
+        "--stride", type=bounded(int, 1, "stride", "--stride 341"), help="slide window step"
+    )
+    parser.add_argument(
+        "--scales",
+        type=bounded(float, 0, "scale", "--scales 0.75 1 1.25"),
+        nargs="+",
+        help="multi-scale factors for --mode multiscale",
+    )
+    parser.add_argument("--flip", action="store_true", help="add horizontally flipped passes")
+    parser.add_argument(
+        "--max-pixels",
+        type=bounded(int, 1, "max pixels", "--max-pixels 16777216"),
+        default=DEFAULT_MAX_PIXELS,
+        help="whole-image passes on larger images use sliding windows instead "
+        f"(default {DEFAULT_MAX_PIXELS}, 4096x4096)",
     )

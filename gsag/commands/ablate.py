@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from gsag.commands import add_set_argument
+from gsag.commands import (
+    add_device_argument,
+    add_path_argument,
+    add_set_argument,
+    add_threads_argument,
+    finish_path_argument,
+)
 
 HELP = "train and evaluate a model x backbone x seed grid; mean ± std table and plots"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config shared by every run")
+    add_path_argument(parser, "config", "YAML config shared by every run")
     parser.add_argument(
         "--models",
         nargs="+",
@@ -21,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
     parser.add_argument("--out", required=True, help="report folder (runs go to OUT/runs/)")
     add_set_argument(parser, " for every run")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_device_argument(parser)
+    add_threads_argument(parser, note="keep the config's train.num_threads")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from gsag import ablate
     from gsag.config import load_config
 
+    finish_path_argument(args, "config")
+    if args.threads:
+        args.overrides = [*args.overrides, f"train.num_threads={args.threads}"]
     console = Console()
     base = load_config(args.config, args.overrides)  # fails early on a bad config or override
     backbones = args.backbones or [base.model.backbone]

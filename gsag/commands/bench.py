@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gsag.commands import add_device_argument, add_threads_argument, set_threads
+
 HELP = "benchmark models side by side against a DeepLabV3 baseline (markdown + JSON)"
 
 DOC_START = "<!-- {}:start -->"
@@ -25,13 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="input sizes: 512 (square) or 512x1024 (HxW); several make a sweep",
     )
     parser.add_argument("--batch", type=int, default=1, help="inference batch size")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    add_device_argument(parser, default="cpu")
     parser.add_argument("--warmup", type=int, default=2, help="untimed forwards first")
     parser.add_argument("--repeats", type=int, default=5, help="timed forwards")
     parser.add_argument("--train-repeats", type=int, default=2, help="timed training steps")
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--no-memory", action="store_true", help="skip peak memory")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    add_threads_argument(parser)
     parser.add_argument("--num-classes", type=int, default=21, help="classes of the heads")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json")
     parser.add_argument(
@@ -67,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag import bench
 
     console = Console()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gsag bench: --device cuda asked for, but CUDA is not available")
     sizes = [parse_size(s) for s in args.sizes]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from gsag.commands import add_alias
+
 HELP = (
     "make, check and prepare datasets "
     "(synth | check | prepare-voc | prepare-cityscapes | prepare-ade20k | prepare-context)"
@@ -38,12 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "prepare-voc", help="make the VOC + SBD train_aug split (10 582 images on the real data)"
     )
-    p.add_argument("--voc", help="VOC2012 folder (default with --download: DATA_DIR/VOCdevkit)")
-    p.add_argument("--sbd", help="SBD folder (default with --download: DATA_DIR/benchmark_RELEASE)")
+    p.add_argument("--voc", help="VOC2012 folder (default with --download: OUT/VOCdevkit)")
+    p.add_argument("--sbd", help="SBD folder (default with --download: OUT/benchmark_RELEASE)")
     p.add_argument(
         "--download", action="store_true", help="fetch the official archives first (md5-checked)"
     )
-    p.add_argument("--data-dir", default="data", help="where --download puts them (default: data)")
+    p.add_argument("--out", default="data", help="where --download puts them (default: data)")
+    add_alias(p, "--data-dir", "out")
 
     p = sub.add_parser(
         "prepare-cityscapes",
@@ -160,7 +163,7 @@ def _run_prepare(args, console) -> int:
 
     voc, sbd = args.voc, args.sbd
     if args.download:
-        data_dir = Path(args.data_dir)
+        data_dir = Path(args.out)
         for archive in (VOC2012_TRAINVAL, SBD_BENCHMARK):
             path = _track(
                 f"downloading {archive.name}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gsag.commands import add_set_argument
+from gsag.commands import add_device_argument, add_set_argument, add_threads_argument
 
 HELP = "end-to-end CPU demo: data, training, evaluation, predictions and a report (~10 min)"
 
@@ -14,13 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_set_argument(parser)
     parser.add_argument("--out", default=None, help="report folder (default: <run_dir>/report)")
     parser.add_argument("--images", type=int, default=4, help="validation images to draw")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument(
-        "--threads",
-        type=int,
+    add_device_argument(parser, default="cpu")
+    add_threads_argument(
+        parser,
         default=1,
-        help="torch CPU threads (default 1: on 2 cores the data-loading worker needs the other "
-        "one, and more threads than free cores make PyTorch's thread pool spin and crawl)",
+        note="on 2 cores the data-loading worker needs the other one, and more threads than "
+        "free cores make PyTorch's thread pool spin and crawl",
     )
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gsag.commands import add_path_argument, finish_path_argument
+from gsag.commands import (
+    add_device_argument,
+    add_inference_arguments,
+    add_path_argument,
+    add_threads_argument,
+    finish_path_argument,
+    set_threads,
+)
 
 HELP = "evaluate a checkpoint: whole / sliding-window / multi-scale + flip inference"
 
@@ -14,15 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_path_argument(parser, "checkpoint", "a gsag .pt checkpoint or exported .safetensors")
     parser.add_argument("--data", help="dataset root (default: the one it was trained on)")
     parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
-    parser.add_argument("--mode", choices=["whole", "slide", "multiscale"], help="inference mode")
-    parser.add_argument("--crop-size", type=int, help="slide window size")
-    parser.add_argument("--stride", type=int, help="slide window step")
-    parser.add_argument("--scales", type=float, nargs="+", help="multi-scale factors")
-    parser.add_argument("--flip", action="store_true", help="add horizontally flipped passes")
+    add_inference_arguments(parser, mode_default=None)
     parser.add_argument("--max-images", type=int, default=0, help="only the first N images")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     parser.add_argument("--workers", type=int, default=2, help="data loader workers")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    add_device_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument("--out", help="report folder (default: next to the checkpoint)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -39,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.engine.train import make_dataset
 
     finish_path_argument(args, "checkpoint")
+    set_threads(args.threads)
 
     console = Console(stderr=True, soft_wrap=True)
     info = distributed.setup(args.device)
@@ -69,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 model,
                 dataset,
                 **inference_options(e),
+                max_pixels=args.max_pixels,
                 max_images=args.max_images,
                 num_workers=args.workers,
                 amp=args.amp,
@@ -91,7 +97,12 @@ def run(args: argparse.Namespace) -> int:
         "split": cfg.data.val_split,
     }
     settings.update(
-        mode=e.mode, flip=e.flip, scales=e.scales, crop_size=e.crop_size, stride=e.stride
+        mode=e.mode,
+        flip=e.flip,
+        scales=e.scales,
+        crop_size=e.crop_size,
+        stride=e.stride,
+        max_pixels=args.max_pixels,
     )
     paths = write_report(metrics, meta["classes"], out, extra={"settings": settings})
     _print_table(metrics, meta["classes"], tag)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from gsag.commands import add_path_argument
+
 HELP = (
     "export a model to ONNX (dynamic batch/height/width) or torch.export, checked against PyTorch"
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="a gsag .pt checkpoint or .safetensors weights")
-    src.add_argument("--model", help="export an untrained model by name (see `gsag models`)")
+    add_path_argument(parser, "checkpoint", "a gsag .pt checkpoint or .safetensors weights")
+    parser.add_argument("--model", help="export an untrained model by name (see `gsag models`)")
     parser.add_argument("--backbone", default="resnet50", help="backbone for --model")
     parser.add_argument("--num-classes", type=int, default=21, help="classes for --model")
     parser.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from gsag import export
 
     console = Console()
+    args.checkpoint = args.checkpoint or args.checkpoint_option
+    if bool(args.checkpoint) == bool(args.model):
+        raise SystemExit("gsag export: error: give exactly one of a checkpoint (positional or "
+                         "--checkpoint) and --model NAME")  # fmt: skip
     model, info = _load(args)
     fmt = args.format or ("torch" if Path(args.out).suffix == ".pt2" else "onnx")
     with console.status(f"exporting to {args.out} ..."):

@@ -31,14 +31,18 @@ def model_table(
     num_classes: int = 21,
     output_stride: int = 8,
     names: list[str] | None = None,
-    progress: Callable[[], object] | None = None,
+    progress: Callable[[int, str], object] | None = None,
 ) -> list[dict]:
-    """One row per model: name, backbone, params (M, inference: no aux head), GFLOPs."""
+    """One row per model: name, backbone, params (M, inference: no aux head), GFLOPs.
+
+    `progress(done, name)` is called before each model is built and measured."""
     import gsag
     from gsag.flops import count_gflops, count_params
 
     rows = []
-    for name in names or gsag.list_models():
+    for done, name in enumerate(names or gsag.list_models()):
+        if progress is not None:
+            progress(done, name)
         model = gsag.create_model(
             name, num_classes, backbone=backbone, output_stride=output_stride, aux=False
         )
@@ -50,8 +54,6 @@ def model_table(
                 "gflops": count_gflops(model, size),
             }
         )
-        if progress is not None:
-            progress()
     return rows
 
 
@@ -94,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
             args.num_classes,
             args.output_stride,
             names,
-            progress=lambda: progress.advance(task),
+            progress=lambda done, name: progress.update(
+                task, completed=done, description=f"counting {name} on {args.backbone}"
+            ),
         )
     if args.markdown:
         print(to_markdown(rows, args.size))

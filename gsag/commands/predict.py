@@ -1,23 +1,34 @@
-"""`gsag predict`: segment an image or a folder with a trained checkpoint."""
+"""`gsag predict CHECKPOINT`: segment an image or a folder with a trained checkpoint."""
 
 from __future__ import annotations
 
 import argparse
 
+from gsag.commands import (
+    add_device_argument,
+    add_inference_arguments,
+    add_path_argument,
+    add_threads_argument,
+    finish_path_argument,
+    set_threads,
+)
+
 HELP = "predict masks (palette PNGs), overlays and optionally probabilities for images"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a gsag .pt or .safetensors file")
+    add_path_argument(parser, "checkpoint", "a gsag .pt checkpoint or .safetensors weights")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--out", required=True, help="output folder (masks/, overlays/, probs/)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    add_device_argument(parser, default="cpu")
+    add_threads_argument(parser)
+    add_inference_arguments(parser, mode_default="whole")
     parser.add_argument(
-        "--mode", choices=["whole", "slide"], default="whole", help="single pass or sliding window"
+        "--tta",
+        action="store_true",
+        help="= --mode multiscale --flip with the default scales (0.5-1.75); with --mode slide "
+        "every scale runs as sliding windows",
     )
-    parser.add_argument("--tta", action="store_true", help="flip + multi-scale (0.5-1.75)")
-    parser.add_argument("--crop-size", type=int, default=None, help="window for --mode slide")
-    parser.add_argument("--stride", type=int, default=None, help="stride for --mode slide")
     parser.add_argument("--probs", action="store_true", help="also write probs/<name>.npy")
     parser.add_argument("--no-overlay", action="store_true", help="skip the colour overlays")
 
@@ -28,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     from gsag.predict import Predictor, list_images, predict_files
 
-    console = Console()
+    finish_path_argument(args, "checkpoint")
+    set_threads(args.threads)
+    console = Console(stderr=True)
     files = list_images(args.input)
     predictor = Predictor(
         args.checkpoint,
@@ -37,17 +50,27 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         crop_size=args.crop_size,
         stride=args.stride,
+        scales=args.scales,
+        flip=args.flip,
+        max_pixels=args.max_pixels,
     )
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), console=console, disable=len(files) < 2) as bar:
-        task = bar.add_task("predicting", total=len(files))
+    with Progress(*columns, TimeRemainingColumn(), console=console, transient=True) as bar:
+        images = bar.add_task("images", total=len(files), visible=len(files) > 1)
+        passes = bar.add_task("forward passes", total=None)
+
+        def on_image(_) -> None:
+            bar.advance(images)
+            bar.reset(passes, total=None)
+
         predict_files(
             predictor,
             files,
             args.out,
             overlays=not args.no_overlay,
             probs=args.probs,
-            on_image=lambda _: bar.advance(task),
+            on_image=on_image,
+            on_pass=lambda done, total: bar.update(passes, completed=done, total=total),
         )
-    console.print(f"{len(files)} image(s) -> [bold]{args.out}[/] (masks/ are palette PNGs)")
+    Console().print(f"{len(files)} image(s) -> [bold]{args.out}[/] (masks/ are palette PNGs)")
     return 0

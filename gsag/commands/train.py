@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from gsag.commands import add_path_argument, add_set_argument, finish_path_argument
+from gsag.commands import (
+    add_alias,
+    add_device_argument,
+    add_path_argument,
+    add_set_argument,
+    add_threads_argument,
+    finish_path_argument,
+)
 
 HELP = "train a model from a YAML config (torchrun --nproc_per_node N -m gsag train ... for DDP)"
 
@@ -14,8 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_path_argument(parser, "config", "YAML config, e.g. configs/demo.yaml")
     add_set_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    parser.add_argument("--run-dir", help="output folder (default: runs/<config name>)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    parser.add_argument("--out", help="run folder (default: the config's output.run_dir)")
+    add_alias(parser, "--run-dir", "out")
+    add_device_argument(parser)
+    add_threads_argument(parser, note="keep the config's train.num_threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -32,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)
     main = int(os.environ.get("RANK", "0")) == 0
     overrides = list(args.overrides)
-    if args.run_dir:
-        overrides.append(f"output.run_dir={args.run_dir}")
+    if args.out:
+        overrides.append(f"output.run_dir={args.out}")
+    if args.threads:
+        overrides.append(f"train.num_threads={args.threads}")
     try:
         cfg = load_config(args.config, overrides)
         result = train(cfg, resume=args.resume, quiet=args.quiet, device=args.device)

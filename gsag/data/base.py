@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gsag.data.errors import BadSampleError
-from gsag.data.io import ClassInfo, check_labels, read_image, read_mask
+from gsag.data.io import ClassInfo, check_labels, orient_mask, read_image_oriented, read_mask
 
 
 class SegmentationDataset(Dataset):
@@ -73,8 +73,9 @@ class SegmentationDataset(Dataset):
             BadSampleError: unreadable files, a size mismatch or out-of-range labels.
         """
         image_path, mask_path = self.image_path(i), self.mask_path(i)
-        image, notes = read_image(image_path)
+        image, notes, orientation = read_image_oriented(image_path)
         mask = self.map_mask(read_mask(mask_path), mask_path)
+        mask = orient_mask(mask, orientation, image.shape)
         if mask.shape != image.shape[:2]:
             raise BadSampleError(
                 mask_path,

@@ -11,7 +11,7 @@ import numpy as np
 from gsag.data.base import SegmentationDataset
 from gsag.data.errors import BadSampleError, DataError
 from gsag.data.folder import ALL_SPLIT, FolderSegmentation
-from gsag.data.io import ClassInfo, check_labels, read_image, read_mask
+from gsag.data.io import ClassInfo, check_labels, orient_mask, read_image_oriented, read_mask
 from gsag.data.layout import detect_layout, open_dataset
 from gsag.data.voc import VOCSegmentation, find_voc_root, voc_splits
 
@@ -65,14 +65,17 @@ def check_pair(
     issues: list[Issue] = []
     notes: list[str] = []
     image = mask = None
+    orientation = 1
     try:
-        image, notes = read_image(image_path)
+        image, notes, orientation = read_image_oriented(image_path)
     except BadSampleError as e:
         issues.append(Issue(e.path, e.problem))
     try:
         mask = read_mask(mask_path)
         if map_mask is not None:
             mask = map_mask(mask, mask_path)
+        if image is not None:
+            mask = orient_mask(mask, orientation, image.shape)
     except BadSampleError as e:
         issues.append(Issue(e.path, e.problem))
     if mask is not None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,30 +170,90 @@ def _open(path: Path, what: str) -> tuple[Image.Image, list[str]]:
     return image, notes
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read an image as RGB uint8 (H, W, 3).
+#: Transparent pixels are composited onto this colour: the ImageNet mean, which normalises to
+#: ~0, the value sliding-window padding uses too.
+BACKGROUND_RGB: tuple[int, int, int] = (124, 116, 104)
 
-    Grayscale, palette, RGBA, CMYK and 16-bit images are converted; each conversion is reported
-    in the returned notes (used by `gsag data check`).
+#: EXIF orientation -> the PIL transpose that displays the image upright.
+EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Read an image as RGB uint8 (H, W, 3), upright as displayed (EXIF orientation applied).
+
+    Grayscale, palette, CMYK and 16-bit images are converted; transparent pixels (RGBA, LA, PA,
+    or P with a transparent colour) are composited onto `BACKGROUND_RGB`. Each conversion is
+    reported in the returned notes (used by `gsag data check`).
 
     Raises:
         BadSampleError: missing, unreadable, truncated, or a decompression bomb.
     """
-    path = Path(path)
-    image, notes = _open(path, "image")
+    array, notes, _ = read_image_oriented(path)
+    return array, notes
+
+
+def read_image_oriented(path: str | Path) -> tuple[np.ndarray, list[str], int]:
+    """`read_image` plus the EXIF orientation that was applied (1 = none)."""
+    image, notes = _open(Path(path), "image")
+    array, more, orientation = image_to_rgb(image)
+    return array, notes + more, orientation
+
+
+def image_to_rgb(image: Image.Image) -> tuple[np.ndarray, list[str], int]:
+    """A decoded PIL image -> upright RGB uint8 (H, W, 3), conversion notes, EXIF orientation."""
+    notes: list[str] = []
+    orientation = int(image.getexif().get(0x0112, 1) or 1)
+    if orientation in EXIF_TRANSPOSE:
+        image = image.transpose(EXIF_TRANSPOSE[orientation])
+        notes.append(f"applied EXIF orientation {orientation}")
+    else:
+        orientation = 1
     if image.mode != "RGB":
         notes.append(f"converted {CONVERTED_MODES.get(image.mode, image.mode)} image to RGB")
         if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-            array = np.asarray(image, dtype=np.float64)
-            # 16-bit data (older Pillow opens 16-bit PNGs as "I"); floats scale to their maximum
-            if image.mode == "F":
-                top = max(float(array.max()), 1.0)
-            else:
-                top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-            array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            return np.repeat(array[..., None], 3, axis=2), notes
+            return _high_depth_to_rgb(image), notes, orientation
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            flat = Image.new("RGBA", rgba.size, (*BACKGROUND_RGB, 255))
+            image = Image.alpha_composite(flat, rgba)
         image = image.convert("RGB")
-    return np.array(image), notes
+    return np.array(image), notes, orientation
+
+
+def _high_depth_to_rgb(image: Image.Image) -> np.ndarray:
+    """16-bit, 32-bit integer or float single-channel image -> RGB uint8 (H, W, 3)."""
+    array = np.asarray(image, dtype=np.float64)
+    # 16-bit data (older Pillow opens 16-bit PNGs as "I"); floats scale to their maximum
+    if image.mode == "F":
+        top = max(float(array.max()), 1.0)
+    else:
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+    array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(array[..., None], 3, axis=2)
+
+
+def orient_mask(mask: np.ndarray, orientation: int, image_shape: tuple[int, ...]) -> np.ndarray:
+    """Line a mask up with its EXIF-rotated image.
+
+    The rule: a mask is left as stored unless its image was turned by 90 degrees (EXIF
+    orientation 5-8) and the mask has the image's stored size (its height and width swapped
+    relative to the upright image): it was then drawn on the stored pixels and gets the same
+    turn. Masks of upright size, and masks of images that were only flipped or turned by 180
+    degrees, are taken as drawn on the image as displayed.
+    """
+    h, w = image_shape[:2]
+    if orientation not in (5, 6, 7, 8) or h == w or mask.shape != (w, h):
+        return mask
+    turned = Image.fromarray(mask.astype(np.int32)).transpose(EXIF_TRANSPOSE[orientation])
+    return np.asarray(turned).astype(np.int64)
 
 
 def read_mask(path: str | Path) -> np.ndarray:

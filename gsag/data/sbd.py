@@ -7,17 +7,15 @@ else the SBD `cls/<id>.mat` `GTcls.Segmentation` converted to a palette PNG.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
-from gsag.data.errors import BadSampleError, DataError
 from gsag.atomic import atomic_path
 from gsag.atomic import write_bytes as atomic_write_bytes
+from gsag.data.errors import BadSampleError, DataError
 from gsag.data.io import save_mask
 from gsag.data.voc import AUG_MASKS, AUG_SPLIT, VOC_CLASSES, VOC_PALETTE, find_voc_root, read_split
 

@@ -36,15 +36,18 @@ def setup(device: str | None = None) -> DistInfo:
     """Join the process group described by the environment (if any) and choose the device.
 
     Args:
-        device: "cpu" or "cuda" to force one; by default CUDA when available.
+        device: "cpu", "cuda" or "cuda:N" to force one; by default CUDA when available.
     """
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+        # "cuda:N" picks the GPU of a single process; under torchrun each rank takes LOCAL_RANK
+        index = int(device.split(":")[1]) if device and ":" in device and world_size == 1 else None
+        index = local_rank if index is None else index
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
     else:
         dev = torch.device("cpu")
     initialized_here = False

@@ -7,16 +7,20 @@
   aligned to the image border); images smaller than a window are zero-padded (zero is the mean
   after normalisation); overlapping logits are averaged. Only one window per image is on the
   device at a time, so memory is bounded by the crop, not the image.
-- multiscale: the image resized by each of `scales`, one whole-image pass each, logits resized
-  back and averaged.
+- multiscale: the image resized by each of `scales`, one whole-image pass each (or sliding
+  windows with `window="slide"`), logits resized back and averaged.
 
-`flip=True` adds a horizontally flipped pass to any mode and averages it in.
+`flip=True` adds a horizontally flipped pass to any mode and averages it in. A whole-image pass
+on more than `max_pixels` pixels (default 4096 x 4096) runs as sliding windows instead, with a
+one-line notice on the `gsag.engine.evaluate` logger, so huge images never try to allocate the
+whole forward pass at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -32,6 +36,40 @@ from gsag.atomic import atomic_path
 from gsag.metrics import ConfusionMatrix
 
 MODES = ("whole", "slide", "multiscale")
+WINDOWS = ("whole", "slide")
+DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+#: Whole-image passes above this many pixels run as sliding windows instead (4096 x 4096).
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+log = logging.getLogger(__name__)
+
+
+def check_inference_options(
+    mode: str,
+    crop_size: int | Sequence[int],
+    stride: int | Sequence[int],
+    scales: Sequence[float],
+    window: str = "whole",
+) -> None:
+    """Raise `ValueError` naming the option, its value and the fix when an option is unusable."""
+    if mode not in MODES:
+        raise ValueError(f"inference mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
+    if window not in WINDOWS:
+        raise ValueError(f"window {window!r} is unknown; choose one of {', '.join(WINDOWS)}")
+    crop, step = _pair(crop_size), _pair(stride)
+    if min(crop) < 1:
+        raise ValueError(f"crop size {crop_size} must be >= 1 pixel; pass e.g. --crop-size 512")
+    if min(step) < 1:
+        raise ValueError(f"stride {stride} must be >= 1 pixel; pass e.g. --stride 341")
+    if step[0] > crop[0] or step[1] > crop[1]:
+        raise ValueError(
+            f"slide stride {step} is larger than crop_size {crop}; windows would skip pixels"
+        )
+    bad = [s for s in scales if not (math.isfinite(float(s)) and float(s) > 0)]
+    if not scales or bad:
+        raise ValueError(
+            f"scales {list(scales)} must be one or more numbers > 0; pass e.g. --scales 0.75 1 1.25"
+        )
 
 
 @torch.no_grad()
@@ -41,8 +79,11 @@ def infer(
     mode: str = "whole",
     crop_size: int | Sequence[int] = 512,
     stride: int | Sequence[int] = 341,
-    scales: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
+    scales: Sequence[float] = DEFAULT_SCALES,
     flip: bool = False,
+    window: str = "whole",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Predict logits for a batch of normalised images.
 
@@ -50,50 +91,76 @@ def infer(
         model: segmentor returning {"out": (B, C, h, w)}; call `model.eval()` first.
         images: (B, 3, H, W) float.
         mode: "whole", "slide" or "multiscale".
-        crop_size: window size (int or (h, w)) for "slide".
-        stride: window step (int or (h, w)) for "slide".
+        crop_size: window size (int or (h, w)) for sliding windows.
+        stride: window step (int or (h, w)) for sliding windows.
         scales: image scales for "multiscale".
         flip: also predict the mirrored image and average.
+        window: how "multiscale" runs each scale: "whole" or "slide" (crop/stride honoured).
+        max_pixels: a whole-image pass on more pixels than this runs as sliding windows instead
+            (logged once); None = no limit.
+        progress: called with (forward passes done, total) after each forward pass.
 
     Returns:
         (B, C, H, W) float32 logits at the input's size.
     """
-    if mode not in MODES:
-        raise ValueError(f"inference mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
-    if mode == "slide":
-        crop, step = _pair(crop_size), _pair(stride)
-        if step[0] > crop[0] or step[1] > crop[1]:
-            raise ValueError(
-                f"slide stride {step} is larger than crop_size {crop}; windows would skip pixels"
-            )
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return _slide(model, x, crop, step)
-
-    else:
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return _whole(model, x)
-
+    check_inference_options(mode, crop_size, stride, scales, window)
+    crop, step = _pair(crop_size), _pair(stride)
     size = images.shape[-2:]
     use_scales = list(scales) if mode == "multiscale" else [1.0]
-    total: torch.Tensor | None = None
-    n = 0
+    slide = mode == "slide" or (mode == "multiscale" and window == "slide")
+    plan = []  # (scaled size, slide?) per scale
     for s in use_scales:
+        hw = (max(1, round(size[0] * s)), max(1, round(size[1] * s))) if s != 1.0 else size
+        plan.append((hw, slide or _over_budget(hw, crop, max_pixels)))
+    passes = 2 if flip else 1
+    total = passes * sum(_num_windows(hw, crop, step) if sl else 1 for hw, sl in plan)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    out: torch.Tensor | None = None
+    for (hw, use_slide), s in zip(plan, use_scales, strict=True):
         x = images
         if s != 1.0:
-            hw = (max(1, round(size[0] * s)), max(1, round(size[1] * s)))
             x = F.interpolate(images, size=hw, mode="bilinear", align_corners=False)
-        passes = [run(x)]
-        if flip:
-            passes.append(run(x.flip(-1)).flip(-1))
-        for logits in passes:
+        views = [x, x.flip(-1)] if flip else [x]
+        for k, view in enumerate(views):
+            if use_slide:
+                logits = _slide(model, view, crop, step, tick)
+            else:
+                logits = _whole(model, view)
+                tick()
+            logits = logits.flip(-1) if k else logits
             if logits.shape[-2:] != size:
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-            total = logits if total is None else total + logits
-            n += 1
-    assert total is not None
-    return total / n
+            out = logits if out is None else out + logits
+    assert out is not None
+    return out / (len(use_scales) * passes)
+
+
+def _over_budget(hw: Sequence[int], crop: tuple[int, int], max_pixels: int | None) -> bool:
+    """True (with a one-line notice) when a whole pass on `hw` exceeds the pixel budget."""
+    if max_pixels is None or hw[0] * hw[1] <= max_pixels:
+        return False
+    if crop[0] * crop[1] > max_pixels:
+        raise ValueError(
+            f"a {hw[1]}x{hw[0]} image is over the pixel budget ({max_pixels} pixels) and so is "
+            f"a {crop[1]}x{crop[0]} sliding window; lower --crop-size or raise --max-pixels"
+        )
+    log.warning(
+        f"{hw[1]}x{hw[0]} image is over the pixel budget ({max_pixels} pixels): using sliding "
+        f"windows ({crop[1]}x{crop[0]}) instead of one whole-image pass (--max-pixels to change)"
+    )
+    return True
+
+
+def _num_windows(hw: Sequence[int], crop: tuple[int, int], step: tuple[int, int]) -> int:
+    """How many windows `_slide` runs on an image of size `hw`."""
+    h, w = max(hw[0], crop[0]), max(hw[1], crop[1])
+    return len(_starts(h, crop[0], step[0])) * len(_starts(w, crop[1], step[1]))
 
 
 def _whole(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +170,13 @@ def _whole(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _slide(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], step: tuple[int, int]):
+def _slide(
+    model: nn.Module,
+    x: torch.Tensor,
+    crop: tuple[int, int],
+    step: tuple[int, int],
+    tick: Callable[[], None] = lambda: None,
+) -> torch.Tensor:
     b, _, h, w = x.shape
     ph, pw = max(crop[0] - h, 0), max(crop[1] - w, 0)
     if ph or pw:
@@ -121,6 +194,7 @@ def _slide(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], step: tuple
                 logits = x.new_zeros(b, out.shape[1], hp, wp, dtype=torch.float32)
             logits[:, :, y0 : y0 + crop[0], x0 : x0 + crop[1]] += out
             count[:, :, y0 : y0 + crop[0], x0 : x0 + crop[1]] += 1
+            tick()
     assert logits is not None
     return (logits / count)[:, :, :h, :w]
 
@@ -174,7 +248,7 @@ def evaluate(
     mode: str = "whole",
     crop_size: int | Sequence[int] = 512,
     stride: int | Sequence[int] = 341,
-    scales: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
+    scales: Sequence[float] = DEFAULT_SCALES,
     flip: bool = False,
     num_classes: int | None = None,
     ignore_index: int | None = None,
@@ -185,6 +259,7 @@ def evaluate(
     world_size: int = 1,
     keep_samples: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
     """Evaluate a model on a dataset whose samples are (normalised image, mask).
 
@@ -203,11 +278,13 @@ def evaluate(
         rank, world_size: this process's shard.
         keep_samples: return the first N (image, mask, prediction) triples as "samples" (rank 0).
         progress: called with (done, total) after each image on this process.
+        max_pixels: whole-image passes on larger images use sliding windows (see `infer`).
 
     Returns:
         `ConfusionMatrix.compute()` plus "confusion" (the matrix as nested lists) and
         "images" (number evaluated).
     """
+    check_inference_options(mode, crop_size, stride, scales)  # fail before loading any image
     num_classes = num_classes if num_classes is not None else dataset.num_classes
     ignore_index = ignore_index if ignore_index is not None else dataset.ignore_index
     length = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
@@ -224,7 +301,9 @@ def evaluate(
         image = image.to(device, non_blocking=True)
         mask = mask.to(device, non_blocking=True)
         with autocast(device, amp):
-            logits = infer(model, image, mode, crop_size, stride, scales, flip)
+            logits = infer(
+                model, image, mode, crop_size, stride, scales, flip, max_pixels=max_pixels
+            )
         if logits.shape[-2:] != mask.shape[-2:]:
             logits = F.interpolate(
                 logits, size=mask.shape[-2:], mode="bilinear", align_corners=False

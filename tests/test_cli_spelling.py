@@ -1,0 +1,144 @@
+"""One tool: the same idea has one spelling in every command, old spellings still parse."""
+
+from __future__ import annotations
+
+import pytest
+
+from gsag.cli import build_parser, main
+from gsag.commands import finish_path_argument
+
+THREADED = ["train", "eval", "predict", "bench", "ablate", "demo"]
+NEEDS = {  # the least each command needs besides the option under test
+    "train": ["c.yaml"],
+    "eval": ["c.pt"],
+    "predict": ["c.pt", "--input", "x", "--out", "o"],
+    "bench": [],
+    "ablate": ["c.yaml", "--out", "o"],
+    "demo": [],
+    "export": ["c.pt", "--out", "o.onnx"],
+}
+
+
+def _parse(argv: list[str]):
+    return build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "expected"),
+    [
+        (["predict", "a.pt", "--input", "x", "--out", "o"], "checkpoint", "a.pt"),
+        (["predict", "--checkpoint", "b.pt", "--input", "x", "--out", "o"], "checkpoint", "b.pt"),
+        (["export", "c.pt", "--out", "o.onnx"], "checkpoint", "c.pt"),
+        (["export", "--checkpoint", "d.pt", "--out", "o.onnx"], "checkpoint", "d.pt"),
+        (["ablate", "e.yaml", "--out", "o"], "config", "e.yaml"),
+        (["ablate", "--config", "f.yaml", "--out", "o"], "config", "f.yaml"),
+    ],
+)
+def test_checkpoint_and_config_positional_or_option(argv, name, expected):
+    assert finish_path_argument(_parse(argv), name) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "out"),
+    [
+        (["train", "c.yaml", "--out", "runs/x"], "runs/x"),
+        (["train", "c.yaml", "--run-dir", "runs/y"], "runs/y"),
+        (["data", "prepare-voc", "--out", "d1"], "d1"),
+        (["data", "prepare-voc", "--data-dir", "d2"], "d2"),
+        (["data", "prepare-voc"], "data"),
+    ],
+)
+def test_output_folder_is_out_with_old_aliases(argv, out):
+    assert _parse(argv).out == out
+
+
+def test_old_aliases_are_hidden_from_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--out" in text and "--run-dir" not in text
+
+
+def test_set_takes_several_pairs_repeatedly_and_as_cfg_options():
+    args = _parse(
+        ["train", "c.yaml", "--set", "a=1", "b=2", "--cfg-options", "c=3", "--set", "d=4"]
+    )
+    assert args.overrides == ["a=1", "b=2", "c=3", "d=4"]
+    assert _parse(["ablate", "c.yaml", "--out", "o"]).overrides == []
+
+
+def test_set_refuses_a_path_swallowed_after_it(capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parse(["train", "--set", "a=1", "configs/demo.yaml"])
+    assert exc.value.code == 2
+    assert "'configs/demo.yaml' is not KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", THREADED)
+def test_device_is_one_validated_string_everywhere(command, capsys):
+    assert _parse([command, *NEEDS[command], "--device", "cuda:1"]).device == "cuda:1"
+    with pytest.raises(SystemExit) as exc:
+        _parse([command, *NEEDS[command], "--device", "gpu"])
+    assert exc.value.code == 2 and "use cpu, cuda or cuda:1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", THREADED)
+def test_threads_everywhere(command, capsys):
+    assert _parse([command, *NEEDS[command], "--threads", "3"]).threads == 3
+    with pytest.raises(SystemExit):
+        _parse([command, *NEEDS[command], "--threads", "-1"])
+    assert "threads -1 must be >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--scales", "0"], "scale 0 must be > 0"),
+        (["--scales", "1", "-1"], "scale -1 must be > 0"),
+        (["--scales", "nan"], "scale nan must be > 0"),
+        (["--stride", "0"], "stride 0 must be >= 1"),
+        (["--crop-size", "0"], "crop size 0 must be >= 1"),
+        (["--max-pixels", "0"], "max pixels 0 must be >= 1"),
+    ],
+)
+def test_inference_options_are_checked_when_parsed(command, option, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parse([command, *NEEDS[command], *option])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_eval_and_predict_share_the_multiscale_flags():
+    for command in ("eval", "predict"):
+        args = _parse([command, *NEEDS[command], "--mode", "multiscale", "--flip", "--scales",
+                       "0.5", "1"])  # fmt: skip
+        assert (args.mode, args.flip, args.scales) == ("multiscale", True, [0.5, 1.0])
+
+
+def test_train_threads_become_train_num_threads(monkeypatch):
+    import gsag.engine.train as engine_train
+
+    seen = {}
+
+    def fake_train(cfg, **kwargs):
+        seen["cfg"] = cfg
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(engine_train, "train", fake_train)
+    with pytest.raises(RuntimeError, match="stop here"):
+        main(["train", "configs/demo.yaml", "--threads", "2", "--run-dir", "runs/somewhere"])
+    assert seen["cfg"].train.num_threads == 2
+    assert seen["cfg"].output.run_dir == "runs/somewhere"
+
+
+def test_models_table_reports_each_model_before_measuring_it():
+    from gsag.commands.models import model_table
+
+    seen = []
+    rows = model_table(
+        "test_resnet", 64, 3, 8, ["fcn", "gsag_basic"], progress=lambda *a: seen.append(a)
+    )
+    assert seen == [(0, "fcn"), (1, "gsag_basic")] and [r["model"] for r in rows] == [
+        "fcn",
+        "gsag_basic",
+    ]
