@@ -206,8 +206,11 @@ def _starts(length: int, crop: int, step: int) -> list[int]:
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    """An int or a one- or two-element sequence as (h, w)."""
     if isinstance(v, int):
         return (v, v)
+    if len(v) == 1:
+        return (int(v[0]), int(v[0]))
     a, b = v
     return (int(a), int(b))
 
