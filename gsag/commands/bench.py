@@ -65,8 +65,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from gsag import bench
+    from gsag.errors import check_names
+    from gsag.models import list_backbones, list_models
 
     console = Console()
+    check_names(args.models, list_models(), "--models")
+    check_names(args.backbones, list_backbones(), "--backbones")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -14,6 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_path_argument(parser, "config", "YAML config, e.g. configs/demo.yaml")
     add_set_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start anew in a RUN_DIR that holds a run, moving the old run to RUN_DIR.old-<time>",
+    )
     parser.add_argument("--run-dir", help="output folder (default: runs/<config name>)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -36,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"output.run_dir={args.run_dir}")
     try:
         cfg = load_config(args.config, overrides)
-        result = train(cfg, resume=args.resume, quiet=args.quiet, device=args.device)
+        result = train(
+            cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, device=args.device
+        )
     except (ConfigError, DataError, FileNotFoundError) as e:
         console.print(Text.assemble(("error: ", "red"), str(e)))
         return 2

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from gsag.atomic import atomic_path
+from gsag.errors import CheckpointError
 
 FORMAT = "gsag-checkpoint"
 WEIGHTS_FORMAT = "gsag-weights"
@@ -77,12 +78,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} could not be read safely ({type(e).__name__}: {e}); "
             "gsag only loads its own .pt checkpoints or .safetensors weights"
         ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a gsag checkpoint (no format={FORMAT!r} entry); "
             "train one with `gsag train` or load .safetensors weights exported by gsag"
         )
@@ -125,10 +126,29 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.M
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit the model in its config: {e}") from e
+        raise CheckpointError(f"{path}: weights do not fit the model in its config: {e}") from e
     model.to(map_location).eval()
     info = {"config": config, **meta, **extra}
     return model, info
+
+
+def load_resume_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, config: Any) -> None:
+    """Load a resumed checkpoint's weights into `model`, or say which model it was trained as.
+
+    Args:
+        config: the current run's `Config` (compared with the checkpoint's model section).
+    """
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        theirs = ckpt.get("config", {}).get("model", {})
+        mine = config.model
+        raise CheckpointError(
+            f"{path} holds a {theirs.get('name')} on {theirs.get('backbone')} that does not fit "
+            f"this config's {mine.name} on {mine.backbone} ({str(e).splitlines()[0]}); "
+            "resume with the config it was trained with, or start anew with another --run-dir "
+            "or --overwrite"
+        ) from e
 
 
 def export_safetensors(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -153,10 +173,18 @@ def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as e:  # SafetensorError, OSError: truncated, random or foreign bytes
+        raise CheckpointError(
+            f"{path} is not a readable .safetensors file ({type(e).__name__}: {e}); re-export "
+            "it with `gsag export` or use the .pt checkpoint"
+        ) from e
     if metadata.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} has no gsag metadata (format={WEIGHTS_FORMAT!r}); export it from a gsag "
             "checkpoint with gsag.engine.checkpoint.export_safetensors"
         )
