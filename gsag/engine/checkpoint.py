@@ -78,8 +78,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(
-            f"checkpoint {path} could not be read safely ({type(e).__name__}: {e}); "
+            f"checkpoint {path} could not be read safely ({type(e).__name__}: {first}); "
             "gsag only loads its own .pt checkpoints or .safetensors weights"
         ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
