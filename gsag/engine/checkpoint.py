@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a refused file gets one clear error, not warnings too
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(
-            f"checkpoint {path} could not be read safely ({type(e).__name__}: {first}); "
+            f"checkpoint {path} could not be read safely ({_load_failure(e)}); "
             "gsag only loads its own .pt checkpoints or .safetensors weights"
         ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -89,6 +91,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             "train one with `gsag train` or load .safetensors weights exported by gsag"
         )
     return ckpt
+
+
+def _load_failure(e: Exception) -> str:
+    """Why `torch.load(weights_only=True)` refused a file, in a few words."""
+    text = str(e).strip()
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1].splitlines()
+        detail = next((ln.strip() for ln in rest if ln.strip()), "")
+        return f"it holds Python objects besides tensors, which could run code: {detail}"
+    first = text.split(". ")[0].splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first}"
 
 
 def build_model(config: dict[str, Any], num_classes: int) -> nn.Module:
