@@ -102,6 +102,8 @@ def test_bad_checkpoints_in_predict_and_eval(capsys, trained, synth_root, tmp_pa
         assert code == 2 and str(ck) in line and fragment in line, line
         code, line = cli(capsys, "eval", ck, "--quiet")
         assert code == 2 and str(ck) in line, line
+        code, line = cli(capsys, "export", "--checkpoint", ck, "--out", tmp_path / "m.onnx")
+        assert code == 2 and str(ck) in line, line
 
 
 def test_resume_of_another_model_is_refused(capsys, trained, tmp_path):
