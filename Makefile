@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# --resume: a second `make demo` reuses the finished run (evaluates it and rewrites the report)
 demo: $(STAMP)
-	$(PY) -m gsag demo
+	$(PY) -m gsag demo --resume
 
 test: $(STAMP)
 	$(PY) -m ruff check gsag tests

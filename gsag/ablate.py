@@ -2,13 +2,16 @@
 
 Layout of the output folder:
 
-    OUT/runs/<model>__<backbone>__s<seed>/   one training run (the engine's run folder)
+    OUT/runs/<model>__<backbone>__s<seed>__<fingerprint>/   one training run (engine run folder)
         result.json                          written last: its presence marks the run finished
     OUT/results.json, OUT/results.md         mean ± std over seeds per model x backbone
     OUT/miou.png, OUT/curves.png, OUT/per_class_iou.png
 
-A rerun skips every combination whose `result.json` exists, so an interrupted ablation resumes
-where it stopped (the unfinished combination is trained again from scratch).
+The fingerprint is a hash of the run's resolved config without the settings that cannot change
+its results (`FINGERPRINT_IGNORES`). A rerun skips every combination whose `result.json` exists
+under the same fingerprint, so an interrupted ablation resumes where it stopped (the unfinished
+combination continues from its last checkpoint), while a changed config or override trains into
+new folders and never reuses an old run; old runs stay where they are.
 
 The reported mIoU of a run is its final evaluation (the last iteration), not the best over
 evaluations: picking the best on the validation set would flatter every model.
@@ -16,6 +19,7 @@ evaluations: picking the best on the validation set would flatter every model.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -36,6 +40,14 @@ from gsag.report import (
 )
 
 RESULT_FILE = "result.json"
+# config keys that do not change a run's results: left out of its fingerprint
+FINGERPRINT_IGNORES = (
+    "output.run_dir",
+    "output.safetensors",
+    "train.num_threads",
+    "train.num_workers",
+    "train.tb_images",
+)
 
 
 @dataclass(frozen=True)
@@ -56,14 +68,41 @@ def grid(models: Sequence[str], backbones: Sequence[str], seeds: Sequence[int]) 
     return [Combo(m, b, s) for b, m, s in itertools.product(backbones, models, seeds)]
 
 
-def combo_overrides(combo: Combo, run_dir: Path) -> list[str]:
+def combo_overrides(combo: Combo) -> list[str]:
     """The `--set` style overrides that turn the shared config into this combination's run."""
     return [
         f"model.name={combo.model}",
         f"model.backbone={combo.backbone}",
         f"train.seed={combo.seed}",
-        f"output.run_dir={run_dir}",
     ]
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """8 hex digits of SHA-256 over a resolved config dict, minus `FINGERPRINT_IGNORES`."""
+    kept = json.loads(json.dumps(config))  # a deep copy
+    for key in FINGERPRINT_IGNORES:
+        section, name = key.split(".")
+        kept.get(section, {}).pop(name, None)
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def resolve_combo(
+    config: str | os.PathLike | None,
+    combo: Combo,
+    out_dir: str | os.PathLike,
+    overrides: Sequence[str] = (),
+):
+    """(resolved `Config` of the combination with its run folder set, dropped kwarg names)."""
+    from gsag.config import load_config
+
+    cfg = load_config(
+        None if config is None else str(config), [*overrides, *combo_overrides(combo)]
+    )
+    cfg.model.kwargs, dropped = model_kwargs_for(combo.model, cfg.model.kwargs)
+    run_dir = Path(out_dir) / "runs" / f"{combo.name}__{fingerprint(cfg.to_dict())}"
+    cfg.output.run_dir = str(run_dir)
+    return cfg, dropped
 
 
 def model_kwargs_for(model: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -96,21 +135,17 @@ def run_combo(
 
     An interrupted combination continues from its `last.pt` (the engine's resume).
     """
-    from gsag.config import load_config
     from gsag.engine.train import train
 
-    run_dir = Path(out_dir) / "runs" / combo.name
+    cfg, dropped = resolve_combo(config, combo, out_dir, overrides)
+    run_dir = Path(cfg.output.run_dir)
     done = run_dir / RESULT_FILE
     if done.is_file():
         return json.loads(done.read_text())
-    cfg = load_config(
-        None if config is None else str(config), [*overrides, *combo_overrides(combo, run_dir)]
-    )
-    cfg.model.kwargs, dropped = model_kwargs_for(combo.model, cfg.model.kwargs)
     start = time.perf_counter()
     out = train(cfg, resume=True, quiet=quiet, device=device)
     if not out["metrics"]:  # last.pt was already final, but the result was never written
-        out = train(cfg, resume=False, quiet=quiet, device=device)
+        out = train(cfg, overwrite=True, quiet=quiet, device=device)
     metrics = out["metrics"]
     result = {
         "model": combo.model,
@@ -256,7 +291,8 @@ def run_ablation(
     combos = grid(models, backbones, seeds)
     results = []
     for combo in combos:
-        finished = (Path(out_dir) / "runs" / combo.name / RESULT_FILE).is_file()
+        cfg, _ = resolve_combo(config, combo, out_dir, overrides)
+        finished = (Path(cfg.output.run_dir) / RESULT_FILE).is_file()
         if on_start is not None:
             on_start(combo, finished)
         result = run_combo(config, combo, out_dir, overrides, device=device, quiet=quiet)

@@ -6,7 +6,9 @@ module that writes results, checkpoints, masks or reports goes through here.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,8 +30,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        # torch.save reports a full disk as a RuntimeError from its C++ stream writer
+        full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "file write failed" in str(e)
+        if not full:
+            raise
+        from gsag.errors import DiskFullError
+
+        raise DiskFullError(f"disk full while writing {path}; free some space and rerun") from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# `.{name}.{8 random characters}{suffix}`, as made by `tempfile.mkstemp` in `atomic_path`
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether `name` looks like a temporary file left by a killed `atomic_path` write."""
+    match = _TEMP_NAME.match(name)
+    return bool(match) and Path(match["name"]).suffix == (match["suffix"] or "")
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of killed atomic writes directly inside `folder`.
+
+    Only call this while no other process writes into `folder` (e.g. holding its run lock).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in folder.iterdir() if p.is_file() and is_temp_name(p.name)]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

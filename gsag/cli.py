@@ -2,6 +2,9 @@
 
 Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
 Modules import their heavy dependencies inside `run`, so `gsag --help` stays fast.
+
+`main` turns every expected error into one line, `error: ...`, on stderr and the exit code of
+`gsag.errors` (2 bad input, 1 failed run); `gsag --debug ...` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gsag", description="Semantic segmentation with the GSAG head and its baselines."
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"gsag.commands.{module_name}")
@@ -37,9 +41,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_device(device: str | None) -> None:
+    """Refuse `--device cuda[:i]` at once when that GPU is not there."""
+    if not device or not device.startswith("cuda"):
+        return
+    import torch
+
+    from gsag.errors import UsageError
+
+    if not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+            f"{torch.cuda.device_count()} GPU(s) visible); use --device cpu"
+        )
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise UsageError(
+            f"--device {device}: no such GPU; this machine has cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; expected errors become one `error: ...` line and an exit code."""
+    from gsag.errors import describe, one_line
+
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        check_device(getattr(args, "device", None))
+        return int(args._run(args) or 0)
+    except (Exception, KeyboardInterrupt) as e:
+        known = describe(e)
+        if args.debug or known is None:
+            raise
+        message, code = known
+        print(f"error: {one_line(message)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

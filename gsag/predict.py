@@ -25,6 +25,7 @@ from torch import nn
 
 from gsag.atomic import atomic_path
 from gsag.engine.evaluate import DEFAULT_MAX_PIXELS, MODES
+from gsag.errors import OptionError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -210,7 +211,7 @@ class Predictor:
 
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        raise OptionError(f"mode {mode!r} is not one of {', '.join(MODES)}")
 
 
 def _eval_config(config: Any) -> dict:
@@ -251,7 +252,7 @@ def list_images(path: str | os.PathLike) -> list[Path]:
     stems: dict[str, Path] = {}
     for f in files:
         if f.stem in stems:
-            raise ValueError(
+            raise OptionError(
                 f"{f} and {stems[f.stem]} would both write {f.stem}.png; rename one of them"
             )
         stems[f.stem] = f

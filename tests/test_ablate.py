@@ -92,7 +92,28 @@ def test_ablate_cli_trains_reports_skips_and_resumes(tmp_path, synth_root, monke
     monkeypatch.setattr(engine_train, "train", counting_train)
     assert main(args) == 0
     assert calls == []
-    (out / "runs" / "fcn__test_resnet__s1" / "result.json").unlink()
+    [fcn_s1] = (out / "runs").glob("fcn__test_resnet__s1__*")
+    (fcn_s1 / "result.json").unlink()
     assert main(args) == 0
-    assert {c.split("/")[-1] for c in calls} == {"fcn__test_resnet__s1"}
+    assert set(calls) == {str(fcn_s1)}  # resumed at its end, then trained anew (no metrics)
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 4
+
+    # a changed config trains into a new folder; the old run stays as it was
+    calls.clear()
+    changed = [*args[:4], "fcn", "--seeds", "1", *args[9:], "--set", "optim.lr=0.02"]
+    assert main(changed) == 0
+    assert len(calls) == 1 and calls[0] != str(fcn_s1)
+    assert calls[0].startswith(str(fcn_s1)[: -len("12345678")])
+    assert (fcn_s1 / "result.json").is_file()
+
+
+def test_fingerprint_ignores_only_settings_that_cannot_change_results():
+    from gsag.config import load_config
+
+    base = load_config(None, ["model.backbone=test_resnet"]).to_dict()
+    same = load_config(None, ["model.backbone=test_resnet", "output.run_dir=elsewhere",
+                              "train.num_threads=3", "train.num_workers=0"]).to_dict()  # fmt: skip
+    other = load_config(None, ["model.backbone=test_resnet", "optim.lr=0.02"]).to_dict()
+    assert ablate.fingerprint(base) == ablate.fingerprint(same)
+    assert ablate.fingerprint(base) != ablate.fingerprint(other)
+    assert len(ablate.fingerprint(base)) == 8

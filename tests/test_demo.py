@@ -43,9 +43,19 @@ def test_demo_generates_data_trains_and_writes_a_report(tmp_path, monkeypatch, c
         assert (run / "report" / name).read_bytes()[:4] == b"\x89PNG"
         assert name in text
 
-    # a second run reuses the data instead of generating it again
-    assert main(args) == 0
+    # a second demo into the same folder refuses; --resume reuses the finished run and the data
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
     assert len(generated) == 1
+    again = json.loads((run / "report" / "metrics.json").read_text())
+    assert again["mIoU"] == pytest.approx(metrics["mIoU"])
+
+    # --out is the run folder: training, checkpoints and report all go there
+    other = tmp_path / "other"
+    assert main([*args, "--out", str(other)]) == 0
+    assert (other / "last.pt").is_file() and (other / "report" / "report.md").is_file()
 
 
 def test_prediction_panel_shows_image_truth_and_overlay():

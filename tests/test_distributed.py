@@ -41,3 +41,8 @@ def test_two_processes_report_the_metrics_of_one(synth_root, tmp_path):
         c: (None if v != v else v) for c, v in zip(info["classes"], single["IoU"], strict=True)
     }
     assert ddp["IoU"] == expected
+
+    # every rank refuses a folder that holds a run (no rank waits for the others forever)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0
+    assert f"run folder {run} already holds a run" in again.stderr.replace("\n", "")

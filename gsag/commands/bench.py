@@ -67,8 +67,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from gsag import bench
+    from gsag.errors import check_names
+    from gsag.models import list_backbones, list_models
 
     console = Console()
+    check_names(args.models, list_models(), "--models")
+    check_names(args.backbones, list_backbones(), "--backbones")
     set_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gsag bench: --device cuda asked for, but CUDA is not available")

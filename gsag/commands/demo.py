@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gsag.commands import add_device_argument, add_set_argument, add_threads_argument
 
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the repository, for an editable install
 HELP = "end-to-end CPU demo: data, training, evaluation, predictions and a report (~10 min)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="configs/demo.yaml", help="training config")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="training config (default: configs/demo.yaml here, else the one in gsag's source)",
+    )
     add_set_argument(parser)
-    parser.add_argument("--out", default=None, help="report folder (default: <run_dir>/report)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="run folder (default: the config's, runs/demo); report in OUT/report",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the folder; a finished run is only evaluated again",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="move an old run in the folder to OUT.old-<time>"
+    )
     parser.add_argument("--images", type=int, default=4, help="validation images to draw")
     add_device_argument(parser, default="cpu")
     add_threads_argument(
@@ -23,9 +41,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def demo_config(path: str | None) -> str:
+    """The config to use: `path`, else configs/demo.yaml here, else the one beside gsag's source
+    (an editable install run from another folder)."""
+    from gsag.errors import UsageError
+
+    if path:
+        return path
+    for candidate in (Path("configs/demo.yaml"), SOURCE_ROOT / "configs" / "demo.yaml"):
+        if candidate.is_file():
+            return str(candidate)
+    raise UsageError(
+        "gsag demo needs configs/demo.yaml: run it from the gsag repository root, or pass "
+        "--config PATH (a copy of the repository's configs/demo.yaml)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    import json
     import time
-    from pathlib import Path
 
     import torch
     from rich.console import Console
@@ -33,14 +67,21 @@ def run(args: argparse.Namespace) -> int:
 
     from gsag.config import load_config
     from gsag.data.synth import generate
+    from gsag.engine.run_dir import holds_run, refuse_message
     from gsag.engine.train import train
+    from gsag.errors import RunFolderError
     from gsag.report import write_run_report
 
     console = Console()
     start = time.perf_counter()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, [f"train.num_threads={args.threads}", *args.overrides])
+    overrides = [f"train.num_threads={args.threads}", *args.overrides]
+    if args.out:
+        overrides.append(f"output.run_dir={args.out}")
+    cfg = load_config(demo_config(args.config), overrides)
+    if holds_run(cfg.output.run_dir) and not (args.resume or args.overwrite):
+        raise RunFolderError(refuse_message(Path(cfg.output.run_dir)))  # before any work
     root = Path(cfg.data.root)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
 
@@ -60,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
         f"training {cfg.model.name} on {cfg.model.backbone} for {cfg.train.iters} iterations "
         f"-> {cfg.output.run_dir}"
     )
-    result = train(cfg, device=args.device)
+    result = train(cfg, device=args.device, resume=args.resume, overwrite=args.overwrite)
     trained = time.perf_counter() - start
 
-    out = Path(args.out) if args.out else Path(cfg.output.run_dir) / "report"
+    out = Path(cfg.output.run_dir) / "report"
     with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("evaluating + drawing", total=None)
         report = write_run_report(
@@ -75,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
             notes=[f"data + training time: {trained / 60:.1f} min"],
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    console.print(f"mIoU (last checkpoint, val): {100 * result['metrics']['mIoU']:.2f} %")
+    miou = json.loads((out / "metrics.json").read_text())["mIoU"]
+    console.print(f"mIoU (last checkpoint, val): {100 * miou:.2f} %")
     console.print(
         f"done in {(time.perf_counter() - start) / 60:.1f} min. Report: [bold]{report}[/]"
     )

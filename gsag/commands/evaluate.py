@@ -33,10 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.text import Text
 
     from gsag.config import ConfigError, apply_override, from_dict
-    from gsag.data import DataError
     from gsag.engine import distributed
     from gsag.engine.checkpoint import load_model
     from gsag.engine.evaluate import evaluate, inference_options, write_report
@@ -82,10 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 world_size=info.world_size,
                 progress=progress,
             )
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as err:
-        console.print(Text.assemble(("error: ", "red"), str(err)))
-        return 2
-    finally:
+    finally:  # errors become one line in gsag.cli.main
         distributed.cleanup(info)
     if not info.is_main:
         return 0

@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_path_argument(parser, "config", "YAML config, e.g. configs/demo.yaml")
     add_set_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start anew in an OUT folder that holds a run, moving the old run to OUT.old-<time>",
+    )
     parser.add_argument("--out", help="run folder (default: the config's output.run_dir)")
     add_alias(parser, "--run-dir", "out")
     add_device_argument(parser)
@@ -31,29 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
-    from gsag.config import ConfigError, load_config
-    from gsag.data import DataError
-    from gsag.engine.train import TrainingDiverged, train
+    from gsag.config import load_config
+    from gsag.engine.train import train
 
     finish_path_argument(args, "config")
-    console = Console(stderr=True, soft_wrap=True)
     main = int(os.environ.get("RANK", "0")) == 0
     overrides = list(args.overrides)
     if args.out:
         overrides.append(f"output.run_dir={args.out}")
     if args.threads:
         overrides.append(f"train.num_threads={args.threads}")
-    try:
-        cfg = load_config(args.config, overrides)
-        result = train(cfg, resume=args.resume, quiet=args.quiet, device=args.device)
-    except (ConfigError, DataError, FileNotFoundError) as e:
-        console.print(Text.assemble(("error: ", "red"), str(e)))
-        return 2
-    except TrainingDiverged as e:
-        console.print(Text.assemble(("training stopped: ", "red"), str(e)))
-        return 1
+    # errors (bad config or data, diverged training, ...) become one line in gsag.cli.main
+    cfg = load_config(args.config, overrides)
+    result = train(
+        cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, device=args.device
+    )
     if main:
         table = Table(title=f"gsag train {args.config}", show_header=False)
         metrics = result["metrics"]

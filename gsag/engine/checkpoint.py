@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from gsag.atomic import atomic_path
+from gsag.errors import CheckpointError
 
 FORMAT = "gsag-checkpoint"
 WEIGHTS_FORMAT = "gsag-weights"
@@ -75,18 +77,31 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a refused file gets one clear error, not warnings too
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(
-            f"checkpoint {path} could not be read safely ({type(e).__name__}: {e}); "
+        raise CheckpointError(
+            f"checkpoint {path} could not be read safely ({_load_failure(e)}); "
             "gsag only loads its own .pt checkpoints or .safetensors weights"
         ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a gsag checkpoint (no format={FORMAT!r} entry); "
             "train one with `gsag train` or load .safetensors weights exported by gsag"
         )
     return ckpt
+
+
+def _load_failure(e: Exception) -> str:
+    """Why `torch.load(weights_only=True)` refused a file, in a few words."""
+    text = str(e).strip()
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1].splitlines()
+        detail = next((ln.strip() for ln in rest if ln.strip()), "")
+        return f"it holds Python objects besides tensors, which could run code: {detail}"
+    first = text.split(". ")[0].splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first}"
 
 
 def build_model(config: dict[str, Any], num_classes: int) -> nn.Module:
@@ -125,10 +140,29 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.M
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit the model in its config: {e}") from e
+        raise CheckpointError(f"{path}: weights do not fit the model in its config: {e}") from e
     model.to(map_location).eval()
     info = {"config": config, **meta, **extra}
     return model, info
+
+
+def load_resume_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, config: Any) -> None:
+    """Load a resumed checkpoint's weights into `model`, or say which model it was trained as.
+
+    Args:
+        config: the current run's `Config` (compared with the checkpoint's model section).
+    """
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        theirs = ckpt.get("config", {}).get("model", {})
+        mine = config.model
+        raise CheckpointError(
+            f"{path} holds a {theirs.get('name')} on {theirs.get('backbone')} that does not fit "
+            f"this config's {mine.name} on {mine.backbone} ({str(e).splitlines()[0]}); "
+            "resume with the config it was trained with, or start anew with another --run-dir "
+            "or --overwrite"
+        ) from e
 
 
 def export_safetensors(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -153,10 +187,18 @@ def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as e:  # SafetensorError, OSError: truncated, random or foreign bytes
+        raise CheckpointError(
+            f"{path} is not a readable .safetensors file ({type(e).__name__}: {e}); re-export "
+            "it with `gsag export` or use the .pt checkpoint"
+        ) from e
     if metadata.get("format") != WEIGHTS_FORMAT:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} has no gsag metadata (format={WEIGHTS_FORMAT!r}); export it from a gsag "
             "checkpoint with gsag.engine.checkpoint.export_safetensors"
         )

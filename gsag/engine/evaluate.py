@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gsag.atomic import atomic_path
+from gsag.errors import OptionError
 from gsag.metrics import ConfusionMatrix
 
 MODES = ("whole", "slide", "multiscale")
@@ -51,23 +52,23 @@ def check_inference_options(
     scales: Sequence[float],
     window: str = "whole",
 ) -> None:
-    """Raise `ValueError` naming the option, its value and the fix when an option is unusable."""
+    """Raise `OptionError` (a `ValueError`) naming the option, its value and the fix when an option is unusable."""
     if mode not in MODES:
-        raise ValueError(f"inference mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
+        raise OptionError(f"inference mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
     if window not in WINDOWS:
-        raise ValueError(f"window {window!r} is unknown; choose one of {', '.join(WINDOWS)}")
+        raise OptionError(f"window {window!r} is unknown; choose one of {', '.join(WINDOWS)}")
     crop, step = _pair(crop_size), _pair(stride)
     if min(crop) < 1:
-        raise ValueError(f"crop size {crop_size} must be >= 1 pixel; pass e.g. --crop-size 512")
+        raise OptionError(f"crop size {crop_size} must be >= 1 pixel; pass e.g. --crop-size 512")
     if min(step) < 1:
-        raise ValueError(f"stride {stride} must be >= 1 pixel; pass e.g. --stride 341")
+        raise OptionError(f"stride {stride} must be >= 1 pixel; pass e.g. --stride 341")
     if step[0] > crop[0] or step[1] > crop[1]:
-        raise ValueError(
+        raise OptionError(
             f"slide stride {step} is larger than crop_size {crop}; windows would skip pixels"
         )
     bad = [s for s in scales if not (math.isfinite(float(s)) and float(s) > 0)]
     if not scales or bad:
-        raise ValueError(
+        raise OptionError(
             f"scales {list(scales)} must be one or more numbers > 0; pass e.g. --scales 0.75 1 1.25"
         )
 
@@ -146,7 +147,7 @@ def _over_budget(hw: Sequence[int], crop: tuple[int, int], max_pixels: int | Non
     if max_pixels is None or hw[0] * hw[1] <= max_pixels:
         return False
     if crop[0] * crop[1] > max_pixels:
-        raise ValueError(
+        raise OptionError(
             f"a {hw[1]}x{hw[0]} image is over the pixel budget ({max_pixels} pixels) and so is "
             f"a {crop[1]}x{crop[0]} sliding window; lower --crop-size or raise --max-pixels"
         )

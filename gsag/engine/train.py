@@ -33,10 +33,12 @@ from gsag.engine.checkpoint import (
     atomic_save,
     export_safetensors,
     load_checkpoint,
+    load_resume_weights,
     rng_state,
     set_rng_state,
 )
 from gsag.engine.evaluate import autocast, evaluate, inference_options
+from gsag.engine.run_dir import claim_run_dir
 from gsag.engine.schedule import PolySchedule
 from gsag.losses import build_loss
 
@@ -52,6 +54,7 @@ def train(
     quiet: bool = False,
     stop_after: int | None = None,
     device: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train `cfg.model` on `cfg.data` and evaluate it every `train.eval_interval` iterations.
 
@@ -64,6 +67,8 @@ def train(
         stop_after: stop once this iteration is done, like a killed run: no final evaluation and
             no checkpoint beyond the regular `save_interval` ones (for tests and time-boxed runs).
         device: "cpu" or "cuda"; by default CUDA when available.
+        overwrite: a run folder that already holds a run is moved aside first (without it, and
+            without `resume`, such a folder is refused; see `gsag.engine.run_dir`).
 
     Returns:
         {"run_dir", "best_miou", "metrics" (last evaluation), "checkpoint" (best.pt),
@@ -71,6 +76,8 @@ def train(
 
     Raises:
         TrainingDiverged: too many non-finite losses in a row; last.pt is left as it was.
+        RunFolderError: the run folder is in use, or holds a run and neither `resume` nor
+            `overwrite` is set.
     """
     info = distributed.setup(device)
     old_threads = torch.get_num_threads()
@@ -78,7 +85,10 @@ def train(
     try:
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
-        return _train(cfg, info, resume=resume, quiet=quiet, stop_after=stop_after)
+        check_model_config(cfg)
+        keep = [cfg.data.root]  # a dataset generated inside the run folder stays there
+        with claim_run_dir(cfg.output.run_dir, info, resume, overwrite, keep):
+            return _train(cfg, info, resume=resume, quiet=quiet, stop_after=stop_after)
     finally:
         torch.set_num_threads(old_threads)
         set_rng_state(outer_rng)
@@ -106,7 +116,6 @@ def _train(
             f"x {tc.accum_steps} accumulation step(s); make it a multiple of their product"
         )
 
-    check_model_config(cfg)
     _seed_everything(tc.seed + info.rank)
 
     # -- data ---------------------------------------------------------------------------------
@@ -145,7 +154,7 @@ def _train(
     start, best_miou, rng_states = 0, -1.0, None
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, map_location="cpu")
-        raw_model.load_state_dict(ckpt["model"])
+        load_resume_weights(raw_model, ckpt, last_path, cfg)
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -161,7 +170,7 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         _trim_log(run_dir / "metrics.jsonl", start)
-        writer = _tensorboard(run_dir)
+        writer = _tensorboard(run_dir, start)
 
     # -- loader: created before restoring RNG, it draws nothing from the global generator -----
     sampler = StreamSampler(
@@ -386,7 +395,8 @@ def check_model_config(cfg: Config) -> None:
     """Name the config key at fault before any work: model name, backbone, builder kwargs."""
     import difflib
 
-    from gsag.models.segmentor import head_kwargs, list_backbones, list_models
+    from gsag.models.kwargs_check import check_head_kwargs
+    from gsag.models.segmentor import list_backbones, list_models
 
     m = cfg.model
     for key, value, valid in [
@@ -397,13 +407,7 @@ def check_model_config(cfg: Config) -> None:
             near = difflib.get_close_matches(value, valid, n=1)
             hint = f"did you mean {near[0]}? " if near else ""
             raise ConfigError(f"{key} is {value!r}; {hint}valid: {', '.join(valid)}")
-    accepted = [*head_kwargs(m.name), "levels"]
-    for key in m.kwargs:
-        if key not in accepted:
-            raise ConfigError(
-                f"model.kwargs.{key} is not an option of {m.name}; it accepts: "
-                f"{', '.join(k for k in accepted if k != 'output_stride')}"
-            )
+    check_head_kwargs(m.name, m.kwargs)
     if isinstance(m.pretrained, str) and not Path(m.pretrained).is_file():
         raise ConfigError(
             f"model.pretrained is {m.pretrained!r}, which is not a file; give a local weights "
@@ -629,12 +633,12 @@ def _trim_log(path: Path, start: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard not installed: train without it
-        return None
-    return SummaryWriter(log_dir=str(run_dir))
+def _tensorboard(run_dir: Path, start: int):
+    """A TensorBoard writer that drops the killed run's steps after `start` (None without
+    tensorboard installed); its write errors never stop training."""
+    from gsag.engine.tb import open_writer
+
+    return open_writer(run_dir, resumed_at=start)
 
 
 def _print(msg: str) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from gsag.errors import CheckpointError
+
 log = logging.getLogger(__name__)
 
 # Our name -> timm model name and pretrained tag. The seed's three backbones, deep-stem variants,
@@ -127,11 +129,17 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # SafetensorError, OSError
+            raise CheckpointError(
+                f"cannot read {path} as .safetensors ({type(err).__name__}: {err}). Fix: pass "
+                "an intact weights file"
+            ) from err
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(
+        raise CheckpointError(
             f"cannot read {path} as a weights-only PyTorch file ({err}). Fix: save a plain "
             f"state dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
         ) from err
@@ -141,7 +149,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return obj
 
 
@@ -168,13 +176,13 @@ def load_backbone_weights(module: nn.Module, path: str | Path) -> LoadReport:
             report.unexpected.append(key)
             continue
         if own[key].shape != value.shape:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: tensor {key!r} has shape {tuple(value.shape)}, the backbone expects "
                 f"{tuple(own[key].shape)}. Fix: use weights of the same architecture"
             )
         matched[key] = value
     if not matched:
-        raise ValueError(
+        raise CheckpointError(
             f"none of the {len(state)} tensors in {path} match the backbone (first keys: "
             f"{', '.join(list(state)[:4])}). Fix: pass weights of the same timm architecture"
         )

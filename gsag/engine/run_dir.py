@@ -1,0 +1,179 @@
+"""Run folders that cannot be lost: one process at a time, no silent replacing, no temp litter.
+
+`open_run_dir` is what training calls before it writes anything:
+
+- it takes `RUN_DIR/run.lock` (created with O_EXCL; it holds pid, host and start time). A second
+  process on the same folder fails at once, naming the holder. A lock left by a process that is
+  no longer alive on this host is taken over.
+- a folder that already holds a run (metrics.jsonl, checkpoints, TensorBoard events) is only
+  used with `resume=True`, or with `overwrite=True`, which moves the old run aside to
+  `RUN_DIR.old-YYYYmmdd-HHMMSS` (nothing is deleted).
+- temporary files of killed atomic writes are removed.
+
+The lock is released when the context exits, also on exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from gsag.atomic import remove_temp_files
+from gsag.errors import RunFolderError
+
+LOCK_NAME = "run.lock"
+RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt", "best.safetensors")
+STALE_EMPTY_LOCK_S = 30.0  # a lock file still empty after this long was left by a killed start
+
+
+def holds_run(run_dir: str | os.PathLike) -> bool:
+    """Whether `run_dir` holds (part of) a training run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return False
+    return any((run_dir / n).exists() for n in RUN_FILES) or any(
+        run_dir.glob("events.out.tfevents.*")
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_stale(path: Path, holder: dict | None) -> bool:
+    if holder is None:  # empty or garbled: a process killed between create and write
+        try:
+            return time.time() - path.stat().st_mtime > STALE_EMPTY_LOCK_S
+        except FileNotFoundError:
+            return True
+    return holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1)))
+
+
+def acquire_lock(run_dir: str | os.PathLike) -> Path:
+    """Create `run_dir/run.lock` for this process; raise `RunFolderError` if another holds it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if _is_stale(path, holder):
+                path.unlink(missing_ok=True)  # taken over; O_EXCL settles a race for it
+                continue
+            who = f"pid {holder['pid']} on {holder['host']}" if holder else "another process"
+            since = time.strftime("%H:%M:%S", time.localtime(holder["started"])) if holder else "?"
+            raise RunFolderError(
+                f"run folder {run_dir} is in use by {who} (since {since}); wait for it to "
+                f"finish, stop it, or use another --run-dir"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record))
+        return path
+    raise RunFolderError(f"could not take the lock {path}; remove it if no gsag run is using it")
+
+
+def release_lock(path: Path) -> None:
+    """Remove the lock if this process still holds it."""
+    holder = _read_lock(path)
+    if holder is not None and holder.get("pid") == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def move_aside(run_dir: Path, keep: Sequence[str | os.PathLike] = ()) -> Path:
+    """Move everything in `run_dir` to a new `RUN_DIR.old-<time>` folder, except the lock and
+    the entries in `keep` (e.g. a dataset generated inside the run folder)."""
+    kept = {Path(k).resolve() for k in keep}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
+    aside.mkdir(parents=True)
+    for entry in run_dir.iterdir():
+        if entry.name != LOCK_NAME and entry.resolve() not in kept:
+            entry.rename(aside / entry.name)
+    return aside
+
+
+def refuse_message(run_dir: Path) -> str:
+    """Why a fresh run may not start in `run_dir`, and the three ways forward."""
+    return (
+        f"run folder {run_dir} already holds a run; continue it with --resume, choose a new "
+        f"--run-dir, or pass --overwrite to move the old run to {run_dir.name}.old-<time>"
+    )
+
+
+@contextmanager
+def open_run_dir(
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    overwrite: bool = False,
+    keep: Sequence[str | os.PathLike] = (),
+) -> Iterator[Path | None]:
+    """Lock `run_dir` for this run and make it safe to write (see the module docstring).
+
+    `keep`: entries of `run_dir` that `overwrite` leaves in place (see `move_aside`).
+
+    Yields:
+        The folder the old run was moved to (with `overwrite`), else None.
+    """
+    run_dir = Path(run_dir)
+    lock = acquire_lock(run_dir)
+    try:
+        aside = None
+        if holds_run(run_dir) and not resume:
+            if not overwrite:
+                raise RunFolderError(refuse_message(run_dir))
+            aside = move_aside(run_dir, keep)
+        remove_temp_files(run_dir)
+        yield aside
+    finally:
+        release_lock(lock)
+
+
+@contextmanager
+def claim_run_dir(
+    run_dir: str | os.PathLike,
+    info,
+    resume: bool = False,
+    overwrite: bool = False,
+    keep: Sequence[str | os.PathLike] = (),
+) -> Iterator[None]:
+    """`open_run_dir` on rank 0 only (`info`: a `distributed.DistInfo`); every rank fails
+    together when rank 0 cannot have the folder, so no rank waits forever."""
+    from contextlib import ExitStack
+
+    from gsag.engine import distributed
+
+    with ExitStack() as stack:
+        failure: RunFolderError | None = None
+        if info.is_main:
+            try:
+                stack.enter_context(open_run_dir(run_dir, resume, overwrite, keep))
+            except RunFolderError as e:
+                failure = e
+        if not distributed.all_true(failure is None, info.device):
+            raise failure or RunFolderError(f"rank 0 could not use run folder {run_dir}")
+        yield

@@ -1,0 +1,79 @@
+"""A TensorBoard writer whose failures (e.g. a full disk) warn once and never stop training.
+
+TensorBoard writes events from a background thread; a failed write there would print a thread
+traceback and re-raise on the next `add_scalar`. Here the thread's record writer swallows the
+error, and the writer stops logging after one warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+class SafeWriter:
+    """Forwards `add_*`, `flush` and `close` to a `SummaryWriter` until one of them fails."""
+
+    def __init__(self, writer: Any, run_dir: Path) -> None:
+        self._writer = writer
+        self._run_dir = run_dir
+        self.error: BaseException | None = None
+        self._warned = False
+        self._guard_thread()
+
+    def _guard_thread(self) -> None:
+        try:  # torch.utils.tensorboard -> tensorboard's EventFileWriter -> RecordWriter
+            record = self._writer._get_file_writer().event_writer._async_writer._writer
+        except AttributeError:  # another tensorboard version: foreground guard only
+            return
+        for name in ("write", "flush"):
+            setattr(record, name, self._guarded(getattr(record, name)))
+
+    def _guarded(self, method):
+        def call(*args, **kwargs):
+            if self.error is not None:
+                return None
+            try:
+                return method(*args, **kwargs)
+            except Exception as e:  # logging must never stop a run
+                self.error = e
+                return None
+
+        return call
+
+    def _fail(self, e: BaseException | None = None) -> None:
+        self.error = self.error or e
+        if self._warned:
+            return
+        self._warned = True
+        warnings.warn(
+            f"TensorBoard logging to {self._run_dir} stopped ({self.error}); training goes on "
+            "and metrics.jsonl still records every step",
+            stacklevel=3,
+        )
+
+    def __getattr__(self, name: str):
+        method = getattr(self._writer, name)
+
+        def call(*args, **kwargs):
+            if self.error is None:
+                try:
+                    return method(*args, **kwargs)
+                except Exception as e:
+                    self.error = e
+            self._fail()  # here or in the background thread
+            return None
+
+        return call
+
+
+def open_writer(run_dir: Path, resumed_at: int = 0) -> SafeWriter | None:
+    """A `SafeWriter` on `run_dir`; after a resume at iteration `resumed_at`, the killed run's
+    events beyond it are hidden from TensorBoard (None when tensorboard is not installed)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    writer = SummaryWriter(log_dir=str(run_dir), purge_step=resumed_at + 1 if resumed_at else None)
+    return SafeWriter(writer, run_dir)
