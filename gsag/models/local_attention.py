@@ -1,0 +1,116 @@
+"""Exact k x k local (pointwise) attention with a learned relative-position bias per head.
+
+Every position attends to the k x k neighbourhood around it; neighbours outside the image are
+masked out (-inf logit). Layout: q, k (B, h, H, W, dk); v (B, h, H, W, dv); rel_bias (h, k*k)
+indexed by offset (dy + r) * k + (dx + r) with r = k // 2; output (B, h, H, W, dv).
+
+Implementations (`IMPLS`):
+- "reference": a loop over the k*k offsets on a padded view (the readable definition and the
+  CPU path; also what torch.compile, torch.export and ONNX export see);
+- "triton": fused Triton kernels, forward and backward (CUDA; on CPU only under the Triton
+  interpreter, `TRITON_INTERPRET=1`), in `gsag.models.local_attention_triton`;
+- "auto": "triton" for CUDA tensors in eager mode when triton is installed, else "reference".
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IMPLS = ("auto", "reference", "triton")
+
+
+def check_impl(impl: str) -> str:
+    """Return `impl` if it names an implementation, else raise a one-line ValueError."""
+    if impl not in IMPLS:
+        raise ValueError(f"attention_impl={impl!r} is not valid; choose one of {', '.join(IMPLS)}")
+    return impl
+
+
+def local_attention_reference(
+    q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int
+) -> Tensor:
+    """The shift loop: logits for each of the k*k offsets on a padded view, softmax, sum."""
+    ks, r = kernel_size, kernel_size // 2
+    _, h, hh, ww, dk = q.shape
+    q = q * dk**-0.5
+    kp = F.pad(k, (0, 0, r, r, r, r))  # (B, h, H + 2r, W + 2r, dk)
+    vp = F.pad(v, (0, 0, r, r, r, r))
+    inside = F.pad(q.new_ones(hh, ww, dtype=torch.bool), (r, r, r, r))  # (H + 2r, W + 2r)
+    offsets = [(dy, dx) for dy in range(ks) for dx in range(ks)]
+    logits = torch.stack(
+        [(q * kp[:, :, dy : dy + hh, dx : dx + ww]).sum(-1) for dy, dx in offsets], dim=2
+    )  # (B, h, k*k, H, W)
+    valid = torch.stack([inside[dy : dy + hh, dx : dx + ww] for dy, dx in offsets])
+    logits = logits + rel_bias.view(1, h, ks * ks, 1, 1)
+    attn = logits.masked_fill(~valid, float("-inf")).softmax(dim=2)  # (B, h, k*k, H, W)
+    # accumulate in the wider of the two dtypes (softmax runs in float32 under autocast)
+    out = v.new_zeros(v.shape, dtype=torch.promote_types(attn.dtype, v.dtype))
+    for i, (dy, dx) in enumerate(offsets):
+        out.addcmul_(attn[:, :, i, :, :, None], vp[:, :, dy : dy + hh, dx : dx + ww])
+    return out  # (B, h, H, W, dv)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether the optional `triton` package is importable."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def output_dtype(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor) -> torch.dtype:
+    """The dtype the reference returns: softmax dtype (float32 under autocast) promoted with v's."""
+    attn = torch.promote_types(torch.promote_types(q.dtype, k.dtype), rel_bias.dtype)
+    if torch.is_autocast_enabled(q.device.type):
+        attn = torch.float32
+    return torch.promote_types(attn, v.dtype)
+
+
+def local_attention_triton(
+    q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int
+) -> Tensor:
+    """The fused Triton kernels (forward and backward), same result as the reference.
+
+    Runs on CUDA tensors, or on CPU tensors when `TRITON_INTERPRET=1` was set before the first
+    call (slow; for tests). Accumulates in float32 for float32, bfloat16 and float16 inputs.
+    """
+    if not triton_available():
+        raise RuntimeError(
+            "attention_impl='triton' needs the triton package; install it (pip install triton) "
+            "or use attention_impl='reference'"
+        )
+    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(
+            f"attention_impl='triton' needs CUDA tensors, got {q.device.type} tensors; use "
+            "attention_impl='reference' (or set TRITON_INTERPRET=1 to emulate it, slowly)"
+        )
+    from gsag.models.local_attention_triton import triton_local_attention
+
+    return triton_local_attention(q, k, v, rel_bias, kernel_size, output_dtype(q, k, v, rel_bias))
+
+
+def _tracing() -> bool:
+    """True while torch.compile / torch.export / jit tracing records the model."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def resolve_impl(impl: str, q: Tensor) -> str:
+    """The implementation "auto" stands for with these inputs (others are returned as given)."""
+    if check_impl(impl) != "auto":
+        return impl
+    if isinstance(q, Tensor) and q.is_cuda and triton_available() and not _tracing():
+        return "triton"
+    return "reference"
+
+
+def local_attention(
+    q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, impl: str = "auto"
+) -> Tensor:
+    """Exact k x k local attention; `impl` is one of `IMPLS` (module docstring)."""
+    if resolve_impl(impl, q) == "triton":
+        return local_attention_triton(q, k, v, rel_bias, kernel_size)
+    return local_attention_reference(q, k, v, rel_bias, kernel_size)
