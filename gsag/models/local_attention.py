@@ -63,9 +63,12 @@ def triton_available() -> bool:
 
 
 def output_dtype(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor) -> torch.dtype:
-    """The dtype the reference returns: softmax dtype (float32 under autocast) promoted with v's."""
+    """The dtype the reference returns: softmax dtype promoted with v's.
+
+    CUDA autocast runs the logits' sum and the softmax in float32; CPU autocast does not.
+    """
     attn = torch.promote_types(torch.promote_types(q.dtype, k.dtype), rel_bias.dtype)
-    if torch.is_autocast_enabled(q.device.type):
+    if q.is_cuda and torch.is_autocast_enabled("cuda"):
         attn = torch.float32
     return torch.promote_types(attn, v.dtype)
 

@@ -27,9 +27,7 @@ NEG_BIG = -1.0e30  # initial running max: finite, so exp(m - m_new) never sees -
 def _rows(ptr, base, sy, sx, y, x, cols, row_mask, col_mask):
     """Load (BLOCK, D) rows at pixels (y, x) as float32; masked entries are 0."""
     offs = base + (y * sy + x * sx)[:, None] + cols[None, :]
-    return tl.load(ptr + offs, mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(
-        tl.float32
-    )
+    return tl.load(ptr + offs, mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
 
 
 @triton.jit
