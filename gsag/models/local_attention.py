@@ -15,7 +15,6 @@ Implementations (`IMPLS`):
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 
 import torch
@@ -59,7 +58,11 @@ def local_attention_reference(
 @functools.cache
 def triton_available() -> bool:
     """Whether the optional `triton` package is importable."""
-    return importlib.util.find_spec("triton") is not None
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def output_dtype(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor) -> torch.dtype:
@@ -105,7 +108,7 @@ def resolve_impl(impl: str, q: Tensor) -> str:
     """The implementation "auto" stands for with these inputs (others are returned as given)."""
     if check_impl(impl) != "auto":
         return impl
-    if isinstance(q, Tensor) and q.is_cuda and triton_available() and not _tracing():
+    if not _tracing() and isinstance(q, Tensor) and q.is_cuda and triton_available():
         return "triton"
     return "reference"
 
