@@ -20,7 +20,7 @@ import triton.language as tl
 from torch import Tensor
 
 BLOCK = 64  # pixels per program
-NEG_BIG = -1.0e30  # initial running max: finite, so exp(m - m_new) never sees -inf - -inf
+NEG_BIG = tl.constexpr(-1.0e30)  # initial running max: finite, so exp(m - m_new) is never NaN
 
 
 @triton.jit
