@@ -17,6 +17,7 @@ import torch
 
 import gsag
 from gsag.models.local_attention import (
+    benchmark_local_attention,
     local_attention,
     local_attention_reference,
     output_dtype,
@@ -285,3 +286,18 @@ def test_auto_uses_triton_eagerly_and_reference_when_compiled(dev):
     compiled = torch.compile(lambda *a: local_attention(*a, 3), fullgraph=True)
     expected = local_attention_reference(*args, 3)
     torch.testing.assert_close(compiled(*args), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_benchmark_reports_each_implementation_on_cpu():
+    small = dict(batch=1, heads=2, size=(5, 4), head_dim=3, kernel_size=3, dtype=torch.float32)
+    rows = benchmark_local_attention(**small, device="cpu", impls=("reference",), min_run_time=0.01)
+    assert list(rows) == ["reference"]
+    assert set(rows["reference"]) == {"forward_ms", "forward_backward_ms"}
+    assert all(t > 0 for t in rows["reference"].values())
+
+
+@pytest.mark.parametrize("dev", [pytest.param("cuda", marks=needs_cuda)])
+def test_benchmark_on_cuda_reports_peak_memory(dev):
+    rows = benchmark_local_attention(batch=1, heads=2, size=(16, 16), min_run_time=0.05)
+    assert set(rows) == {"reference", "triton"}
+    assert all(row["peak_mib"] > 0 for row in rows.values())

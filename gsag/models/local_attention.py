@@ -120,3 +120,45 @@ def local_attention(
     if resolve_impl(impl, q) == "triton":
         return local_attention_triton(q, k, v, rel_bias, kernel_size)
     return local_attention_reference(q, k, v, rel_bias, kernel_size)
+
+
+def benchmark_local_attention(
+    batch: int = 8,
+    heads: int = 8,
+    size: tuple[int, int] = (64, 64),
+    head_dim: int = 32,
+    kernel_size: int = 7,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str = "cuda",
+    impls: tuple[str, ...] = ("reference", "triton"),
+    min_run_time: float = 1.0,
+) -> dict[str, dict[str, float]]:
+    """Per implementation: median ms of the forward (no grad) and of forward + backward, and on
+    CUDA the peak MiB of one forward + backward. Defaults: the PSA of gsag_hybrid at 512x512."""
+    from torch.utils import benchmark
+
+    g = torch.Generator(device).manual_seed(0)
+    shape = (batch, heads, *size, head_dim)  # (B, h, H, W, d)
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, generator=g) for _ in range(3))
+    bias = torch.zeros(heads, kernel_size**2, device=device)
+    for t in (q, k, v, bias):
+        t.requires_grad_(True)
+
+    def median_ms(fn) -> float:
+        timer = benchmark.Timer("fn()", globals={"fn": fn})
+        return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+    result = {}
+    for impl in impls:
+        run = functools.partial(local_attention, q, k, v, bias, kernel_size, impl)
+        row = {}
+        if q.is_cuda:  # also the warm-up (Triton compiles on the first call)
+            torch.cuda.reset_peak_memory_stats(q.device)
+            base = torch.cuda.memory_allocated(q.device)
+            run().float().sum().backward()
+            row["peak_mib"] = (torch.cuda.max_memory_allocated(q.device) - base) / 2**20
+        with torch.no_grad():
+            row["forward_ms"] = median_ms(run)
+        row["forward_backward_ms"] = median_ms(lambda run=run: run().float().sum().backward())
+        result[impl] = row
+    return result
