@@ -108,7 +108,8 @@ def resolve_impl(impl: str, q: Tensor) -> str:
     """The implementation "auto" stands for with these inputs (others are returned as given)."""
     if check_impl(impl) != "auto":
         return impl
-    if not _tracing() and isinstance(q, Tensor) and q.is_cuda and triton_available():
+    # plain tensors only: export and compile trace with fake tensor subclasses
+    if not _tracing() and type(q) is Tensor and q.is_cuda and triton_available():
         return "triton"
     return "reference"
 

@@ -3,7 +3,8 @@
 Imported lazily: only `local_attention_triton` imports this module, so gsag imports without
 triton, and `TRITON_INTERPRET=1` set before the first call still selects the interpreter.
 
-One program handles one (batch, head) pair and a block of BLOCK pixels. Rows of q, k, v, dout
+One program handles one (batch, head) pair and a block of 16 to 64 pixels (fewer for wide
+heads, to keep the (pixels, head size) tiles in registers). Rows of q, k, v, dout
 are read through their (b, h, y, x) strides, so the permuted views the key layer returns need
 no copy. Softmax statistics are float32; the forward pass keeps the log-sum-exp per pixel.
 - forward: an online softmax over the k*k neighbours, one neighbour row of k and v at a time;
@@ -18,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-BLOCK = 64  # pixels per program
 NEG_BIG = tl.constexpr(-1.0e30)  # initial running max: finite, so exp(m - m_new) is never NaN
 
 
@@ -145,10 +146,18 @@ def _meta(q: Tensor, v: Tensor, kernel_size: int) -> dict:
     """Shape arguments and compile-time constants shared by the three kernels."""
     _, nh, hh, ww, dk = q.shape
     dv = v.shape[-1]
+    dkp, dvp = triton.next_power_of_2(dk), triton.next_power_of_2(dv)
+    block = max(16, min(64, 2048 // max(dkp, dvp)))  # pixels per program
     return dict(
-        NH=nh, H=hh, W=ww, DK=dk, DV=dv, scale=dk**-0.5, KS=kernel_size, BLOCK=BLOCK,
-        DKP=triton.next_power_of_2(dk), DVP=triton.next_power_of_2(dv),
+        NH=nh, H=hh, W=ww, DK=dk, DV=dv, scale=dk**-0.5, KS=kernel_size, BLOCK=block,
+        DKP=dkp, DVP=dvp,
     )  # fmt: skip
+
+
+def _grid(q: Tensor, meta: dict) -> tuple[int, int]:
+    """(B * h, pixel blocks)."""
+    b, nh, hh, ww, _ = q.shape
+    return b * nh, triton.cdiv(hh * ww, meta["BLOCK"])
 
 
 class _LocalAttention(torch.autograd.Function):
@@ -159,21 +168,22 @@ class _LocalAttention(torch.autograd.Function):
         b, nh, hh, ww, _ = q.shape
         out = q.new_empty((*q.shape[:4], v.shape[-1]), dtype=out_dtype)  # (B, h, H, W, dv)
         lse = q.new_empty((b * nh, hh * ww), dtype=torch.float32)
-        grid = (b * nh, triton.cdiv(hh * ww, BLOCK))
         meta = _meta(q, v, kernel_size)
+        grid = _grid(q, meta)
         _fwd_kernel[grid](q, k, v, bias, out, lse, *sq, *sk, *sv, **meta)
         ctx.save_for_backward(q, k, v, bias, out, lse)
         ctx.kernel_size = kernel_size
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout):
         q, k, v, bias, out, lse = ctx.saved_tensors
         (dout, so), sq, sk, sv = _strided(dout), q.stride()[:4], k.stride()[:4], v.stride()[:4]
         b, nh, hh, ww, _ = q.shape
         delta = (dout.float() * out.float()).sum(-1).view(b * nh, hh * ww)  # (B*h, H*W)
-        grid = (b * nh, triton.cdiv(hh * ww, BLOCK))
         meta = _meta(q, v, ctx.kernel_size)
+        grid = _grid(q, meta)
         dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
         partial = q.new_empty((b, nh, grid[1], bias.shape[1]), dtype=torch.float32)
         common = (*sq, *sk, *sv, *so)
