@@ -38,7 +38,7 @@ GRADS = ("q", "k", "v", "rel_bias")
 CASES = {
     "borders_k3": (2, 2, 5, 7, 3, 5, 3, False),
     "one_row_k3": (2, 2, 1, 9, 4, 4, 3, False),
-    "two_blocks_strided_k3": (1, 1, 9, 9, 5, 3, 3, True),
+    "two_blocks_strided_k3": (2, 2, 9, 9, 5, 3, 3, True),
     "k7_window_over_image": (1, 1, 6, 5, 2, 6, 7, False),
     "k1": (2, 1, 3, 4, 3, 2, 1, False),
     "wide_heads_three_blocks_k3": (1, 1, 5, 7, 100, 72, 3, False),  # 16 pixels a block

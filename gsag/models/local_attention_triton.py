@@ -181,7 +181,7 @@ class _LocalAttention(torch.autograd.Function):
         q, k, v, bias, out, lse = ctx.saved_tensors
         (dout, so), sq, sk, sv = _strided(dout), q.stride()[:4], k.stride()[:4], v.stride()[:4]
         b, nh, hh, ww, _ = q.shape
-        delta = (dout.float() * out.float()).sum(-1).view(b * nh, hh * ww)  # (B*h, H*W)
+        delta = (dout.float() * out.float()).sum(-1).reshape(b * nh, hh * ww).contiguous()
         meta = _meta(q, v, ctx.kernel_size)
         grid = _grid(q, meta)
         dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
