@@ -185,6 +185,18 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
         local_attention(*[case[n] for n in GRADS], 3, impl="triton")
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"k": torch.zeros(1, 2, 3, 4, 5)}, {"v": torch.zeros(1, 2, 4, 3, 2)},
+     {"rel_bias": torch.zeros(2, 8)}, {"kernel_size": 4}],
+)  # fmt: skip
+def test_triton_rejects_inputs_that_do_not_fit(change):
+    case = make_case(1, 2, 3, 4, 2, 2, 3)
+    args = {n: case[n] for n in GRADS} | {"kernel_size": 3} | change
+    with pytest.raises(ValueError, match="local attention inputs do not fit"):
+        local_attention(**args, impl="triton")
+
+
 def test_bad_impl_is_a_clear_error():
     case = make_case(1, 1, 3, 3, 2, 2, 3)
     with pytest.raises(ValueError, match=r"attention_impl='fast'.*auto, reference, triton"):

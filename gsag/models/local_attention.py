@@ -76,6 +76,21 @@ def output_dtype(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor) -> torch.dty
     return torch.promote_types(attn, v.dtype)
 
 
+def check_inputs(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int) -> None:
+    """Raise a one-line ValueError unless the shapes and devices fit together (the kernels
+    index memory directly, so a mismatch would read out of bounds instead of failing)."""
+    ok = q.dim() == 5 and k.shape == q.shape and v.dim() == 5 and v.shape[:4] == q.shape[:4]
+    ok = ok and kernel_size > 0 and kernel_size % 2 == 1
+    ok = ok and tuple(rel_bias.shape) == (q.shape[1], kernel_size**2)
+    if not ok or len({t.device for t in (q, k, v, rel_bias)}) != 1:
+        raise ValueError(
+            f"local attention inputs do not fit: q {tuple(q.shape)}, k {tuple(k.shape)}, "
+            f"v {tuple(v.shape)}, rel_bias {tuple(rel_bias.shape)}, kernel_size {kernel_size} "
+            f"on {q.device}, {k.device}, {v.device}, {rel_bias.device}; expected q and k "
+            "(B, h, H, W, dk), v (B, h, H, W, dv), rel_bias (h, k*k) with k odd, one device"
+        )
+
+
 def local_attention_triton(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int
 ) -> Tensor:
@@ -84,6 +99,7 @@ def local_attention_triton(
     Runs on CUDA tensors, or on CPU tensors when `TRITON_INTERPRET=1` was set before the first
     call (slow; for tests). Accumulates in float32 for float32, bfloat16 and float16 inputs.
     """
+    check_inputs(q, k, v, rel_bias, kernel_size)
     if not triton_available():
         raise RuntimeError(
             "attention_impl='triton' needs the triton package; install it (pip install triton) "
