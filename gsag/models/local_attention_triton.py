@@ -15,6 +15,8 @@ no copy. Softmax statistics are float32; the forward pass keeps the log-sum-exp 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -160,6 +162,11 @@ def _grid(q: Tensor, meta: dict) -> tuple[int, int]:
     return b * nh, triton.cdiv(hh * ww, meta["BLOCK"])
 
 
+def _on(x: Tensor) -> contextlib.AbstractContextManager:
+    """Make x's GPU the current one: Triton launches on the current device."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 class _LocalAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, rel_bias, kernel_size, out_dtype):
@@ -170,7 +177,8 @@ class _LocalAttention(torch.autograd.Function):
         lse = q.new_empty((b * nh, hh * ww), dtype=torch.float32)
         meta = _meta(q, v, kernel_size)
         grid = _grid(q, meta)
-        _fwd_kernel[grid](q, k, v, bias, out, lse, *sq, *sk, *sv, **meta)
+        with _on(q):
+            _fwd_kernel[grid](q, k, v, bias, out, lse, *sq, *sk, *sv, **meta)
         ctx.save_for_backward(q, k, v, bias, out, lse)
         ctx.kernel_size = kernel_size
         return out
@@ -187,8 +195,9 @@ class _LocalAttention(torch.autograd.Function):
         dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
         partial = q.new_empty((b, nh, grid[1], bias.shape[1]), dtype=torch.float32)
         common = (*sq, *sk, *sv, *so)
-        _bwd_query_kernel[grid](q, k, v, bias, dout, lse, delta, dq, partial, *common, **meta)
-        _bwd_key_kernel[grid](q, k, v, bias, dout, lse, delta, dk, dv, *common, **meta)
+        with _on(q):
+            _bwd_query_kernel[grid](q, k, v, bias, dout, lse, delta, dq, partial, *common, **meta)
+            _bwd_key_kernel[grid](q, k, v, bias, dout, lse, delta, dk, dv, *common, **meta)
         dbias = partial.sum(dim=(0, 2)).to(bias.dtype)  # (h, k*k)
         return dq, dk, dv, dbias, None, None
 
