@@ -31,29 +31,8 @@ def rand_qkv(b=2, h=2, hh=5, ww=6, dk=3, dv=4, seed=0):
     return q, k, v
 
 
-def naive_local_attention(q, k, v, bias, ks):
-    """Explicit loops over positions and neighbours; out-of-image neighbours are skipped."""
-    b, h, hh, ww, dk = q.shape
-    r = ks // 2
-    out = torch.zeros(b, h, hh, ww, v.shape[-1])
-    for i in range(hh):
-        for j in range(ww):
-            logits, values = [], []
-            for dy in range(-r, r + 1):
-                for dx in range(-r, r + 1):
-                    y, x = i + dy, j + dx
-                    if 0 <= y < hh and 0 <= x < ww:
-                        offset = (dy + r) * ks + (dx + r)
-                        s = (q[:, :, i, j] * k[:, :, y, x]).sum(-1) / math.sqrt(dk)
-                        logits.append(s + bias[:, offset])  # (B, h)
-                        values.append(v[:, :, y, x])  # (B, h, dv)
-            attn = torch.stack(logits, -1).softmax(-1)  # (B, h, n)
-            out[:, :, i, j] = (attn[..., None] * torch.stack(values, 2)).sum(2)
-    return out
-
-
 @pytest.mark.parametrize("ks, hh, ww", [(3, 5, 6), (5, 4, 7), (7, 3, 3), (1, 2, 3)])
-def test_local_attention_matches_naive_reference(ks, hh, ww):
+def test_local_attention_matches_naive_reference(ks, hh, ww, naive_local_attention):
     q, k, v = rand_qkv(hh=hh, ww=ww)
     psa = G.PointwiseSelfAttention(num_heads=2, kernel_size=ks)
     with torch.no_grad():

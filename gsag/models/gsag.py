@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gsag.models.layers import ConvBNReLU, resize
+from gsag.models.local_attention import check_impl, local_attention
 
 VARIANTS = ("basic", "incremental", "hybrid")
 
@@ -94,38 +95,24 @@ class PointwiseSelfAttention(nn.Module):
     """Pointwise self-attention (PSA), the seed's "query layer" (逐点自注意力机制 / 查询层).
 
     Every position attends to its k x k neighbourhood with a learned relative-position bias per
-    head; neighbours outside the image are masked out. Exact, and computed by looping over the
-    k*k offsets on a padded view: memory stays O(k*k * B * h * H * W) for the logits instead of
-    k*k copies of the keys and values.
+    head; neighbours outside the image are masked out. Exact. `impl` picks the implementation
+    (`gsag.models.local_attention.IMPLS`): "auto" runs fused Triton kernels on CUDA and the
+    reference loop over the k*k offsets on a padded view elsewhere; neither materialises k*k
+    copies of the keys and values.
     """
 
-    def __init__(self, num_heads: int, kernel_size: int = 7) -> None:
+    def __init__(self, num_heads: int, kernel_size: int = 7, impl: str = "auto") -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size={kernel_size} must be a positive odd number")
         self.kernel_size = kernel_size
+        self.impl = check_impl(impl)
         self.rel_bias = nn.Parameter(torch.zeros(num_heads, kernel_size * kernel_size))
         nn.init.trunc_normal_(self.rel_bias, std=0.02)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        ks, r = self.kernel_size, self.kernel_size // 2
-        _, h, hh, ww, dk = q.shape
-        q = q * dk**-0.5
-        kp = F.pad(k, (0, 0, r, r, r, r))  # (B, h, H + 2r, W + 2r, dk)
-        vp = F.pad(v, (0, 0, r, r, r, r))
-        inside = F.pad(q.new_ones(hh, ww, dtype=torch.bool), (r, r, r, r))  # (H + 2r, W + 2r)
-        offsets = [(dy, dx) for dy in range(ks) for dx in range(ks)]
-        logits = torch.stack(
-            [(q * kp[:, :, dy : dy + hh, dx : dx + ww]).sum(-1) for dy, dx in offsets], dim=2
-        )  # (B, h, k*k, H, W)
-        valid = torch.stack([inside[dy : dy + hh, dx : dx + ww] for dy, dx in offsets])
-        logits = logits + self.rel_bias.view(1, h, ks * ks, 1, 1)
-        attn = logits.masked_fill(~valid, float("-inf")).softmax(dim=2)  # (B, h, k*k, H, W)
-        # accumulate in the wider of the two dtypes (softmax runs in float32 under autocast)
-        out = v.new_zeros(v.shape, dtype=torch.promote_types(attn.dtype, v.dtype))
-        for i, (dy, dx) in enumerate(offsets):
-            out.addcmul_(attn[:, :, i, :, :, None], vp[:, :, dy : dy + hh, dx : dx + ww])
-        return out  # (B, h, H, W, dv)
+        # (B, h, H, W, dk), (B, h, H, W, dk), (B, h, H, W, dv) -> (B, h, H, W, dv)
+        return local_attention(q, k, v, self.rel_bias, self.kernel_size, self.impl)
 
     def extra_flops(self, inputs: tuple[Tensor, ...], output: Tensor) -> int:
         """FLOPs of the element-wise products, which `FlopCounterMode` does not see."""
@@ -244,6 +231,8 @@ class GSAGHead(nn.Module):
         kernel_size: PSA neighbourhood k.
         fuse_channels: width of the final conv3x3-BN-ReLU.
         dropout: dropout before the classifier.
+        attention_impl: PSA implementation, "auto" (Triton on CUDA, else the reference loop),
+            "reference" or "triton" (`gsag.models.local_attention.IMPLS`).
     """
 
     def __init__(
@@ -258,10 +247,12 @@ class GSAGHead(nn.Module):
         kernel_size: int = 7,
         fuse_channels: int = 256,
         dropout: float = 0.1,
+        attention_impl: str = "auto",
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown GSAG variant {variant!r}; valid: {', '.join(VARIANTS)}")
+        check_impl(attention_impl)
         self.variant = variant
         d, dv = head_channels, value_channels or key_channels
         if variant == "hybrid":
@@ -270,7 +261,7 @@ class GSAGHead(nn.Module):
             self.proj = ConvBNReLU(in_channels[-1], d, 1)
         if variant != "basic":
             self.key = KeyLayer(d, key_channels, dv, num_heads)
-            self.psa = PointwiseSelfAttention(num_heads, kernel_size)
+            self.psa = PointwiseSelfAttention(num_heads, kernel_size, attention_impl)
             self.out_proj = nn.Sequential(nn.Conv2d(dv, d, 1, bias=False), nn.BatchNorm2d(d))
         if variant == "hybrid":
             self.gsa = GlobalSelfAttention()
