@@ -55,7 +55,7 @@ train:
   iters: {iters}
   batch_size: 16
   accum_steps: 1
-  amp: none
+  amp: auto  # bf16 on a CUDA GPU that supports it, float32 on CPU
   eval_interval: 2000
   save_interval: 2000
   log_interval: 50
