@@ -93,6 +93,11 @@ class Predictor:
         mode: "whole" (one pass on the full image) or "slide" (overlapping crops).
         tta: flip + multi-scale test-time augmentation (`TTA_SCALES`).
         crop_size, stride: the window for "slide" mode (default: the training crop).
+        amp: autocast, "auto" | "bf16" | "fp16" | "none" (default: the checkpoint config's
+            `eval.amp`, else "auto": bf16 on a CUDA GPU that supports it, float32 on CPU).
+        compile: "none" | "head" | "model" (default: the config's `eval.compile`, else none),
+            with dynamic shapes so that images of new sizes do not recompile;
+            `compile_seconds` tells the time spent compiling so far.
     """
 
     def __init__(
@@ -103,11 +108,14 @@ class Predictor:
         tta: bool = False,
         crop_size: int | None = None,
         stride: int | None = None,
+        amp: str | None = None,
+        compile: str | None = None,
     ) -> None:
         from gsag.engine.checkpoint import load_model
 
         model, info = load_model(checkpoint, map_location=device)
         self._setup(model, info, device, mode, tta, crop_size, stride)
+        self._speed(amp, compile)
 
     @classmethod
     def from_model(
@@ -119,10 +127,13 @@ class Predictor:
         tta: bool = False,
         crop_size: int | None = None,
         stride: int | None = None,
+        amp: str | None = None,
+        compile: str | None = None,
     ) -> Predictor:
         """Wrap a model already in memory; `info` as returned by `load_model`."""
         self = cls.__new__(cls)
         self._setup(model, info, device, mode, tta, crop_size, stride)
+        self._speed(amp, compile)
         return self
 
     def _setup(self, model, info, device, mode, tta, crop_size, stride) -> None:
@@ -141,9 +152,24 @@ class Predictor:
         self.crop_size = int(crop_size or eval_cfg.get("crop_size") or 512)
         self.stride = int(stride or eval_cfg.get("stride") or max(1, self.crop_size * 2 // 3))
 
+    def _speed(self, amp: str | None, compile: str | None) -> None:
+        """Autocast and compile settings; the model is compiled in place with dynamic shapes."""
+        from gsag.engine.compile import CompileClock, apply_compile, resolve_amp
+
+        eval_cfg = _eval_config(self.info.get("config"))
+        self.amp = resolve_amp(amp or eval_cfg.get("amp") or "auto", self.device)
+        self.compile = compile or eval_cfg.get("compile") or "none"
+        apply_compile(self.model, self.compile, dynamic=True)
+        self._clock = CompileClock(self.model)
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent compiling so far (first-call time minus steady time)."""
+        return self._clock.compile_seconds
+
     def logits(self, image: ImageLike) -> torch.Tensor:
         """Class logits (1, C, H, W) at the image's own size."""
-        from gsag.engine.evaluate import infer
+        from gsag.engine.evaluate import autocast, infer
 
         x = normalise(to_rgb_array(image), self.mean, self.std).to(self.device)
         kwargs: dict[str, Any] = {"crop_size": self.crop_size, "stride": self.stride}
@@ -152,8 +178,8 @@ class Predictor:
             kwargs.update(scales=TTA_SCALES, flip=True)
         else:
             mode = self.mode
-        with torch.inference_mode():
-            return infer(self.model, x, mode=mode, **kwargs)
+        with torch.inference_mode(), autocast(self.device, self.amp):
+            return infer(self._clock, x, mode=mode, **kwargs).float()
 
     def predict_proba(self, image: ImageLike) -> np.ndarray:
         """Class probabilities (C, H, W) float32."""

@@ -20,6 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=None, help="stride for --mode slide")
     parser.add_argument("--probs", action="store_true", help="also write probs/<name>.npy")
     parser.add_argument("--no-overlay", action="store_true", help="skip the colour overlays")
+    parser.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "none"],
+        help="autocast (default: the checkpoint's eval.amp, else auto = bf16 on CUDA, fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=["none", "head", "model"],
+        help="torch.compile the head or the model, dynamic shapes (default: eval.compile, none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         crop_size=args.crop_size,
         stride=args.stride,
+        amp=args.amp,
+        compile=args.compile,
     )
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeRemainingColumn(), console=console, disable=len(files) < 2) as bar:
@@ -50,4 +62,6 @@ def run(args: argparse.Namespace) -> int:
             on_image=lambda _: bar.advance(task),
         )
     console.print(f"{len(files)} image(s) -> [bold]{args.out}[/] (masks/ are palette PNGs)")
+    if predictor.compile != "none":
+        console.print(f"compile ({predictor.compile}): {predictor.compile_seconds:.1f} s")
     return 0
