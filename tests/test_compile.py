@@ -32,7 +32,9 @@ def test_amp_auto_is_float32_on_cpu_and_explicit_values_pass_through():
         resolve_amp("fp8", "cpu")
 
 
-@pytest.mark.parametrize(("value", "mode"), [("true", "model"), ("false", "none"), ("head", "head")])
+@pytest.mark.parametrize(
+    ("value", "mode"), [("true", "model"), ("false", "none"), ("head", "head")]
+)
 def test_train_compile_reads_old_booleans_and_new_modes(value, mode):
     assert load_config(None, [f"train.compile={value}"]).train.compile == mode
 

@@ -40,9 +40,7 @@ def compile_mode(value: str | bool) -> str:
     if isinstance(value, bool):
         return "model" if value else "none"
     if value not in COMPILE_MODES:
-        raise ValueError(
-            f"compile {value!r} is unknown; choose one of {', '.join(COMPILE_MODES)}"
-        )
+        raise ValueError(f"compile {value!r} is unknown; choose one of {', '.join(COMPILE_MODES)}")
     return value
 
 
