@@ -18,7 +18,11 @@ it. Measurement choices (also in docs/bench.md):
 - SDPA backend: the attention kernels that actually ran, read from a profiler trace of one
   forward (e.g. `flash_attention_for_cpu`, `flash`, `efficient`, `cudnn`, `math`).
 - Training step: aux head on, cross-entropy on random labels, SGD; batch at least 2 (batch
-  norm needs it); median over `train_repeats` after one warm-up step.
+  norm needs it); one warm-up step, then `train_repeats` timed steps per round.
+- Settings: amp, channels_last and compile mode apply to every model alike; `best` times each
+  model eager and compiled and keeps the faster mode.
+- Interleaved rounds: per backbone and size, round r times every model (`repeats` calls) in
+  an order rotated by r; ratios to DeepLabV3 are also given per round, as median and min-max.
 """
 
 from __future__ import annotations
