@@ -216,3 +216,16 @@ def test_torchvision_peer_is_deeplabv3_resnet50_and_compiles_its_classifier():
         bench.apply_compile(model, "head", backend="eager")
         torch.testing.assert_close(model(x)["out"], ref)
     assert ref.shape == (1, 21, 64, 64)
+
+
+@pytest.mark.slow
+def test_bench_cli_compiles_the_head_with_inductor_on_cpu(tmp_path):
+    from gsag.cli import main
+
+    out = tmp_path / "out"
+    args = ["bench", "--models", "gsag_basic", "--backbones", "test_resnet", "--sizes", "64",
+            "--amp", "bf16", "--compile", "head", "--rounds", "1", "--repeats", "1",
+            "--warmup", "1", "--no-train", "--no-memory", "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert all(r["compile"] == "head" and r["compile_s"]["head"] > 0 for r in rows)
