@@ -526,6 +526,7 @@ def bench_group(rows: list[BenchRow], settings: BenchSettings) -> None:
     _release(device)
     if not settings.train_step:
         return
+    peaks: dict[tuple[int, str], float] = {}  # CUDA training peak memory per model and mode
     for i, row in enumerate(rows):
         if row.error:
             continue
@@ -535,17 +536,21 @@ def bench_group(rows: list[BenchRow], settings: BenchSettings) -> None:
                                 settings.model_kwargs).to(device)  # fmt: skip
             x = torch.randn(max(row.batch, 2), 3, row.height, row.width, device=device)
             x = _channels_last(model, x, settings.channels_last)
-            modes = _variants(model, settings)
-            for mode in [row.compile] if row.compile in modes else modes:
-                step = train_step_fn(modes[mode], x, settings.num_classes, settings.amp)
-                step()  # warm-up (and compilation)
-                _sync(device)
+            for mode, variant in _variants(model, settings).items():
+                step = train_step_fn(variant, x, settings.num_classes, settings.amp)
+                first, steady = Timings(), Timings()
+                _timed(step, device, first)  # warm-up (and compilation)
+                _timed(step, device, steady)
+                if mode != "none":
+                    row.compile_s[f"train {mode}"] = (first.wall_ms[0] - steady.wall_ms[0]) / 1e3
                 if device.type == "cuda":  # the step's peak plus weights, gradients, momentum
                     state = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
-                    row.train_peak_mem_mb = cuda_peak_memory_during(step, device) + state / MIB
+                    peaks[(i, mode)] = cuda_peak_memory_during(step, device) + state / MIB
                 timed[(i, mode)] = step
     results = interleaved(timed, settings.rounds, settings.train_repeats, device)
     _keep_best(rows, results, "train", settings)
+    for i, row in enumerate(rows):
+        row.train_peak_mem_mb = peaks.get((i, row.train_compile), float("nan"))
     _release(device)
 
 
