@@ -117,7 +117,7 @@ train:
   iters: {iters}
   batch_size: {batch}
   accum_steps: 1
-  amp: none
+  amp: auto  # bf16 on a CUDA GPU that supports it, float32 on CPU
   eval_interval: {every}
   save_interval: {every}
   log_interval: 50

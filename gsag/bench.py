@@ -18,12 +18,17 @@ it. Measurement choices (also in docs/bench.md):
 - SDPA backend: the attention kernels that actually ran, read from a profiler trace of one
   forward (e.g. `flash_attention_for_cpu`, `flash`, `efficient`, `cudnn`, `math`).
 - Training step: aux head on, cross-entropy on random labels, SGD; batch at least 2 (batch
-  norm needs it); median over `train_repeats` after one warm-up step.
+  norm needs it); one warm-up step, then `train_repeats` timed steps per round.
+- Settings: amp, channels_last and compile mode apply to every model alike; `best` times each
+  model eager and compiled and keeps the faster mode.
+- Interleaved rounds: per backbone and size, round r times every model (`repeats` calls) in
+  an order rotated by r; ratios to DeepLabV3 are also given per round, as median and min-max.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import json
 import os
@@ -41,8 +46,11 @@ import torch
 from torch import nn
 
 from gsag.atomic import write_text
+from gsag.engine.compile import apply_compile
+from gsag.engine.evaluate import autocast
 
 BASELINE = "deeplabv3"
+PEER = "tv_deeplabv3_resnet50"  # torchvision's DeepLabV3-ResNet50, an outside reference
 MIB = 1024.0**2
 
 # profiler event name -> backend name
@@ -76,8 +84,14 @@ class BenchRow:
     train_step_ms: float = float("nan")
     train_step_cpu_ms: float = float("nan")
     sdpa_backend: str = "-"
+    compile: str = "none"  # the mode timed for inference (the faster one with `best`)
+    train_compile: str = "none"  # the mode timed for the training step
+    compile_s: dict = field(default_factory=dict)  # mode -> first call minus a steady one (s)
+    train_peak_mem_mb: float = float("nan")  # CUDA only
     error: str = ""
+    rounds: dict = field(default_factory=dict)  # metric -> per-round medians (ms)
     ratios: dict = field(default_factory=dict)
+    round_ratios: dict = field(default_factory=dict)  # metric -> [median, min, max] over rounds
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +109,12 @@ class BenchSettings:
     memory: bool = True
     train_step: bool = True
     model_kwargs: dict = field(default_factory=dict)
+    amp: str = "none"  # none | bf16 | fp16 | auto
+    channels_last: bool = False
+    compile: str = "none"  # none | head | model
+    best: bool = False  # time each model eager and compiled, keep the faster
+    rounds: int = 1  # interleaved rounds; `repeats` timed calls per model per round
+    compile_backend: str = "inductor"  # "eager" traces without code generation (tests)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -150,12 +170,12 @@ def time_inference(model: nn.Module, x: torch.Tensor, warmup: int = 2, repeats: 
     return times
 
 
-def time_train_step(
-    model: nn.Module, x: torch.Tensor, num_classes: int, repeats: int = 2
-) -> Timings:
-    """Times full training steps (forward, cross-entropy on main + 0.4 aux, backward, SGD).
+def train_step_fn(
+    model: nn.Module, x: torch.Tensor, num_classes: int, amp: str = "none"
+) -> Callable[[], None]:
+    """One training step (forward, cross-entropy on main + 0.4 aux, backward, SGD) as a call.
 
-    One untimed warm-up step comes first.
+    fp16 scales the loss with a GradScaler, as training does.
     """
     device = x.device
     model.train()
@@ -163,16 +183,28 @@ def time_train_step(
     gen = torch.Generator(device="cpu").manual_seed(0)
     target = torch.randint(0, num_classes, (x.shape[0], *x.shape[2:]), generator=gen).to(device)
     loss_fn = nn.CrossEntropyLoss(ignore_index=255)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
     def step() -> None:
-        out = model(x)
-        loss = loss_fn(out["out"], target)
-        if "aux" in out:
-            loss = loss + 0.4 * loss_fn(out["aux"], target)
+        with autocast(device, amp):
+            out = model(x)
+            loss = loss_fn(out["out"], target)
+            if "aux" in out:
+                loss = loss + 0.4 * loss_fn(out["aux"], target)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
+    return step
+
+
+def time_train_step(
+    model: nn.Module, x: torch.Tensor, num_classes: int, repeats: int = 2
+) -> Timings:
+    """Times `repeats` training steps (see `train_step_fn`) after one untimed warm-up step."""
+    device = x.device
+    step = train_step_fn(model, x, num_classes)
     step()
     _sync(device)
     times = Timings()
@@ -180,6 +212,16 @@ def time_train_step(
         _timed(step, device, times)
     model.eval()
     return times
+
+
+def cuda_peak_memory_during(fn: Callable[[], Any], device: torch.device) -> float:
+    """Peak extra CUDA memory (MiB) allocated while `fn()` ran, above what was held before."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / MIB
 
 
 def sdpa_backends(model: nn.Module, x: torch.Tensor) -> str:
@@ -242,18 +284,11 @@ def peak_rss_during(fn: Callable[[], Any]) -> float:
 
 def _cpu_peak_worker(spec: dict) -> dict:
     """Runs in a fresh process: the extra resident memory one forward needs, in MiB."""
-    from gsag.models.segmentor import create_model
-
     torch.manual_seed(0)
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    model = create_model(
-        spec["model"],
-        num_classes=spec["num_classes"],
-        backbone=spec["backbone"],
-        pretrained=False,
-        aux=False,
-        **spec["model_kwargs"],
+    model = build_model(
+        spec["model"], spec["backbone"], False, spec["num_classes"], spec["model_kwargs"]
     ).eval()
     x = torch.randn(spec["batch"], 3, spec["height"], spec["width"])
     with torch.inference_mode():
@@ -319,65 +354,71 @@ def cuda_peak_memory_mb(model: nn.Module, x: torch.Tensor) -> float:
     return (torch.cuda.max_memory_allocated(x.device) - before) / MIB
 
 
-def bench_one(
-    name: str, backbone: str, height: int, width: int, batch: int, settings: BenchSettings
-) -> BenchRow:
-    """Measures one model at one size. Errors (e.g. out of memory) land in `row.error`."""
-    from gsag.flops import count_gflops, count_params
+def valid_models() -> list[str]:
+    """Model names `gsag bench` accepts: gsag's models and the torchvision peer."""
+    from gsag.models.segmentor import list_models
+
+    return [*list_models(), PEER]
+
+
+def build_model(
+    name: str, backbone: str, aux: bool, num_classes: int = 21, model_kwargs: dict | None = None
+) -> nn.Module:
+    """A randomly initialised model; `PEER` is torchvision's DeepLabV3 (its own ResNet-50)."""
+    if name == PEER:
+        from torchvision.models.segmentation import deeplabv3_resnet50
+
+        return deeplabv3_resnet50(
+            weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux
+        )
     from gsag.models.segmentor import create_model
 
-    row = BenchRow(name, backbone, height, width, batch)
-    device = torch.device(settings.device)
+    kwargs = model_kwargs or {}
+    return create_model(
+        name, num_classes=num_classes, backbone=backbone, pretrained=False, aux=aux, **kwargs
+    )
 
-    def build(aux: bool) -> nn.Module:
-        return create_model(
-            name,
-            num_classes=settings.num_classes,
-            backbone=backbone,
-            pretrained=False,
-            aux=aux,
-            **settings.model_kwargs,
-        )
 
-    try:
-        torch.manual_seed(0)
-        model = build(aux=False)
-        model.eval().to(device)
-        row.params_m = count_params(model) / 1e6
-        x = torch.randn(batch, 3, height, width, device=device)
-        row.gflops = count_gflops(model, (height, width), batch)
-        row.sdpa_backend = sdpa_backends(model, x)
-        times = time_inference(model, x, settings.warmup, settings.repeats)
-        row.latency_ms = statistics.median(times.wall_ms)
-        row.latency_p10_ms = _percentile(times.wall_ms, 0.1)
-        row.latency_p90_ms = _percentile(times.wall_ms, 0.9)
-        if times.cpu_ms:
-            row.cpu_ms = statistics.median(times.cpu_ms)
-        row.throughput = batch * 1000.0 / row.latency_ms
-        if settings.memory:
-            if device.type == "cuda":
-                row.peak_mem_mb = cuda_peak_memory_mb(model, x)
-            else:
-                row.peak_mem_mb = cpu_peak_memory_mb(
-                    name, backbone, height, width, batch, settings.num_classes,
-                    settings.model_kwargs,
-                )  # fmt: skip
-        del model
-        if settings.train_step:
-            torch.manual_seed(0)
-            train_model = build(aux=True).to(device)
-            xt = torch.randn(max(batch, 2), 3, height, width, device=device)
-            steps = time_train_step(train_model, xt, settings.num_classes, settings.train_repeats)
-            row.train_step_ms = statistics.median(steps.wall_ms)
-            if steps.cpu_ms:
-                row.train_step_cpu_ms = statistics.median(steps.cpu_ms)
-            del train_model
-    except (RuntimeError, MemoryError, ValueError) as err:
-        row.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return row
+def _describe(row: BenchRow, model: nn.Module, x: torch.Tensor, settings: BenchSettings) -> None:
+    """Fills the size facts of `row`: params, GFLOPs, SDPA backend and (eager) peak memory."""
+    from gsag.flops import count_gflops, count_params
+
+    row.params_m = count_params(model) / 1e6
+    row.gflops = count_gflops(model, (row.height, row.width), row.batch)
+    row.sdpa_backend = sdpa_backends(model, x)
+    if not settings.memory:
+        return
+    if x.device.type == "cuda":
+        with autocast(x.device, settings.amp):
+            row.peak_mem_mb = cuda_peak_memory_mb(model, x)
+    else:
+        row.peak_mem_mb = cpu_peak_memory_mb(
+            row.model, row.backbone, row.height, row.width, row.batch, settings.num_classes,
+            settings.model_kwargs,
+        )  # fmt: skip
+
+
+def _variants(model: nn.Module, settings: BenchSettings) -> dict[str, nn.Module]:
+    """The modes to time: the settings' compile mode, or with `best` eager and compiled.
+
+    Compiled variants are `torch.compile` wrappers (or, for `head`, a copy) of `model`.
+    """
+    mode = settings.compile
+    if not settings.best:
+        return {mode: apply_compile(model, mode, dynamic=False, backend=settings.compile_backend)}
+    mode = "model" if mode == "none" else mode
+    if mode == "model":
+        compiled = torch.compile(model, dynamic=False, backend=settings.compile_backend)
+    else:
+        compiled = apply_compile(copy.deepcopy(model), mode, False, settings.compile_backend)
+    return {"none": model, mode: compiled}
+
+
+def _channels_last(model: nn.Module, x: torch.Tensor, on: bool) -> torch.Tensor:
+    if not on:
+        return x
+    model.to(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 _RATIO_FIELDS = (
@@ -388,6 +429,7 @@ _RATIO_FIELDS = (
     "peak_mem_mb",
     "train_step_ms",
     "train_step_cpu_ms",
+    "train_peak_mem_mb",
 )
 
 
@@ -403,6 +445,16 @@ def add_ratios(rows: list[BenchRow]) -> None:
             num, den = getattr(row, key), getattr(ref, key)
             if den == den and num == num and den > 0:  # skip NaN
                 row.ratios[key] = num / den
+        row.round_ratios = {}
+        for key, mine in row.rounds.items():
+            theirs = ref.rounds.get(key, [])
+            per_round = [a / b for a, b in zip(mine, theirs, strict=False) if b > 0]
+            if per_round and len(mine) == len(theirs):
+                row.round_ratios[key] = [
+                    statistics.median(per_round),
+                    min(per_round),
+                    max(per_round),
+                ]
 
 
 def run_bench(
@@ -415,29 +467,180 @@ def run_bench(
 ) -> list[BenchRow]:
     """Benchmarks every model x backbone x size, always with a DeepLabV3 row per backbone/size.
 
+    For each backbone and size the models are timed in interleaved rounds (round r runs every
+    model once, in an order rotated by r), so that load on a shared machine falls on all alike;
+    then the same for the training step. With `settings.best` each model is timed eager and
+    compiled and its faster mode is kept.
+
     Args:
-        models: model names (see `gsag.list_models()`); DeepLabV3 is added when missing.
-        backbones: backbone names.
+        models: model names (see `valid_models()`); DeepLabV3 is added when missing.
+        backbones: backbone names (the torchvision peer always uses its own ResNet-50).
         sizes: (height, width) pairs, e.g. an input-size sweep.
-        batch: inference batch size.
+        batch: inference batch size (the training step uses at least 2).
         settings: what to measure; defaults to `BenchSettings()`.
         on_row: called after each row (e.g. to advance a progress bar).
 
     Returns:
         The rows, ratios to the baseline filled in.
+
+    Raises:
+        ValueError: an unknown model name (before anything is measured).
     """
     settings = settings or BenchSettings()
     names = list(dict.fromkeys([*models, BASELINE]))
+    unknown = [n for n in names if n not in valid_models()]
+    if unknown:
+        raise ValueError(
+            f"unknown model(s) {', '.join(unknown)}; valid: {', '.join(valid_models())}"
+        )
     rows = []
     for height, width in sizes:
         for backbone in backbones:
-            for name in names:
-                row = bench_one(name, backbone, height, width, batch, settings)
+            group = [BenchRow(n, backbone, height, width, batch) for n in names]
+            bench_group(group, settings)
+            for row in group:
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)
     add_ratios(rows)
     return rows
+
+
+def bench_group(rows: list[BenchRow], settings: BenchSettings) -> None:
+    """Measures the models of `rows` (one backbone and size) in place; errors go to `row.error`."""
+    device = torch.device(settings.device)
+    timed: dict[tuple[int, str], Callable[[], Any]] = {}
+    for i, row in enumerate(rows):
+        with _row_errors(row):
+            torch.manual_seed(0)
+            model = build_model(row.model, row.backbone, False, settings.num_classes,
+                                settings.model_kwargs).eval().to(device)  # fmt: skip
+            x = torch.randn(row.batch, 3, row.height, row.width, device=device)
+            x = _channels_last(model, x, settings.channels_last)
+            _describe(row, model, x, settings)
+            for mode, variant in _variants(model, settings).items():
+                timed[(i, mode)] = _inference_call(variant, x, settings, row, mode)
+    results = interleaved(timed, settings.rounds, settings.repeats, device)
+    _keep_best(rows, results, "latency", settings)
+    timed.clear()
+    _release(device)
+    if not settings.train_step:
+        return
+    peaks: dict[tuple[int, str], float] = {}  # CUDA training peak memory per model and mode
+    for i, row in enumerate(rows):
+        if row.error:
+            continue
+        with _row_errors(row):
+            torch.manual_seed(0)
+            model = build_model(row.model, row.backbone, True, settings.num_classes,
+                                settings.model_kwargs).to(device)  # fmt: skip
+            x = torch.randn(max(row.batch, 2), 3, row.height, row.width, device=device)
+            x = _channels_last(model, x, settings.channels_last)
+            for mode, variant in _variants(model, settings).items():
+                step = train_step_fn(variant, x, settings.num_classes, settings.amp)
+                first, steady = Timings(), Timings()
+                _timed(step, device, first)  # warm-up (and compilation)
+                _timed(step, device, steady)
+                if mode != "none":
+                    row.compile_s[f"train {mode}"] = (first.wall_ms[0] - steady.wall_ms[0]) / 1e3
+                if device.type == "cuda":  # the step's peak plus weights, gradients, momentum
+                    state = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+                    peaks[(i, mode)] = cuda_peak_memory_during(step, device) + state / MIB
+                timed[(i, mode)] = step
+    results = interleaved(timed, settings.rounds, settings.train_repeats, device)
+    _keep_best(rows, results, "train", settings)
+    for i, row in enumerate(rows):
+        row.train_peak_mem_mb = peaks.get((i, row.train_compile), float("nan"))
+    _release(device)
+
+
+@contextlib.contextmanager
+def _row_errors(row: BenchRow) -> Iterator[None]:
+    """Records an error (e.g. out of memory) in the row instead of stopping the whole run."""
+    try:
+        yield
+    except (RuntimeError, MemoryError, ValueError) as err:
+        row.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _inference_call(
+    model: nn.Module, x: torch.Tensor, settings: BenchSettings, row: BenchRow, mode: str
+) -> Callable[[], Any]:
+    """Warms `model` up on `x`, records the compile time of `mode`, returns the timed call."""
+    device = x.device
+
+    def call() -> Any:
+        with torch.inference_mode(), autocast(device, settings.amp):
+            return model(x)
+
+    first = Timings()
+    _timed(call, device, first)  # the first call compiles, if anything does
+    steady = Timings()
+    for _ in range(max(settings.warmup, 1)):
+        _timed(call, device, steady)
+    if mode != "none":
+        row.compile_s[mode] = max(0.0, first.wall_ms[0] - statistics.median(steady.wall_ms)) / 1e3
+    return call
+
+
+def interleaved(
+    calls: dict[Any, Callable[[], Any]], rounds: int, repeats: int, device: torch.device
+) -> dict[Any, list[Timings]]:
+    """Times every call `repeats` times per round; round r starts at the r-th call (rotated).
+
+    Returns, for each key, one `Timings` per round.
+    """
+    keys = list(calls)
+    out: dict[Any, list[Timings]] = {k: [] for k in keys}
+    for r in range(rounds):
+        order = keys[r % len(keys) :] + keys[: r % len(keys)] if keys else []
+        for key in order:
+            times = Timings()
+            for _ in range(repeats):
+                _timed(calls[key], device, times)
+            out[key].append(times)
+    return out
+
+
+def _keep_best(
+    rows: list[BenchRow], results: dict[tuple[int, str], list[Timings]], kind: str,
+    settings: BenchSettings,
+) -> None:  # fmt: skip
+    """Stores, for each row, the timings of its fastest mode (the only one without `best`)."""
+    cpu = torch.device(settings.device).type == "cpu"
+    for i, row in enumerate(rows):
+        mine = {mode: t for (j, mode), t in results.items() if j == i}
+        if not mine:
+            continue
+
+        def score(rounds: list[Timings]) -> float:
+            return statistics.median([v for t in rounds for v in (t.cpu_ms if cpu else t.wall_ms)])
+
+        mode = min(mine, key=lambda m: score(mine[m]))
+        rounds = mine[mode]
+        wall = [v for t in rounds for v in t.wall_ms]
+        cpu_all = [v for t in rounds for v in t.cpu_ms]
+        wall_rounds = [statistics.median(t.wall_ms) for t in rounds]
+        cpu_rounds = [statistics.median(t.cpu_ms) for t in rounds if t.cpu_ms]
+        if kind == "latency":
+            row.compile = mode
+            row.latency_ms = statistics.median(wall)
+            row.latency_p10_ms = _percentile(wall, 0.1)
+            row.latency_p90_ms = _percentile(wall, 0.9)
+            row.cpu_ms = statistics.median(cpu_all) if cpu_all else float("nan")
+            row.throughput = row.batch * 1000.0 / row.latency_ms
+            row.rounds = {"latency_ms": wall_rounds, "cpu_ms": cpu_rounds}
+        else:
+            row.train_compile = mode
+            row.train_step_ms = statistics.median(wall)
+            row.train_step_cpu_ms = statistics.median(cpu_all) if cpu_all else float("nan")
+            row.rounds.update(train_step_ms=wall_rounds, train_step_cpu_ms=cpu_rounds)
 
 
 def environment(device: str = "cpu") -> dict:
@@ -477,49 +680,83 @@ def _ratio(row: BenchRow, key: str) -> str:
     return f"{row.ratios[key]:.2f}x" if key in row.ratios else "n/a"
 
 
-def to_markdown(rows: list[BenchRow], env: dict) -> str:
-    """A markdown table, one row per model and size, with ratios to the DeepLabV3 row."""
+def _round_ratio(row: BenchRow, key: str) -> str:
+    """Median ratio over rounds, with its min-max range when there were several rounds."""
+    if key not in row.round_ratios:
+        return _ratio(row, key)
+    med, lo, hi = row.round_ratios[key]
+    spread = f" ({lo:.2f}-{hi:.2f})" if len(row.rounds.get(key, [])) > 1 else ""
+    return f"{med:.2f}x{spread}"
+
+
+def settings_line(settings: BenchSettings) -> str:
+    """One line naming the settings every row was measured under."""
+    mode = f"best of eager and {settings.compile if settings.compile != 'none' else 'model'}"
+    return (
+        f"Settings: amp {settings.amp}, channels_last {'on' if settings.channels_last else 'off'}, "
+        f"compile {mode if settings.best else settings.compile}, {settings.rounds} interleaved "
+        f"round(s) of {settings.repeats} forward(s) / {settings.train_repeats} training step(s) "
+        "per model; ratios are the median over rounds of (model / DeepLabV3 in the same round), "
+        "with the min-max over rounds."
+    )
+
+
+def to_markdown(rows: list[BenchRow], env: dict, settings: BenchSettings | None = None) -> str:
+    """A markdown table, one row per model and size, with ratios to the DeepLabV3 row.
+
+    Time ratios use CPU time on a CPU (robust to load) and wall time on a GPU.
+    """
+    cpu = env["device"] == "cpu"
+    lat, train = ("cpu_ms", "train_step_cpu_ms") if cpu else ("latency_ms", "train_step_ms")
     load = env.get("load_average_1min_at_start", "n/a")
+    end = env.get("load_average_1min_at_end")
     lines = [
         f"Device: {env.get('gpu') or env.get('cpu')} ({env['device']}, {env['threads']} "
         f"thread(s)), torch {env['torch']}, {env['date']}; 1-min load average at start {load}"
-        + (
-            f", at end {env['load_average_1min_at_end']}"
-            if "load_average_1min_at_end" in env
-            else ""
-        )
+        + (f", at end {end}" if end is not None else "")
         + ".",
         "",
-        "| model | backbone | input | params (M) | GFLOPs | latency ms (p10-p90) | CPU ms "
-        "| img/s | peak mem MiB | train step ms (CPU ms) | SDPA backend | latency x | CPU x "
-        "| params x | mem x | train CPU x |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: "
-        "| ---: | ---: | ---: |",
+        *([settings_line(settings), ""] if settings is not None else []),
+        "| model | backbone | input | mode | params (M) | GFLOPs | latency ms (p10-p90) | CPU ms "
+        "| img/s | peak mem MiB | compile s | train step ms (CPU ms) | train mode | train peak MiB "
+        f"| SDPA backend | {'CPU' if cpu else 'latency'} x | train x | params x | mem x "
+        "| train mem x |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- "
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        head = (
-            f"| {r.model} | {r.backbone} | {r.batch}x{r.height}x{r.width} | {_fmt(r.params_m, 2)} |"
-        )
+        head = f"| {r.model} | {r.backbone} | {r.batch}x{r.height}x{r.width} | {r.compile} |"
         if r.error:
-            lines.append(f"{head} error: {r.error} |" + " |" * 14)
+            lines.append(f"{head} error: {r.error} |" + " |" * 15)
             continue
+        compile_s = ", ".join(f"{m} {t:.1f}" for m, t in r.compile_s.items()) or "-"
         lines.append(
-            f"{head} {_fmt(r.gflops)} | {_fmt(r.latency_ms, 0)} "
-            f"({_fmt(r.latency_p10_ms, 0)}-{_fmt(r.latency_p90_ms, 0)}) | {_fmt(r.cpu_ms, 0)} | "
-            f"{_fmt(r.throughput, 2)} | {_fmt(r.peak_mem_mb, 0)} | {_fmt(r.train_step_ms, 0)} "
-            f"({_fmt(r.train_step_cpu_ms, 0)}) | {r.sdpa_backend} | {_ratio(r, 'latency_ms')} | "
-            f"{_ratio(r, 'cpu_ms')} | {_ratio(r, 'params_m')} | {_ratio(r, 'peak_mem_mb')} | "
-            f"{_ratio(r, 'train_step_cpu_ms')} |"
+            f"{head} {_fmt(r.params_m, 2)} | {_fmt(r.gflops)} | {_fmt(r.latency_ms, 1)} "
+            f"({_fmt(r.latency_p10_ms, 1)}-{_fmt(r.latency_p90_ms, 1)}) | {_fmt(r.cpu_ms, 0)} | "
+            f"{_fmt(r.throughput, 2)} | {_fmt(r.peak_mem_mb, 0)} | {compile_s} | "
+            f"{_fmt(r.train_step_ms, 1)} ({_fmt(r.train_step_cpu_ms, 0)}) | {r.train_compile} | "
+            f"{_fmt(r.train_peak_mem_mb, 0)} | {r.sdpa_backend} | {_round_ratio(r, lat)} | "
+            f"{_round_ratio(r, train)} | {_ratio(r, 'params_m')} | {_ratio(r, 'peak_mem_mb')} | "
+            f"{_ratio(r, 'train_peak_mem_mb')} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def write_results(rows: list[BenchRow], env: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_results(
+    rows: list[BenchRow],
+    env: dict,
+    out_dir: str | os.PathLike,
+    settings: BenchSettings | None = None,
+) -> dict[str, Path]:
     """Writes bench.json and bench.md into `out_dir` atomically; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"environment": env, "rows": [r.as_dict() for r in rows]}
+    payload = {
+        "environment": env,
+        "settings": asdict(settings) if settings is not None else {},
+        "rows": [r.as_dict() for r in rows],
+    }
     paths = {"json": out / "bench.json", "markdown": out / "bench.md"}
     write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
-    write_text(paths["markdown"], to_markdown(rows, env))
+    write_text(paths["markdown"], to_markdown(rows, env, settings))
     return paths

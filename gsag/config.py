@@ -105,9 +105,9 @@ class TrainConfig:
     iters: int = 20_000
     batch_size: int = 16
     accum_steps: int = 1
-    amp: str = "none"  # none | bf16 | fp16
+    amp: str = "auto"  # auto (bf16 on a CUDA GPU that has it, else float32) | bf16 | fp16 | none
     channels_last: bool = False
-    compile: bool = False
+    compile: str | bool = "none"  # none | head | model (old configs: true = model, false = none)
     eval_interval: int = 2_000
     save_interval: int = 2_000
     log_interval: int = 50
@@ -129,6 +129,8 @@ class EvalConfig:
     scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
     flip: bool = False
     max_images: int = 0  # evaluate only the first N validation images; 0 = all
+    amp: str = "auto"  # autocast of validation, `gsag eval` and `gsag predict`; as train.amp
+    compile: str = "none"  # none | head | model for `gsag eval`/`gsag predict` (dynamic shapes)
 
 
 @dataclass
@@ -161,7 +163,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.layout": ("auto", "voc", "folder", "cityscapes", "ade20k", "context59", "context60"),
     "loss.type": ("ce", "ohem"),
     "optim.name": ("sgd", "adamw"),
-    "train.amp": ("none", "bf16", "fp16"),
+    "train.amp": ("none", "bf16", "fp16", "auto"),
+    "train.compile": ("none", "head", "model"),
+    "eval.amp": ("none", "bf16", "fp16", "auto"),
+    "eval.compile": ("none", "head", "model"),
     "eval.mode": ("whole", "slide", "multiscale"),
 }
 
@@ -245,6 +250,8 @@ def apply_override(cfg: Config, item: str) -> None:
 
 def validate(cfg: Config, source: str = "config") -> None:
     """Check values beyond their types (choices, positive sizes)."""
+    if isinstance(cfg.train.compile, bool):  # configs written before compile modes existed
+        cfg.train.compile = "model" if cfg.train.compile else "none"
     for key, options in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)

@@ -108,6 +108,11 @@ class Predictor:
             "slide", sliding windows at each scale).
         flip: add horizontally flipped passes.
         max_pixels: whole-image passes on more pixels use sliding windows (see `infer`).
+        amp: autocast, "auto" | "bf16" | "fp16" | "none" (default: the checkpoint config's
+            `eval.amp`, else "auto": bf16 on a CUDA GPU that supports it, float32 on CPU).
+        compile: "none" | "head" | "model" (default: the config's `eval.compile`, else none),
+            with dynamic shapes so that images of new sizes do not recompile;
+            `compile_seconds` tells the time spent compiling so far.
     """
 
     def __init__(
@@ -121,6 +126,8 @@ class Predictor:
         scales: Sequence[float] | None = None,
         flip: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        amp: str | None = None,
+        compile: str | None = None,
     ) -> None:
         from gsag.engine.checkpoint import load_model
 
@@ -128,15 +135,18 @@ class Predictor:
         _check_mode(mode)
         model, info = load_model(checkpoint, map_location=device)
         self._setup(model, info, device, flip=flip, max_pixels=max_pixels, **options)
+        self._speed(amp, compile)
 
     @classmethod
     def from_model(
         cls, model: nn.Module, info: dict[str, Any], device: str | torch.device = "cpu", **options
     ) -> Predictor:
         """Wrap a model already in memory; `info` as returned by `load_model`; `options` as for
-        the constructor (mode, tta, crop_size, stride, scales, flip, max_pixels)."""
+        the constructor (mode, tta, crop_size, stride, scales, flip, max_pixels, amp, compile)."""
         self = cls.__new__(cls)
+        amp, compile = options.pop("amp", None), options.pop("compile", None)
         self._setup(model, info, device, **options)
+        self._speed(amp, compile)
         return self
 
     def _setup(
@@ -178,17 +188,32 @@ class Predictor:
         self.max_pixels = max_pixels
         check_inference_options(self.mode, self.crop_size, self.stride, self.scales, self.window)
 
+    def _speed(self, amp: str | None, compile: str | None) -> None:
+        """Autocast and compile settings; the model is compiled in place with dynamic shapes."""
+        from gsag.engine.compile import CompileClock, apply_compile, resolve_amp
+
+        eval_cfg = _eval_config(self.info.get("config"))
+        self.amp = resolve_amp(amp or eval_cfg.get("amp") or "auto", self.device)
+        self.compile = compile or eval_cfg.get("compile") or "none"
+        apply_compile(self.model, self.compile, dynamic=True)
+        self._clock = CompileClock(self.model)
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent compiling so far (first-call time minus steady time)."""
+        return self._clock.compile_seconds
+
     def logits(
         self, image: ImageLike, progress: Callable[[int, int], None] | None = None
     ) -> torch.Tensor:
         """Class logits (1, C, H, W) at the image's own size; `progress(done, total)` is called
         after each forward pass (one per scale, flip and window)."""
-        from gsag.engine.evaluate import infer
+        from gsag.engine.evaluate import autocast, infer
 
         x = normalise(to_rgb_array(image), self.mean, self.std).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.amp):
             return infer(
-                self.model,
+                self._clock,
                 x,
                 mode=self.mode,
                 crop_size=self.crop_size,
@@ -198,7 +223,7 @@ class Predictor:
                 window=self.window,
                 max_pixels=self.max_pixels,
                 progress=progress,
-            )
+            ).float()
 
     def predict_proba(self, image: ImageLike) -> np.ndarray:
         """Class probabilities (C, H, W) float32."""

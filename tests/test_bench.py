@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gsag import bench
+from gsag.errors import UsageError
 
 
 class _Attention(nn.Module):
@@ -151,5 +152,82 @@ def test_bench_cli_updates_only_the_marked_section_of_a_doc(tmp_path):
 def test_bench_cli_rejects_bad_sizes(text):
     from gsag.commands.bench import parse_size
 
-    with pytest.raises(SystemExit, match="not like 512"):
+    with pytest.raises(UsageError, match="not like 512"):
         parse_size(text)
+
+
+def test_interleaved_rounds_rotate_the_order():
+    log = []
+    calls = {k: (lambda k=k: log.append(k)) for k in "abc"}
+    out = bench.interleaved(calls, rounds=3, repeats=2, device=torch.device("cpu"))
+    assert log == list("aabbccbbccaaccaabb")
+    assert all(len(out[k]) == 3 and all(len(t.wall_ms) == 2 for t in out[k]) for k in "abc")
+
+
+def test_round_ratios_are_median_min_max_of_per_round_ratios():
+    model, base = _row("gsag_hybrid", 30.0, 8.0), _row("deeplabv3", 40.0, 10.0)
+    model.rounds = {"cpu_ms": [30.0, 45.0, 20.0, 33.0]}
+    base.rounds = {"cpu_ms": [40.0, 50.0, 40.0, 30.0]}
+    bench.add_ratios([model, base])
+    ratios = [0.75, 0.9, 0.5, 1.1]
+    assert model.round_ratios["cpu_ms"] == pytest.approx([np.median(ratios), 0.5, 1.1])
+    assert base.round_ratios["cpu_ms"] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_bench_cli_amp_bf16_compile_head_best_on_cpu(tmp_path):
+    from gsag.cli import main
+
+    out = tmp_path / "out"
+    args = ["bench", "--models", "gsag_basic", "--backbones", "test_resnet", "--sizes", "64",
+            "--amp", "bf16", "--compile", "head", "--compile-backend", "eager", "--best",
+            "--channels-last", "--rounds", "2", "--repeats", "1", "--warmup", "1",
+            "--train-repeats", "1", "--no-memory", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads((out / "bench.json").read_text())
+    assert data["settings"]["amp"] == "bf16" and data["settings"]["best"]
+    for row in data["rows"]:
+        assert not row["error"]
+        assert row["compile"] in ("none", "head") and row["train_compile"] in ("none", "head")
+        assert row["compile_s"]["head"] >= 0 and "train head" in row["compile_s"]
+        assert len(row["rounds"]["cpu_ms"]) == 2 and len(row["rounds"]["train_step_cpu_ms"]) == 2
+        assert math.isfinite(row["train_step_ms"])
+    _, base = data["rows"]
+    assert base["round_ratios"]["cpu_ms"] == [1.0, 1.0, 1.0]
+    assert "amp bf16, channels_last on" in (out / "bench.md").read_text()
+
+
+def test_bench_cli_unknown_model_fails_with_the_valid_names(tmp_path, capsys):
+    from gsag.cli import main
+
+    code = main(["bench", "--models", "nope", "--out", str(tmp_path / "out")])
+    message = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in message
+    assert "--models 'nope' is unknown" in message and "gsag_hybrid" in message
+    assert bench.PEER in message  # the torchvision peer is a valid name too
+    assert not (tmp_path / "out").exists()
+
+
+def test_torchvision_peer_is_deeplabv3_resnet50_and_compiles_its_classifier():
+    model = bench.build_model(bench.PEER, "ignored", aux=False).eval()
+    from torchvision.models.segmentation import DeepLabV3
+
+    assert isinstance(model, DeepLabV3) and model.aux_classifier is None
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)["out"]
+        bench.apply_compile(model, "head", backend="eager")
+        torch.testing.assert_close(model(x)["out"], ref)
+    assert ref.shape == (1, 21, 64, 64)
+
+
+@pytest.mark.slow
+def test_bench_cli_compiles_the_head_with_inductor_on_cpu(tmp_path):
+    from gsag.cli import main
+
+    out = tmp_path / "out"
+    args = ["bench", "--models", "gsag_basic", "--backbones", "test_resnet", "--sizes", "64",
+            "--amp", "bf16", "--compile", "head", "--rounds", "1", "--repeats", "1",
+            "--warmup", "1", "--no-train", "--no-memory", "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert all(r["compile"] == "head" and r["compile_s"]["head"] > 0 for r in rows)

@@ -116,7 +116,9 @@ class ModelHarness:
             ref = model(x)["out"]
             with torch.autocast(device, dtype=torch.bfloat16):
                 low = model(x)["out"]
-        assert low.dtype == torch.bfloat16
+        # closeness is what matters: the output dtype differs by device (CUDA autocast returns
+        # float32 after the final resize, CPU autocast bfloat16)
+        assert low.dtype in (torch.bfloat16, torch.float32)
         assert ((low.float() - ref).norm() / ref.norm()).item() < 0.05
         model.train()
         with torch.autocast(device, dtype=torch.bfloat16):

@@ -14,6 +14,7 @@ from gsag.config import load_config
 from gsag.engine import train as train_mod
 from gsag.engine.checkpoint import load_checkpoint
 from gsag.engine.schedule import poly_lr
+from gsag.engine.timing import TIMING_KEYS
 from gsag.engine.train import StreamSampler, TrainingDiverged, train
 
 
@@ -54,8 +55,27 @@ def test_resume_is_bit_identical(synth_root, tmp_path):
         a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
     ):
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
-    assert records(straight, "train") == records(split, "train")
+    assert untimed(records(straight, "train")) == untimed(records(split, "train"))
     assert records(straight, "val") == records(split, "val")
+
+
+def untimed(rows):
+    """Records without their timing fields, which differ between otherwise identical runs."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def test_train_log_says_where_the_time_goes(synth_root, tmp_path):
+    run = tmp_path / "run"
+    result = train(tiny_config(synth_root, run, "train.log_interval=2"), quiet=True)
+    rows = records(run, "train")
+    assert [r["iteration"] for r in rows] == [2, 4]
+    for r in rows:
+        assert r["sec_per_iter"] > 0 and 0 <= r["data_share"] <= 1
+        assert r["images_per_s"] == pytest.approx(2 / r["sec_per_iter"])  # batch 2
+        assert "peak_mem_gib" not in r  # CUDA only
+    # a run's iterations take less time than the whole run
+    assert 2 * sum(r["sec_per_iter"] for r in rows) < result["seconds"]
+    assert result["compile_seconds"] == 0.0
 
 
 def test_non_finite_loss_skips_the_step_and_counts_it(synth_root, tmp_path, monkeypatch):

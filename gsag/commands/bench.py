@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=["fcn", "gsag_basic", "gsag_incremental", "gsag_hybrid", "danet"],
         help="models to compare (DeepLabV3 is always added as the baseline)",
     )
+    parser.add_argument(
+        "--torchvision-peer",
+        action="store_true",
+        help="add torchvision's deeplabv3_resnet50 (random weights) as an outside reference",
+    )
     parser.add_argument("--backbones", nargs="+", default=["resnet50"], help="backbones")
     parser.add_argument(
         "--sizes",
@@ -34,6 +39,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--no-memory", action="store_true", help="skip peak memory")
     add_threads_argument(parser)
+    parser.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "none"],
+        default="auto",
+        help="autocast for inference and the training step (auto: bf16 on CUDA, fp32 on CPU)",
+    )
+    parser.add_argument("--channels-last", action="store_true", help="channels_last memory")
+    parser.add_argument(
+        "--compile", choices=["none", "head", "model"], default="none", help="torch.compile mode"
+    )
+    parser.add_argument(
+        "--best",
+        action="store_true",
+        help="time each model eager and compiled (--compile, default model); keep the faster",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds (each: every model, --repeats)"
+    )
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend; 'eager' traces without generating code (quick checks)",
+    )
     parser.add_argument("--num-classes", type=int, default=21, help="classes of the heads")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json")
     parser.add_argument(
@@ -42,19 +70,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "in this markdown file",
     )
     parser.add_argument(
-        "--doc-section", default="bench", help="SECTION name for --update-doc (default: bench)"
+        "--doc-section",
+        help="SECTION name for --update-doc (default: bench-gpu on CUDA, bench on CPU)",
     )
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """'512' -> (512, 512); '512x1024' -> (512, 1024)."""
+    from gsag.errors import UsageError
+
     parts = text.lower().split("x")
     try:
         values = [int(p) for p in parts]
     except ValueError:
         values = []
     if len(values) not in (1, 2) or min(values, default=0) < 32:
-        raise SystemExit(f"gsag bench: size {text!r} is not like 512 or 512x1024 (each >= 32)")
+        raise UsageError(f"--sizes {text!r} is not like 512 or 512x1024 (each >= 32)")
     return (values[0], values[-1])
 
 
@@ -62,21 +93,23 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from gsag import bench
-    from gsag.errors import check_names
-    from gsag.models import list_backbones, list_models
+    from gsag.engine.compile import resolve_amp
+    from gsag.errors import UsageError, check_names
+    from gsag.models import list_backbones
 
     console = Console()
-    check_names(args.models, list_models(), "--models")
+    check_names(args.models, bench.valid_models(), "--models")
     check_names(args.backbones, list_backbones(), "--backbones")
     set_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("gsag bench: --device cuda asked for, but CUDA is not available")
     sizes = [parse_size(s) for s in args.sizes]
+    names = list(dict.fromkeys([*args.models, bench.BASELINE]))
+    names += [bench.PEER] if args.torchvision_peer else []
+    if args.rounds < 1 or args.repeats < 1:
+        raise UsageError(f"--rounds {args.rounds} and --repeats {args.repeats} must be >= 1")
     settings = bench.BenchSettings(
         device=args.device,
         warmup=args.warmup,
@@ -85,10 +118,16 @@ def run(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
         memory=not args.no_memory,
         train_step=not args.no_train,
+        amp=resolve_amp(args.amp, args.device),
+        channels_last=args.channels_last,
+        compile=args.compile,
+        best=args.best,
+        rounds=args.rounds,
+        compile_backend=args.compile_backend,
     )
     env = bench.environment(args.device)
-    names = list(dict.fromkeys([*args.models, bench.BASELINE]))
     total = len(names) * len(args.backbones) * len(sizes)
+    console.print(bench.settings_line(settings), markup=False, highlight=False)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("benchmarking", total=total)
@@ -101,11 +140,12 @@ def run(args: argparse.Namespace) -> int:
         rows = bench.run_bench(names, args.backbones, sizes, args.batch, settings, on_row=done)
     if hasattr(os, "getloadavg"):
         env["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
-    paths = bench.write_results(rows, env, args.out)
-    table = bench.to_markdown(rows, env)
+    paths = bench.write_results(rows, env, args.out, settings)
+    table = bench.to_markdown(rows, env, settings)
     console.print(table, markup=False, highlight=False)
     if args.update_doc:
-        _update_doc(Path(args.update_doc), table, args.doc_section)
+        section = args.doc_section or ("bench-gpu" if args.device.startswith("cuda") else "bench")
+        _update_doc(Path(args.update_doc), table, section)
         console.print(f"updated {args.update_doc}")
     console.print(f"wrote {paths['markdown']} and {paths['json']}")
     return 1 if any(r.error for r in rows) else 0

@@ -23,7 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
     add_inference_arguments(parser, mode_default=None)
     parser.add_argument("--max-images", type=int, default=0, help="only the first N images")
-    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    parser.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "none"],
+        help="autocast (default: the checkpoint's eval.amp, else auto = bf16 on CUDA, fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=["none", "head", "model"],
+        help="torch.compile the head or the model, dynamic shapes (default: eval.compile, none)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="data loader workers")
     add_device_argument(parser)
     add_threads_argument(parser)
@@ -37,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.config import ConfigError, apply_override, from_dict
     from gsag.engine import distributed
     from gsag.engine.checkpoint import load_model
+    from gsag.engine.compile import CompileClock, apply_compile
     from gsag.engine.evaluate import evaluate, inference_options, write_report
     from gsag.engine.train import make_dataset
 
@@ -55,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
             ("eval.crop_size", args.crop_size),
             ("eval.stride", args.stride),
             ("eval.scales", args.scales and f"[{', '.join(map(str, args.scales))}]"),
+            ("eval.amp", args.amp),
+            ("eval.compile", args.compile),
         ]:
             if value is not None:
                 apply_override(cfg, f"{key}={value}")
@@ -67,15 +79,16 @@ def run(args: argparse.Namespace) -> int:
                 f"trained on {meta['num_classes']}; evaluate on the dataset it was trained for"
             )
         e = cfg.eval
+        clock = CompileClock(apply_compile(model, e.compile, dynamic=True))
         with _bar(info.is_main and not args.quiet) as progress:
             metrics = evaluate(
-                model,
+                clock,
                 dataset,
                 **inference_options(e),
                 max_pixels=args.max_pixels,
                 max_images=args.max_images,
                 num_workers=args.workers,
-                amp=args.amp,
+                amp=e.amp,
                 rank=info.rank,
                 world_size=info.world_size,
                 progress=progress,
@@ -92,15 +105,14 @@ def run(args: argparse.Namespace) -> int:
         "split": cfg.data.val_split,
     }
     settings.update(
-        mode=e.mode,
-        flip=e.flip,
-        scales=e.scales,
-        crop_size=e.crop_size,
-        stride=e.stride,
-        max_pixels=args.max_pixels,
-    )
+        mode=e.mode, flip=e.flip, scales=e.scales, crop_size=e.crop_size, stride=e.stride,
+        max_pixels=args.max_pixels, amp=e.amp, compile=e.compile,
+        compile_seconds=round(clock.compile_seconds, 2),
+    )  # fmt: skip
     paths = write_report(metrics, meta["classes"], out, extra={"settings": settings})
     _print_table(metrics, meta["classes"], tag)
+    if e.compile != "none":
+        console.print(f"compile ({e.compile}): {clock.compile_seconds:.1f} s")
     console.print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
     return 0
 

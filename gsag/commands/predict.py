@@ -31,6 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--probs", action="store_true", help="also write probs/<name>.npy")
     parser.add_argument("--no-overlay", action="store_true", help="skip the colour overlays")
+    parser.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "none"],
+        help="autocast (default: the checkpoint's eval.amp, else auto = bf16 on CUDA, fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=["none", "head", "model"],
+        help="torch.compile the head or the model, dynamic shapes (default: eval.compile, none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         scales=args.scales,
         flip=args.flip,
         max_pixels=args.max_pixels,
+        amp=args.amp,
+        compile=args.compile,
     )
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeRemainingColumn(), console=console, transient=True) as bar:
@@ -72,5 +84,7 @@ def run(args: argparse.Namespace) -> int:
             on_image=on_image,
             on_pass=lambda done, total: bar.update(passes, completed=done, total=total),
         )
-    Console().print(f"{len(files)} image(s) -> [bold]{args.out}[/] (masks/ are palette PNGs)")
+    console.print(f"{len(files)} image(s) -> [bold]{args.out}[/] (masks/ are palette PNGs)")
+    if predictor.compile != "none":
+        console.print(f"compile ({predictor.compile}): {predictor.compile_seconds:.1f} s")
     return 0

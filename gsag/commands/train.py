@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             ))  # fmt: skip
         table.add_row("skipped steps (non-finite)", str(result["bad_steps"]))
         table.add_row("time", f"{result['seconds'] / 60:.1f} min")
+        if result.get("compile_seconds"):
+            table.add_row("of which compiling", f"{result['compile_seconds']:.0f} s")
         table.add_row("best checkpoint", result["checkpoint"])
         table.add_row("run dir", result["run_dir"])
         Console().print(table)

@@ -278,7 +278,8 @@ def evaluate(
         num_classes, ignore_index: default to the dataset's attributes.
         max_images: evaluate only the first N images (0 = all).
         num_workers: DataLoader workers.
-        amp: "none", "bf16" or "fp16" autocast during the forward pass.
+        amp: "none", "bf16", "fp16" or "auto" (`gsag.engine.compile.resolve_amp`) autocast
+            during the forward pass.
         rank, world_size: this process's shard.
         keep_samples: return the first N (image, mask, prediction) triples as "samples" (rank 0).
         progress: called with (done, total) after each image on this process.
@@ -329,7 +330,10 @@ def evaluate(
 
 
 def autocast(device: torch.device, amp: str):
-    """Autocast context for `amp` ("none" gives a null context)."""
+    """Autocast context for `amp` ("none" gives a null context; "auto" as `resolve_amp`)."""
+    from gsag.engine.compile import resolve_amp
+
+    amp = resolve_amp(amp, device)
     if amp == "none":
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]

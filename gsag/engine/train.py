@@ -37,9 +37,11 @@ from gsag.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from gsag.engine.compile import apply_compile, compile_mode, resolve_amp
 from gsag.engine.evaluate import autocast, evaluate, inference_options
 from gsag.engine.run_dir import claim_run_dir
 from gsag.engine.schedule import PolySchedule
+from gsag.engine.timing import IterationTimer
 from gsag.losses import build_loss
 
 
@@ -105,7 +107,8 @@ def _train(
     run_dir = Path(cfg.output.run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
-    if tc.amp == "fp16" and dev.type != "cuda":
+    amp = resolve_amp(tc.amp, dev)
+    if amp == "fp16" and dev.type != "cuda":
         raise ConfigError(
             "train.amp=fp16 needs CUDA (it uses a GradScaler); use bf16 or none on CPU"
         )
@@ -141,13 +144,15 @@ def _train(
         cfg.schedule.warmup_iters,
         cfg.schedule.warmup_ratio,
     )
-    scaler = _grad_scaler(tc.amp == "fp16")
+    scaler = _grad_scaler(amp == "fp16")
     loss_fn = build_loss(cfg.loss.type, cfg.loss.thresh, cfg.loss.min_kept, meta["ignore_index"])
     raw_model = model  # what checkpoints hold
+    if compile_mode(tc.compile) == "head":  # in place: checkpoint keys stay the same
+        apply_compile(raw_model, "head")
     if info.distributed:
         ids = [dev.index] if dev.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if tc.compile:
+    if compile_mode(tc.compile) == "model":
         model = torch.compile(model)
 
     # -- resume ------------------------------------------------------------------------------
@@ -186,7 +191,8 @@ def _train(
         generator=torch.Generator(),
         persistent_workers=False,
     )
-    batches = iter(loader)
+    timer = IterationTimer(tc.batch_size, dev)
+    batches = timer.wrap(iter(loader))
     if rng_states is not None:
         if len(rng_states) == info.world_size:
             set_rng_state(rng_states[info.rank])
@@ -208,6 +214,7 @@ def _train(
             )
             schedule.step()
             it += 1
+            timer.tick()
             if stepped:
                 state["bad_streak"] = 0
             else:
@@ -222,7 +229,9 @@ def _train(
                     )
             progress.update(it, loss, schedule.get_last_lr()[0])
             if it % tc.log_interval == 0 or it == end:
-                _log_train(writer, run_dir, it, parts, schedule.get_last_lr(), state, info)
+                times = timer.summary()
+                progress.timing(times)
+                _log_train(writer, run_dir, it, parts, schedule.get_last_lr(), state, info, times)
             if it % tc.eval_interval == 0 or it == tc.iters:
                 last_eval = _evaluate(
                     cfg, model, raw_model, val_set, meta, info, writer, run_dir, it, progress
@@ -236,6 +245,7 @@ def _train(
                 rngs = _gather_rng(info)
                 if info.is_main:
                     _save(last_path, parts_to_save, it, state, cfg, meta, rngs)
+            timer.restart()  # evaluation and saving are not iteration time
     finally:
         progress.close()
         if writer is not None:
@@ -252,6 +262,7 @@ def _train(
         "iteration": it,
         "bad_steps": state["bad_steps"],
         "seconds": time.perf_counter() - t0,
+        "compile_seconds": timer.compile_s,
     }
 
 
@@ -564,7 +575,7 @@ def _panel(image, mask, pred, meta) -> torch.Tensor:
     return torch.cat([img, color(mask), color(pred)], dim=2)
 
 
-def _log_train(writer, run_dir, it, parts, lrs, state, info) -> None:
+def _log_train(writer, run_dir, it, parts, lrs, state, info, times: dict[str, float]) -> None:
     parts = {
         k: float(distributed.mean_over_processes(torch.tensor(v, device=info.device)))
         for k, v in parts.items()
@@ -577,11 +588,15 @@ def _log_train(writer, run_dir, it, parts, lrs, state, info) -> None:
         **parts,
         "lr": lrs[0],
         "bad_steps": state["bad_steps"],
+        **times,  # rank 0's timing: seconds per iteration, data share, images/s, memory
     }
     _append_jsonl(run_dir / "metrics.jsonl", record)
     if writer is not None:
         for k, v in parts.items():
             writer.add_scalar(f"train/{k}", v, it)
+        for k, v in times.items():
+            if v == v:  # skip NaN
+                writer.add_scalar(f"time/{k}", v, it)
         writer.add_scalar("train/lr", lrs[0], it)
         writer.add_scalar("train/bad_steps", state["bad_steps"], it)
 
@@ -670,6 +685,7 @@ class _Progress:
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
             TextColumn("{task.fields[speed]}"),
+            TextColumn("{task.fields[timing]}"),
             TextColumn("mIoU {task.fields[miou]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
@@ -684,6 +700,7 @@ class _Progress:
             loss=math.nan,
             lr=0.0,
             speed="",
+            timing="",
             miou="–",
             note="",
         )
@@ -698,6 +715,18 @@ class _Progress:
             fields["speed"] = f"{(it - self.it_last) / (now - self.t_last):.2f} it/s"
             self.t_last, self.it_last = now, it
         self.bar.update(self.task, completed=it, **fields)
+
+    def timing(self, times: dict[str, float]) -> None:
+        """Shows the last log interval's s/it, images/s, data-wait share and peak memory."""
+        if self.bar is None or times["sec_per_iter"] != times["sec_per_iter"]:
+            return
+        text = (
+            f"{times['sec_per_iter']:.3f} s/it  {times['images_per_s']:.1f} img/s  "
+            f"data {100 * times['data_share']:.0f}%"
+        )
+        if "peak_mem_gib" in times:
+            text += f"  mem {times['peak_mem_gib']:.1f} GiB"
+        self.bar.update(self.task, timing=text)
 
     def pause(self, note: str) -> None:
         if self.bar is not None:
