@@ -21,9 +21,10 @@ from gsag.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-# Our name -> timm model name and pretrained tag. The seed's three backbones, deep-stem variants,
-# and small ones for tests and CPUs. ResNets use the original torchvision ImageNet weights
-# (`tv_in1k`), as torchvision's segmentation models and most published baselines do.
+# Our name -> timm model name and pretrained tag. The three backbones of the GSAG description
+# (docs/design.md), deep-stem variants, and small ones for tests and CPUs. ResNets use the
+# original torchvision ImageNet weights (`tv_in1k`), as torchvision's segmentation models and
+# most published baselines do.
 BACKBONES: dict[str, str] = {
     "resnet50": "resnet50.tv_in1k",
     "resnet101": "resnet101.tv_in1k",
