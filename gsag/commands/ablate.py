@@ -18,10 +18,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="models to train",
     )
     parser.add_argument("--backbones", nargs="+", default=None, help="default: the config's")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["base"],
+        help="named configurations run for every model (default: base = the config as is); "
+        "GSAG hybrid ablations: no_group no_pointwise no_mapping no_gate k3 k11 ce",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
     parser.add_argument("--out", required=True, help="report folder (runs go to OUT/runs/)")
     add_set_argument(parser, " for every run")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the report from the combinations that already finished",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     base = load_config(args.config, args.overrides)  # fails early on a bad config or override
     backbones = args.backbones or [base.model.backbone]
-    combos = ablate.grid(args.models, backbones, args.seeds)
+    try:
+        combos = ablate.grid(args.models, backbones, args.seeds, args.variants)
+    except ValueError as e:
+        console.print(f"[red]error:[/] --variants: {e}")
+        return 2
     start = time.perf_counter()
     state = {"i": 0}
 
@@ -43,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         state["i"] += 1
         verb = "already done" if finished else "training"
         console.print(
-            f"[bold][{state['i']}/{len(combos)}][/] {combo.model} / {combo.backbone} / "
+            f"[bold][{state['i']}/{len(combos)}][/] {combo.label} / {combo.backbone} / "
             f"seed {combo.seed}: {verb}"
         )
 
@@ -61,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         on_start=on_start,
         on_done=on_done,
+        variants=args.variants,
+        report_only=args.report_only,
     )
     console.print(
         out["paths"]["markdown"].read_text(), markup=False, highlight=False, soft_wrap=True
