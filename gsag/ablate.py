@@ -37,6 +37,7 @@ from gsag.report import (
     fmt_pm,
     mean_std,
     plot_curves,
+    plot_differences,
     plot_miou_bars,
     plot_per_class_iou,
 )
@@ -326,6 +327,8 @@ def write_report(
     body = results_markdown(summary, classes)
     if diffs:
         body += "\n" + comparisons_markdown(diffs)
+        paths["differences"] = plot_differences(diffs, out / "differences.png")
+        body += "\n![differences](differences.png)\n"
     figures = (
         "\n![mIoU](miou.png)\n\n![curves](curves.png)\n\n![per-class IoU](per_class_iou.png)\n"
     )

@@ -27,7 +27,7 @@ class Difference:
     @property
     def decided(self) -> bool:
         """True when the interval excludes 0 (the sign of the difference is resolved)."""
-        return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
+        return bool(not math.isnan(self.low) and (self.low > 0 or self.high < 0))
 
 
 def _mean_var(values: Sequence[float]) -> tuple[float, float]:
@@ -58,5 +58,5 @@ def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) 
     if se == 0:
         return Difference(diff, diff, diff, math.inf, len(a), len(b), level)
     dof = (se2_a + se2_b) ** 2 / (se2_a**2 / (len(a) - 1) + se2_b**2 / (len(b) - 1))
-    half = t.ppf(0.5 + level / 2, dof) * se
+    half = float(t.ppf(0.5 + level / 2, dof)) * se
     return Difference(diff, diff - half, diff + half, dof, len(a), len(b), level)

@@ -77,7 +77,8 @@ def test_ablate_cli_trains_reports_skips_and_resumes(tmp_path, synth_root, monke
     hybrid = next(g for g in data["summary"] if g["model"] == "gsag_hybrid")
     mious = [r["mIoU"] for r in data["runs"] if r["model"] == "gsag_hybrid"]
     assert hybrid["miou_mean"] == pytest.approx(np.mean(mious))
-    for name in ("miou.png", "curves.png", "per_class_iou.png"):
+    assert [r["other"] for r in data["comparisons"]] == ["fcn"]
+    for name in ("miou.png", "curves.png", "per_class_iou.png", "differences.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
     # a rerun trains nothing; removing one result retrains only that combination
