@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from gsag.stats import welch_interval
+from gsag.stats import welch_from_stats, welch_interval
 
 
 def test_matches_scipy_welch_interval():
@@ -40,3 +40,11 @@ def test_one_run_gives_no_interval_and_nan_is_dropped():
 def test_no_spread_collapses_to_the_difference():
     d = welch_interval([0.3, 0.3], [0.1, 0.1])
     assert (d.low, d.high) == pytest.approx((0.2, 0.2)) and d.decided
+
+
+def test_from_summary_statistics_matches_scipy():
+    d = welch_from_stats(0.544, 0.014, 3, 0.523, 0.026, 3)
+    ref = sps.ttest_ind_from_stats(0.544, 0.014, 3, 0.523, 0.026, 3, equal_var=False)
+    se = math.sqrt(0.014**2 / 3 + 0.026**2 / 3)
+    assert d.diff / se == pytest.approx(ref.statistic)
+    assert d.high - d.diff == pytest.approx(sps.t.ppf(0.975, d.dof) * se)
