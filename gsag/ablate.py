@@ -382,6 +382,11 @@ def run_ablation(
         results.append(result)
         if on_done is not None:
             on_done(combo, result)
+    if not results:  # only with report_only: every combination trains otherwise
+        raise FileNotFoundError(
+            f"no finished run of this grid under {Path(out_dir) / 'runs'}; "
+            "train it first (drop --report-only)"
+        )
     classes = _classes_of(results)
     meta = {
         "config": str(config) if config else "(defaults)",

@@ -149,6 +149,7 @@ def test_cli_variant_run_and_report_only(tmp_path, synth_root):
     args = ["ablate", "--config", "configs/demo.yaml", "--models", "gsag_hybrid", "--seeds", "0",
             "--out", str(out), "--set", f"data.root={synth_root}", "--set",
             "data.synthetic=false", *TINY]  # fmt: skip
+    assert main([*args, "--report-only"]) == 1  # nothing finished yet: an error, no training
     assert main([*args, "--variants", "no_gate"]) == 0
     run = json.loads(
         (out / "runs" / "gsag_hybrid-no_gate__test_resnet__s0" / "result.json").read_text()

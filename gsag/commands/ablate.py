@@ -67,19 +67,23 @@ def run(args: argparse.Namespace) -> int:
         elapsed = (time.perf_counter() - start) / 60
         console.print(f"    mIoU {100 * result['mIoU']:.2f} %  ({elapsed:.1f} min so far)")
 
-    out = ablate.run_ablation(
-        args.config,
-        args.models,
-        backbones,
-        args.seeds,
-        args.out,
-        overrides=args.overrides,
-        device=args.device,
-        on_start=on_start,
-        on_done=on_done,
-        variants=args.variants,
-        report_only=args.report_only,
-    )
+    try:
+        out = ablate.run_ablation(
+            args.config,
+            args.models,
+            backbones,
+            args.seeds,
+            args.out,
+            overrides=args.overrides,
+            device=args.device,
+            on_start=on_start,
+            on_done=on_done,
+            variants=args.variants,
+            report_only=args.report_only,
+        )
+    except FileNotFoundError as e:
+        console.print(f"[red]error:[/] {e}")
+        return 1
     console.print(
         out["paths"]["markdown"].read_text(), markup=False, highlight=False, soft_wrap=True
     )
