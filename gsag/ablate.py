@@ -2,7 +2,9 @@
 
 Layout of the output folder:
 
-    OUT/runs/<model>__<backbone>__s<seed>__<fingerprint>/   one training run (engine run folder)
+    OUT/runs/<label>__<backbone>__s<seed>__<fingerprint>/   one training run (engine run folder);
+                                             <label> is the model, or <model>-<variant> for a
+                                             named variant
         result.json                          written last: its presence marks the run finished
     OUT/results.json, OUT/results.md         mean ± std over seeds per model x backbone
     OUT/miou.png, OUT/curves.png, OUT/per_class_iou.png
@@ -15,6 +17,11 @@ new folders and never reuses an old run; old runs stay where they are.
 
 The reported mIoU of a run is its final evaluation (the last iteration), not the best over
 evaluations: picking the best on the validation set would flatter every model.
+
+Named variants (`VARIANTS`) are the component ablation of GSAG hybrid: each is a list of
+overrides applied on top of the shared config, e.g. `no_gate` sets `model.kwargs.gate=false`.
+The report gives every group's mIoU difference to a reference group (default: the full
+gsag_hybrid) with a 95 % Welch t interval over seeds (`gsag.stats`).
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from gsag.atomic import write_text as atomic_write_text
+from gsag.errors import OptionError
 from gsag.report import (
     fmt_pm,
     mean_std,
     plot_curves,
+    plot_differences,
     plot_miou_bars,
     plot_per_class_iou,
 )
@@ -48,6 +57,18 @@ FINGERPRINT_IGNORES = (
     "train.num_workers",
     "train.tb_images",
 )
+BASE = "base"
+#: The component ablation of GSAG hybrid: variant name -> overrides on top of the shared config.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    BASE: (),
+    "no_group": ("model.kwargs.group_formation=false",),
+    "no_pointwise": ("model.kwargs.pointwise=false",),
+    "no_mapping": ("model.kwargs.vector_mapping=false",),
+    "no_gate": ("model.kwargs.gate=false",),
+    "k3": ("model.kwargs.kernel_size=3",),
+    "k11": ("model.kwargs.kernel_size=11",),
+    "ce": ("loss.type=ce",),
+}
 
 
 @dataclass(frozen=True)
@@ -57,20 +78,39 @@ class Combo:
     model: str
     backbone: str
     seed: int
+    variant: str = BASE
+
+    @property
+    def label(self) -> str:
+        """The model, or `<model>-<variant>` for a named variant."""
+        return self.model if self.variant == BASE else f"{self.model}-{self.variant}"
 
     @property
     def name(self) -> str:
-        return f"{self.model}__{self.backbone}__s{self.seed}"
+        return f"{self.label}__{self.backbone}__s{self.seed}"
 
 
-def grid(models: Sequence[str], backbones: Sequence[str], seeds: Sequence[int]) -> list[Combo]:
+def grid(
+    models: Sequence[str],
+    backbones: Sequence[str],
+    seeds: Sequence[int],
+    variants: Sequence[str] = (BASE,),
+) -> list[Combo]:
     """All combinations, seeds innermost (so a partial run covers few models fully)."""
-    return [Combo(m, b, s) for b, m, s in itertools.product(backbones, models, seeds)]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise OptionError(
+            f"--variants: unknown ablation variant(s) {unknown}; valid: {', '.join(VARIANTS)}"
+        )
+    return [
+        Combo(m, b, s, v) for b, m, v, s in itertools.product(backbones, models, variants, seeds)
+    ]
 
 
 def combo_overrides(combo: Combo) -> list[str]:
     """The `--set` style overrides that turn the shared config into this combination's run."""
     return [
+        *VARIANTS[combo.variant],
         f"model.name={combo.model}",
         f"model.backbone={combo.backbone}",
         f"train.seed={combo.seed}",
@@ -142,6 +182,11 @@ def run_combo(
     done = run_dir / RESULT_FILE
     if done.is_file():
         return json.loads(done.read_text())
+    lost = [o for o in VARIANTS[combo.variant] if o.split("=")[0].split(".")[-1] in dropped]
+    if lost:
+        raise OptionError(
+            f"variant {combo.variant!r} sets {lost}, which {combo.model} does not take"
+        )
     start = time.perf_counter()
     out = train(cfg, resume=True, quiet=quiet, device=device)
     if not out["metrics"]:  # last.pt was already final, but the result was never written
@@ -149,6 +194,8 @@ def run_combo(
     metrics = out["metrics"]
     result = {
         "model": combo.model,
+        "variant": combo.variant,
+        "label": combo.label,
         "backbone": combo.backbone,
         "seed": combo.seed,
         "mIoU": _finite(metrics["mIoU"]),
@@ -177,11 +224,16 @@ def _json_safe(v: Any) -> Any:
     return v
 
 
+def _label(result: dict[str, Any]) -> str:
+    """A run's group name: its model, or `<model>-<variant>` (results before variants: model)."""
+    return result.get("label") or result["model"]
+
+
 def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Group run results by model x backbone: mean ± std (sample std) over seeds."""
+    """Group run results by model (variant included) x backbone: mean ± sample std over seeds."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in results:
-        groups.setdefault((r["model"], r["backbone"]), []).append(r)
+        groups.setdefault((_label(r), r["backbone"]), []).append(r)
     summary = []
     for (model, backbone), runs in groups.items():
         runs = sorted(runs, key=lambda r: r["seed"])
@@ -226,15 +278,71 @@ def results_markdown(summary: Sequence[dict[str, Any]], classes: Sequence[str]) 
     return "\n".join(lines) + "\n"
 
 
+def comparisons(
+    summary: Sequence[dict[str, Any]], reference: str = "gsag_hybrid", level: float = 0.95
+) -> list[dict[str, Any]]:
+    """mIoU of `reference` minus every other group of the same backbone, with a Welch interval.
+
+    Returns one dict per other group: reference, other, backbone, and the fields of
+    `gsag.stats.Difference` (diff, low, high, dof, n_a, n_b, decided).
+    """
+    from gsag.stats import welch_interval
+
+    refs = {g["backbone"]: g for g in summary if g["model"] == reference}
+    rows = []
+    for g in summary:
+        ref = refs.get(g["backbone"])
+        if ref is None or g is ref:
+            continue
+        d = welch_interval(ref["miou_runs"], g["miou_runs"], level)
+        rows.append(
+            {"reference": reference, "other": g["model"], "backbone": g["backbone"],
+             "diff": d.diff, "low": d.low, "high": d.high, "dof": d.dof, "n_a": d.n_a,
+             "n_b": d.n_b, "decided": d.decided}
+        )  # fmt: skip
+    return rows
+
+
+def comparisons_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The differences table (percentage points) and a one-word reading of each interval."""
+    if not rows:
+        return ""
+    ref = rows[0]["reference"]
+    lines = [
+        f"mIoU of {ref} minus each row (points; 95 % Welch t interval over seeds; "
+        f"positive: {ref} is better):",
+        "",
+        "| row | backbone | seeds (ref / row) | difference | 95 % interval | reading |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        if math.isnan(r["low"]):
+            interval, reading = "needs ≥ 2 seeds each", "undecided"
+        else:
+            interval = f"[{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
+            reading = ("ref better" if r["low"] > 0 else "row better") if r["decided"] else (
+                "undecided")  # fmt: skip
+        lines.append(
+            f"| {r['other']} | {r['backbone']} | {r['n_a']} / {r['n_b']} | "
+            f"{100 * r['diff']:+.1f} | {interval} | {reading} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_report(
     results: Sequence[dict[str, Any]],
     out_dir: str | os.PathLike,
     classes: Sequence[str] = (),
     meta: dict[str, Any] | None = None,
+    reference: str = "gsag_hybrid",
 ) -> dict[str, Path]:
-    """Write results.json, results.md and the three plots into `out_dir`."""
+    """Write results.json, results.md and the three plots into `out_dir`.
+
+    `reference`: the group every other group's mIoU is compared with (when it was run).
+    """
     out = Path(out_dir)
     summary = summarise(results)
+    diffs = comparisons(summary, reference)
     if not classes and results:
         classes = [f"class {i}" for i in range(len(results[0]["IoU"]))]
     paths = {
@@ -244,18 +352,28 @@ def write_report(
         "curves": out / "curves.png",
         "per_class": out / "per_class_iou.png",
     }
-    payload = {"meta": meta or {}, "classes": list(classes), "summary": summary, "runs": results}
+    payload = {
+        "meta": meta or {},
+        "classes": list(classes),
+        "summary": summary,
+        "comparisons": diffs,
+        "runs": results,
+    }
     atomic_write_text(paths["json"], json.dumps(_json_safe(payload), indent=2) + "\n")
     header = "# Ablation results\n\n"
     if meta:
         header += "".join(f"- {k}: {v}\n" for k, v in meta.items()) + "\n"
     body = results_markdown(summary, classes)
+    if diffs:
+        body += "\n" + comparisons_markdown(diffs)
+        paths["differences"] = plot_differences(diffs, out / "differences.png")
+        body += "\n![differences](differences.png)\n"
     figures = (
         "\n![mIoU](miou.png)\n\n![curves](curves.png)\n\n![per-class IoU](per_class_iou.png)\n"
     )
     atomic_write_text(paths["markdown"], header + body + figures)
     plot_miou_bars(summary, paths["miou"])
-    runs = [(r["model"], Path(r["run_dir"]) / "metrics.jsonl") for r in results]
+    runs = [(_label(r), Path(r["run_dir"]) / "metrics.jsonl") for r in results]
     plot_curves(runs, paths["curves"])
     plot_per_class_iou(summary, classes, paths["per_class"])
     return paths
@@ -272,38 +390,49 @@ def run_ablation(
     quiet: bool = False,
     on_start: Callable[[Combo, bool], None] | None = None,
     on_done: Callable[[Combo, dict], None] | None = None,
+    variants: Sequence[str] = (BASE,),
+    report_only: bool = False,
 ) -> dict[str, Any]:
     """Train every combination (skipping finished ones) and write the report.
 
     Args:
         config: YAML config shared by all runs (None: the defaults).
-        models, backbones, seeds: the grid.
+        models, backbones, seeds, variants: the grid (variants: names in `VARIANTS`).
         out_dir: report folder; runs go to `out_dir/runs/`.
         overrides: `key=value` overrides applied to every run before the grid's own.
         device: "cpu" or "cuda" (default: CUDA when available).
         quiet: hide the engine's per-run progress bar.
         on_start: called with (combo, already_finished) before each combination.
         on_done: called with (combo, result) after each combination.
+        report_only: train nothing; report the combinations that already finished.
 
     Returns:
         {"results": per-run results, "summary": per-group summary, "paths": written files}.
     """
-    combos = grid(models, backbones, seeds)
+    combos = grid(models, backbones, seeds, variants)
     results = []
     for combo in combos:
         cfg, _ = resolve_combo(config, combo, out_dir, overrides)
         finished = (Path(cfg.output.run_dir) / RESULT_FILE).is_file()
+        if report_only and not finished:
+            continue
         if on_start is not None:
             on_start(combo, finished)
         result = run_combo(config, combo, out_dir, overrides, device=device, quiet=quiet)
         results.append(result)
         if on_done is not None:
             on_done(combo, result)
+    if not results:  # only with report_only: every combination trains otherwise
+        raise FileNotFoundError(
+            f"no finished run of this grid under {Path(out_dir) / 'runs'}; "
+            "train it first (drop --report-only)"
+        )
     classes = _classes_of(results)
     meta = {
         "config": str(config) if config else "(defaults)",
         "overrides": " ".join(overrides) or "(none)",
         "models": " ".join(models),
+        "variants": " ".join(variants),
         "backbones": " ".join(backbones),
         "seeds": " ".join(str(s) for s in seeds),
     }

@@ -122,6 +122,28 @@ def plot_miou_bars(groups: Sequence[dict[str, Any]], path: str | os.PathLike) ->
     return save_figure(fig, path)
 
 
+def plot_differences(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Reference-minus-row mIoU differences with their 95 % intervals, one line per row.
+
+    Args:
+        rows: dicts with "reference", "other", "diff", "low", "high" (fractions), as
+            `gsag.ablate.comparisons` returns; rows without an interval show the point only.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+    for y, r in enumerate(rows):
+        if not math.isnan(r["low"]):
+            ax.plot([100 * r["low"], 100 * r["high"]], [y, y], color="#4c72b0", lw=2)
+        ax.plot([100 * r["diff"]], [y], "ko", ms=4)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(rows)), [r["other"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ref = rows[0]["reference"] if rows else "reference"
+    ax.set_xlabel(f"mIoU of {ref} minus row (points), 95 % Welch interval")
+    ax.grid(axis="x", alpha=0.3)
+    return save_figure(fig, path)
+
+
 def plot_curves(runs: Sequence[tuple[str, str | os.PathLike]], path: str | os.PathLike) -> Path:
     """Training loss and val mIoU of many runs; `runs` is (label, metrics.jsonl) pairs.
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from _engine import TINY_CLI_SETS
 
+import gsag
 from gsag import ablate
 from gsag.report import read_metrics_log
 
@@ -76,7 +77,8 @@ def test_ablate_cli_trains_reports_skips_and_resumes(tmp_path, synth_root, monke
     hybrid = next(g for g in data["summary"] if g["model"] == "gsag_hybrid")
     mious = [r["mIoU"] for r in data["runs"] if r["model"] == "gsag_hybrid"]
     assert hybrid["miou_mean"] == pytest.approx(np.mean(mious))
-    for name in ("miou.png", "curves.png", "per_class_iou.png"):
+    assert [r["other"] for r in data["comparisons"]] == ["fcn"]
+    for name in ("miou.png", "curves.png", "per_class_iou.png", "differences.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
     # a rerun trains nothing; removing one result retrains only that combination
@@ -117,3 +119,66 @@ def test_fingerprint_ignores_only_settings_that_cannot_change_results():
     assert ablate.fingerprint(base) == ablate.fingerprint(same)
     assert ablate.fingerprint(base) != ablate.fingerprint(other)
     assert len(ablate.fingerprint(base)) == 8
+
+
+def test_variants_are_named_runs_of_the_same_model():
+    combos = ablate.grid(["gsag_hybrid"], ["b"], [0], ["base", "no_gate", "ce"])
+    names = [c.name for c in combos]
+    assert names == ["gsag_hybrid__b__s0", "gsag_hybrid-no_gate__b__s0", "gsag_hybrid-ce__b__s0"]
+    gate = ablate.combo_overrides(combos[1])
+    assert "model.kwargs.gate=false" in gate and "model.name=gsag_hybrid" in gate
+    with pytest.raises(ValueError, match="unknown ablation variant"):
+        ablate.grid(["gsag_hybrid"], ["b"], [0], ["no_such"])
+
+
+def test_every_named_variant_builds_its_model():
+    from gsag.config import load_config
+
+    for name, overrides in ablate.VARIANTS.items():
+        cfg = load_config(None, [*overrides, "model.kwargs={head_channels: 16, key_channels: 8}"])
+        kept, dropped = ablate.model_kwargs_for("gsag_hybrid", cfg.model.kwargs)
+        assert not dropped, name
+        gsag.create_model("gsag_hybrid", 3, backbone="test_resnet", **kept)
+    assert load_config(None, list(ablate.VARIANTS["ce"])).loss.type == "ce"
+
+
+def test_variant_on_a_model_without_the_switch_is_refused(tmp_path):
+    combo = ablate.Combo("fcn", "test_resnet", 0, "no_gate")
+    with pytest.raises(ValueError, match="fcn does not take"):
+        ablate.run_combo(None, combo, tmp_path)
+
+
+def test_comparisons_use_the_welch_interval():
+    from gsag.stats import welch_interval
+
+    runs = [_fake("gsag_hybrid", s, m, [m]) for s, m in enumerate([0.54, 0.55, 0.53])]
+    runs += [_fake("gsag_basic", s, m, [m]) for s, m in enumerate([0.44, 0.43, 0.45])]
+    runs += [{**_fake("gsag_hybrid", 0, 0.50, [0.5]), "label": "gsag_hybrid-no_gate"}]
+    rows = {r["other"]: r for r in ablate.comparisons(ablate.summarise(runs))}
+    ref = welch_interval([0.54, 0.55, 0.53], [0.44, 0.43, 0.45])
+    assert rows["gsag_basic"]["diff"] == pytest.approx(0.10)
+    assert (rows["gsag_basic"]["low"], rows["gsag_basic"]["high"]) == (ref.low, ref.high)
+    assert rows["gsag_basic"]["decided"] and not rows["gsag_hybrid-no_gate"]["decided"]
+    md = ablate.comparisons_markdown(list(rows.values()))
+    assert "| gsag_basic | b | 3 / 3 | +10.0 |" in md and "needs ≥ 2 seeds each" in md
+
+
+def test_cli_variant_run_and_report_only(tmp_path, synth_root):
+    from gsag.cli import main
+
+    out = tmp_path / "abl"
+    args = ["ablate", "--config", "configs/demo.yaml", "--models", "gsag_hybrid", "--seeds", "0",
+            "--out", str(out), "--set", f"data.root={synth_root}", "--set",
+            "data.synthetic=false", *TINY]  # fmt: skip
+    assert main([*args, "--report-only"]) == 2  # nothing finished yet: an error, no training
+    assert main([*args, "--variants", "no_gate"]) == 0
+    run = json.loads(
+        next((out / "runs").glob("gsag_hybrid-no_gate__test_resnet__s0__*/result.json")).read_text()
+    )
+    assert run["model_kwargs"]["gate"] is False and run["label"] == "gsag_hybrid-no_gate"
+    # base was never trained: --report-only reports the finished variant and trains nothing
+    assert main([*args, "--variants", "base", "no_gate", "--report-only"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert [g["model"] for g in data["summary"]] == ["gsag_hybrid-no_gate"]
+    assert not list((out / "runs").glob("gsag_hybrid__test_resnet__s0__*"))
+    assert main([*args, "--variants", "no_such"]) == 2

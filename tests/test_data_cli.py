@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import yaml
 
 from gsag.data import VOCSegmentation, read_mask, save_mask
 
@@ -18,6 +19,19 @@ def test_synth_then_check(tmp_path, capsys):
     assert main(["data", "check", str(out)]) == 0
     text = capsys.readouterr().out
     assert "7 pairs" in text and "walker" in text and "ok" in text
+
+
+def test_synth_version_flag(tmp_path):
+    from gsag.cli import main
+    from gsag.commands.data import SYNTH_VERSIONS
+    from gsag.data.synth import VERSION, VERSIONS
+
+    assert SYNTH_VERSIONS == VERSIONS and SYNTH_VERSIONS[-1] == VERSION
+    for version in (1, 2):
+        out = tmp_path / f"v{version}"
+        argv = ["data", "synth", "--out", str(out), "--num-train", "2", "--num-val", "1"]
+        assert main([*argv, "--size", "32", "--workers", "1", "--version", str(version)]) == 0
+        assert yaml.safe_load((out / "classes.yaml").read_text())["generator"]["version"] == version
 
 
 def test_check_fails_on_bad_labels(tmp_path, capsys):

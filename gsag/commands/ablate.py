@@ -24,11 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="models to train",
     )
     parser.add_argument("--backbones", nargs="+", default=None, help="default: the config's")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["base"],
+        help="named configurations run for every model (default: base = the config as is); "
+        "GSAG hybrid ablations: no_group no_pointwise no_mapping no_gate k3 k11 ce",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
     parser.add_argument("--out", required=True, help="report folder (runs go to OUT/runs/)")
     add_set_argument(parser, " for every run")
     add_device_argument(parser)
     add_threads_argument(parser, note="keep the config's train.num_threads")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the report from the combinations that already finished",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     base = load_config(args.config, args.overrides)  # fails early on a bad config or override
     backbones = args.backbones or [base.model.backbone]
-    combos = ablate.grid(args.models, backbones, args.seeds)
+    combos = ablate.grid(args.models, backbones, args.seeds, args.variants)
     start = time.perf_counter()
     state = {"i": 0}
 
@@ -53,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         state["i"] += 1
         verb = "already done" if finished else "training"
         console.print(
-            f"[bold][{state['i']}/{len(combos)}][/] {combo.model} / {combo.backbone} / "
+            f"[bold][{state['i']}/{len(combos)}][/] {combo.label} / {combo.backbone} / "
             f"seed {combo.seed}: {verb}"
         )
 
@@ -61,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         elapsed = (time.perf_counter() - start) / 60
         console.print(f"    mIoU {100 * result['mIoU']:.2f} %  ({elapsed:.1f} min so far)")
 
+    # errors (an unknown variant, nothing finished for --report-only) become one line in main
     out = ablate.run_ablation(
         args.config,
         args.models,
@@ -71,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         on_start=on_start,
         on_done=on_done,
+        variants=args.variants,
+        report_only=args.report_only,
     )
     console.print(
         out["paths"]["markdown"].read_text(), markup=False, highlight=False, soft_wrap=True

@@ -7,6 +7,8 @@ import os
 
 from gsag.commands import add_alias
 
+#: gsag.data.synth.VERSIONS, repeated so that building the parser imports no NumPy/SciPy
+SYNTH_VERSIONS = (1, 2)
 HELP = (
     "make, check and prepare datasets "
     "(synth | check | prepare-voc | prepare-cityscapes | prepare-ade20k | prepare-context)"
@@ -22,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--num-val", type=int, default=150, help="validation images (default: 150)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--version",
+        type=int,
+        choices=SYNTH_VERSIONS,
+        default=SYNTH_VERSIONS[-1],
+        help="generating rules (default: 2; 1 = the first benchmark, see docs/data.md)",
+    )
     p.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default: 2)"
     )
@@ -98,7 +107,7 @@ def _run_synth(args, console) -> int:
         "rendering",
         lambda progress: generate(
             args.out, args.num_train, args.num_val, args.size, args.seed, workers=args.workers,
-            progress=progress,
+            progress=progress, version=args.version,
         ),
     )  # fmt: skip
     seconds = time.perf_counter() - start

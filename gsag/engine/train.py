@@ -347,7 +347,7 @@ def ensure_data(cfg: Config) -> None:
         )
     from gsag.data.synth import generate
 
-    generate(root, seed=cfg.train.seed)
+    generate(root, seed=cfg.train.seed)  # the current generator version
 
 
 def make_dataset(cfg: Config, split: str, train: bool) -> Dataset:

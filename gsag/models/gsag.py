@@ -8,6 +8,10 @@ Variants (docs/model.md has the diagram and every choice made where the seed is 
 | incremental | -         | yes                   | -                                    |
 | hybrid      | yes       | yes                   | yes                                  |
 
+Ablation switches of the hybrid (keyword arguments, all on by default): `group_formation`
+(off: C5 only), `pointwise` (off: global attention only), `vector_mapping` (off: no pooled
+context vector), `gate` (off: the fixed average 0.5 L + 0.5 G).
+
 Attention tensors use the layout (B, h, H, W, d_head): the last dimension is contiguous, which
 keeps `scaled_dot_product_attention` on its fused kernel and lets the local attention shift
 views of a padded map instead of unfolding k*k copies of it.
@@ -233,6 +237,12 @@ class GSAGHead(nn.Module):
         dropout: dropout before the classifier.
         attention_impl: PSA implementation, "auto" (Triton on CUDA, else the reference loop),
             "reference" or "triton" (`gsag.models.local_attention.IMPLS`).
+        group_formation: hybrid only; False projects C5 alone (no GroupFormation).
+        pointwise: hybrid only; False drops the PSA (and the gate, which has nothing to mix):
+            the attention output is G alone.
+        vector_mapping: hybrid only; False drops the attention-mean pooling and the vector
+            mapping: G is the global attention output alone.
+        gate: hybrid only; False replaces the gated pooling by the fixed average 0.5 L + 0.5 G.
     """
 
     def __init__(
@@ -248,37 +258,70 @@ class GSAGHead(nn.Module):
         fuse_channels: int = 256,
         dropout: float = 0.1,
         attention_impl: str = "auto",
+        group_formation: bool = True,
+        pointwise: bool = True,
+        vector_mapping: bool = True,
+        gate: bool = True,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown GSAG variant {variant!r}; valid: {', '.join(VARIANTS)}")
         check_impl(attention_impl)
+        switches = dict(group_formation=group_formation, pointwise=pointwise, gate=gate)
+        switches["vector_mapping"] = vector_mapping
+        off = [name for name, on in switches.items() if not on]
+        if off and variant != "hybrid":
+            raise ValueError(
+                f"{', '.join(off)}=False: the ablation switches apply to the hybrid variant only, "
+                f"not {variant!r}; use variant='hybrid' or leave them on"
+            )
         self.variant = variant
+        hybrid = variant == "hybrid"
+        self.use_psa = variant == "incremental" or (hybrid and pointwise)
         d, dv = head_channels, value_channels or key_channels
-        if variant == "hybrid":
+        if hybrid and group_formation:
             self.group = GroupFormation(in_channels, d)
         else:
             self.proj = ConvBNReLU(in_channels[-1], d, 1)
+        # creation order as before the switches, so a seed draws the same initial weights
         if variant != "basic":
             self.key = KeyLayer(d, key_channels, dv, num_heads)
+        if self.use_psa:
             self.psa = PointwiseSelfAttention(num_heads, kernel_size, attention_impl)
+        if variant != "basic":
             self.out_proj = nn.Sequential(nn.Conv2d(dv, d, 1, bias=False), nn.BatchNorm2d(d))
-        if variant == "hybrid":
+        if hybrid:
             self.gsa = GlobalSelfAttention()
+        if hybrid and vector_mapping:
             self.pool = AttentionMeanPooling(num_heads, key_channels // num_heads)
             self.mapping = VectorMapping(2 * key_channels + dv, dv)
+        if hybrid and pointwise and gate:
             self.gated = GatedPooling(dv)
         self.fuse = ConvBNReLU(d, fuse_channels, 3)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(fuse_channels, num_classes, 1)
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
-        x = self.group(feats) if self.variant == "hybrid" else self.proj(feats[-1])  # (B, d, H, W)
+        x = self.group(feats) if hasattr(self, "group") else self.proj(feats[-1])  # (B, d, H, W)
         if self.variant != "basic":
             q, k, v = self.key(x)  # (B, h, H, W, dk), (B, h, H, W, dv)
-            y = heads_to_map(self.psa(q, k, v))  # L: (B, dv, H, W)
+            y = heads_to_map(self.psa(q, k, v)) if self.use_psa else None  # L: (B, dv, H, W)
             if self.variant == "hybrid":
-                glob = heads_to_map(self.gsa(q, k, v)) + self.mapping(*self.pool(q, k, v))
-                y = self.gated(y, glob)  # (B, dv, H, W)
+                y = self._mix(y, self._global(q, k, v))  # (B, dv, H, W)
             x = x + self.out_proj(y)  # residual Y + X: (B, d, H, W)
         return self.classifier(self.dropout(self.fuse(x)))  # (B, num_classes, H, W)
+
+    def _global(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """G: global attention plus the mapped pooled context vector, (B, dv, H, W)."""
+        glob = heads_to_map(self.gsa(q, k, v))
+        if hasattr(self, "mapping"):
+            glob = glob + self.mapping(*self.pool(q, k, v))  # + (B, dv, 1, 1)
+        return glob
+
+    def _mix(self, local: Tensor | None, glob: Tensor) -> Tensor:
+        """Combine L and G: the gate, the fixed average without it, or G alone without PSA."""
+        if local is None:
+            return glob
+        if hasattr(self, "gated"):
+            return self.gated(local, glob)
+        return 0.5 * (local + glob)
