@@ -1,6 +1,8 @@
-"""The Gated Self-Attention Group (GSAG) head, one small module per component of the seed.
+"""The Gated Self-Attention Group (GSAG) head, one small module per component of the
+GSAG description (docs/design.md).
 
-Variants (docs/model.md has the diagram and every choice made where the seed is silent):
+Variants (docs/model.md has the diagram and every choice made where the
+description is silent):
 
 | variant     | group (0) | key layer + PSA (1-2) | GSA + pooling + mapping + gate (3-5) |
 | ----------- | --------- | --------------------- | ------------------------------------ |
@@ -38,7 +40,7 @@ def heads_to_map(x: Tensor) -> Tensor:
 
 
 class GroupFormation(nn.Module):
-    """Group formation, the seed's "group attention mechanism" (组注意力机制).
+    """Group formation, the description's "group attention mechanism" (组注意力机制).
 
     Projects every backbone level to `channels` (1x1 conv-BN-ReLU), resizes them to the finest
     level's grid and fuses the G level vectors at each position with a softmax over the level
@@ -66,7 +68,7 @@ class GroupFormation(nn.Module):
 
 
 class KeyLayer(nn.Module):
-    """Key layer, the seed's "key-query linear layer" and "value linear layer" (关键层).
+    """Key layer, the description's "key-query linear layer" and "value linear layer" (关键层).
 
     Two 1x1 convolutions, written as per-position linear layers: one gives queries and keys
     (`key_channels` each), the other values (`value_channels`), split into `num_heads` heads.
@@ -96,7 +98,7 @@ class KeyLayer(nn.Module):
 
 
 class PointwiseSelfAttention(nn.Module):
-    """Pointwise self-attention (PSA), the seed's "query layer" (逐点自注意力机制 / 查询层).
+    """Pointwise self-attention (PSA), the description's "query layer" (逐点自注意力机制 / 查询层).
 
     Every position attends to its k x k neighbourhood with a learned relative-position bias per
     head; neighbours outside the image are masked out. Exact. `impl` picks the implementation
@@ -126,7 +128,7 @@ class PointwiseSelfAttention(nn.Module):
 
 
 class GlobalSelfAttention(nn.Module):
-    """Global self-attention (GSA), the seed's "global self-attention mechanism" (全局自注意力机制).
+    """Global self-attention (GSA), the description's "global self-attention mechanism" (全局自注意力机制).
 
     Every position attends to all positions: softmax(q k^T / sqrt(d)) v per head, through
     `scaled_dot_product_attention` (a fused kernel; the N x N matrix is never built in Python).
@@ -142,7 +144,7 @@ class GlobalSelfAttention(nn.Module):
 
 
 class AttentionMeanPooling(nn.Module):
-    """Attention-mean pooling, the seed's "attention-mean-pooling layer" (注意力均值池化层).
+    """Attention-mean pooling, the description's "attention-mean-pooling layer" (注意力均值池化层).
 
     A learned query per head scores every key; a softmax over positions gives weights, and the
     weighted means of the query-key pairs and of the values are one descriptor each per image.
@@ -168,7 +170,7 @@ class AttentionMeanPooling(nn.Module):
 
 
 class VectorMapping(nn.Module):
-    """Vector mapping, the seed's "vector mapping" (向量映射).
+    """Vector mapping, the description's "vector mapping" (向量映射).
 
     Concatenates the pooled query-key descriptor and the pooled value vector, maps them through
     a linear layer, ReLU, a 1x1 conv and a ReLU into one (B, channels, 1, 1) context vector that
@@ -186,7 +188,7 @@ class VectorMapping(nn.Module):
 
 
 class GatedPooling(nn.Module):
-    """Gated pooling, the seed's "gated pooling layer" (门控池化层).
+    """Gated pooling, the description's "gated pooling layer" (门控池化层).
 
     Global statistics (per-channel mean and std over positions) of L and G give a channel gate
     through a small two-layer MLP; local statistics (per-position mean and std over channels)
@@ -221,7 +223,7 @@ class GatedPooling(nn.Module):
 
 
 class GSAGHead(nn.Module):
-    """The GSAG segmentation head (the seed's Basic / Incremental / Hybrid variants).
+    """The GSAG segmentation head (the description's Basic / Incremental / Hybrid variants).
 
     Args:
         in_channels: channels of the backbone levels (C3, C4, C5 by default).
