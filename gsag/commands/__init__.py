@@ -121,6 +121,20 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--amp` and `--compile` for inference (eval, predict); defaults come from the checkpoint."""
+    parser.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "none"],
+        help="autocast (default: the checkpoint's eval.amp, else auto = bf16 on CUDA, fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=["none", "head", "model"],
+        help="torch.compile the head or the model, dynamic shapes (default: eval.compile, none)",
+    )
+
+
 def add_inference_arguments(parser: argparse.ArgumentParser, mode_default: str | None) -> None:
     """The inference flags shared by `gsag eval` and `gsag predict`."""
     from gsag.engine.evaluate import DEFAULT_MAX_PIXELS, MODES

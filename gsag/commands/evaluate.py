@@ -9,6 +9,7 @@ from gsag.commands import (
     add_device_argument,
     add_inference_arguments,
     add_path_argument,
+    add_speed_arguments,
     add_threads_argument,
     finish_path_argument,
     set_threads,
@@ -23,16 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
     add_inference_arguments(parser, mode_default=None)
     parser.add_argument("--max-images", type=int, default=0, help="only the first N images")
-    parser.add_argument(
-        "--amp",
-        choices=["auto", "bf16", "fp16", "none"],
-        help="autocast (default: the checkpoint's eval.amp, else auto = bf16 on CUDA, fp32 on CPU)",
-    )
-    parser.add_argument(
-        "--compile",
-        choices=["none", "head", "model"],
-        help="torch.compile the head or the model, dynamic shapes (default: eval.compile, none)",
-    )
+    add_speed_arguments(parser)
     parser.add_argument("--workers", type=int, default=2, help="data loader workers")
     add_device_argument(parser)
     add_threads_argument(parser)

@@ -8,6 +8,7 @@ from gsag.commands import (
     add_device_argument,
     add_inference_arguments,
     add_path_argument,
+    add_speed_arguments,
     add_threads_argument,
     finish_path_argument,
     set_threads,
@@ -31,16 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--probs", action="store_true", help="also write probs/<name>.npy")
     parser.add_argument("--no-overlay", action="store_true", help="skip the colour overlays")
-    parser.add_argument(
-        "--amp",
-        choices=["auto", "bf16", "fp16", "none"],
-        help="autocast (default: the checkpoint's eval.amp, else auto = bf16 on CUDA, fp32 on CPU)",
-    )
-    parser.add_argument(
-        "--compile",
-        choices=["none", "head", "model"],
-        help="torch.compile the head or the model, dynamic shapes (default: eval.compile, none)",
-    )
+    add_speed_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
