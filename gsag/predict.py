@@ -24,11 +24,11 @@ from PIL import Image
 from torch import nn
 
 from gsag.atomic import atomic_path
-from gsag.engine.evaluate import DEFAULT_MAX_PIXELS, MODES
+from gsag.engine.evaluate import DEFAULT_MAX_PIXELS, DEFAULT_SCALES, MODES
 from gsag.errors import OptionError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+TTA_SCALES = DEFAULT_SCALES  # the test-time augmentation scales of `--tta`
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
@@ -184,7 +184,6 @@ class Predictor:
         self.mode = "multiscale" if tta or scales or mode == "multiscale" else mode
         self.scales = tuple(scales or (TTA_SCALES if tta else eval_cfg.get("scales") or TTA_SCALES))
         self.flip = bool(flip or tta)
-        self.tta = tta
         self.max_pixels = max_pixels
         check_inference_options(self.mode, self.crop_size, self.stride, self.scales, self.window)
 
@@ -227,7 +226,7 @@ class Predictor:
 
     def predict_proba(self, image: ImageLike) -> np.ndarray:
         """Class probabilities (C, H, W) float32."""
-        return torch.softmax(self.logits(image).float(), dim=1)[0].cpu().numpy()
+        return torch.softmax(self.logits(image), dim=1)[0].cpu().numpy()
 
     def predict(self, image: ImageLike) -> np.ndarray:
         """Class indices (H, W) int64."""
