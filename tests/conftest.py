@@ -1,9 +1,11 @@
-"""Shared fixtures: a small generated dataset and an independent local-attention reference."""
+"""Fixtures shared by the whole suite: a small generated dataset and one torch thread per test.
+
+Fixtures of one folder live in its own conftest.py (tests/models/conftest.py).
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,28 +20,12 @@ def synth_root(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("synth"), num_train=8, num_val=4, size=64, seed=0)
 
 
-def _naive_local_attention(q, k, v, bias, ks):
-    """Explicit loops over positions and neighbours; out-of-image neighbours are skipped."""
-    b, h, hh, ww, dk = q.shape
-    r = ks // 2
-    out = q.new_zeros(b, h, hh, ww, v.shape[-1])
-    for i in range(hh):
-        for j in range(ww):
-            logits, values = [], []
-            for dy in range(-r, r + 1):
-                for dx in range(-r, r + 1):
-                    y, x = i + dy, j + dx
-                    if 0 <= y < hh and 0 <= x < ww:
-                        offset = (dy + r) * ks + (dx + r)
-                        s = (q[:, :, i, j] * k[:, :, y, x]).sum(-1) / math.sqrt(dk)
-                        logits.append(s + bias[:, offset])  # (B, h)
-                        values.append(v[:, :, y, x])  # (B, h, dv)
-            attn = torch.stack(logits, -1).softmax(-1)  # (B, h, n)
-            out[:, :, i, j] = (attn[..., None] * torch.stack(values, 2)).sum(2)
-    return out
-
-
-@pytest.fixture(scope="session")
-def naive_local_attention() -> Callable:
-    """naive(q, k, v, rel_bias, kernel_size) -> (B, h, H, W, dv), one pixel at a time."""
-    return _naive_local_attention
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """One torch thread per test: tiny tensors gain nothing from more, and on a shared CPU
+    extra threads mostly wait for each other. Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("single_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

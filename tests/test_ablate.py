@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from _engine import TINY_CLI_SETS
 
 import gsag
 from gsag import ablate
 from gsag.report import read_metrics_log
+from tests.helpers.configs import TINY_CLI_SETS
 
 TINY = TINY_CLI_SETS
 

@@ -8,12 +8,14 @@ import shutil
 
 import pytest
 import torch
-from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 from gsag.cli import main
 from gsag.config import save_config
 from gsag.engine.train import train
 from gsag.errors import describe
+from tests.helpers.configs import tiny_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 
 @pytest.fixture(scope="module")

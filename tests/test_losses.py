@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _engine import single_thread  # noqa: F401  (autouse fixture)
 
 from gsag.losses import CrossEntropy, OhemCrossEntropy
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 IGNORE = 255
 

@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
-from _engine import single_thread  # noqa: F401  (autouse fixture)
 
 from gsag.metrics import ConfusionMatrix
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 
 def test_hand_computed_example():

@@ -1,23 +1,10 @@
-"""Helpers shared by the engine tests: a tiny, fast training config on the generated data."""
+"""Tiny, fast training configs on the generated data, for the engine and CLI tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import torch
-
 from gsag.config import Config, load_config
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One torch thread per test: tiny tensors gain nothing from more, and on a shared CPU
-    extra threads mostly wait for each other. Imported by the engine test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(data_root: Path, run_dir: Path, *overrides: str) -> Config:

@@ -7,8 +7,6 @@ import zipfile
 
 import numpy as np
 import pytest
-from _datasets import CITYSCAPES_TRAIN_ID, make_cityscapes
-from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 from PIL import Image
 
 from gsag.data import BadSampleError, DataError, open_dataset, read_mask
@@ -18,6 +16,10 @@ from gsag.data.cityscapes import (
     CityscapesSegmentation,
     write_train_ids,
 )
+from tests.helpers.configs import tiny_config
+from tests.helpers.datasets import CITYSCAPES_TRAIN_ID, make_cityscapes
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 
 def naive_train_ids(label_ids: np.ndarray) -> np.ndarray:

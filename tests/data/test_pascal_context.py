@@ -7,8 +7,6 @@ import re
 import numpy as np
 import pytest
 import scipy.io
-from _datasets import CONTEXT_FULL_ID, make_context_release
-from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 from gsag.data import BadSampleError, DataError, open_dataset
 from gsag.data.context_prepare import prepare_context
@@ -17,6 +15,10 @@ from gsag.data.pascal_context import (
     CONTEXT60_CLASSES,
     PascalContextSegmentation,
 )
+from tests.helpers.configs import tiny_config
+from tests.helpers.datasets import CONTEXT_FULL_ID, make_context_release
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 
 @pytest.fixture(scope="module")

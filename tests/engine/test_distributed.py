@@ -8,14 +8,17 @@ import subprocess
 import sys
 
 import pytest
-from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 from gsag.config import save_config
 from gsag.engine.checkpoint import load_model
 from gsag.engine.evaluate import evaluate
 from gsag.engine.train import make_dataset
+from tests.helpers.configs import tiny_config
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun + gloo on POSIX only")
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="torchrun + gloo on POSIX only"),
+    pytest.mark.usefixtures("single_thread"),  # one torch thread per test
+]
 
 
 def test_two_processes_report_the_metrics_of_one(synth_root, tmp_path):

@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 from torch import nn
 
 import gsag
 from gsag.engine.evaluate import evaluate, infer, write_report
 from gsag.engine.train import make_dataset, train
+from tests.helpers.configs import tiny_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 
 class Pointwise(nn.Module):

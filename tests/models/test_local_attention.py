@@ -25,7 +25,7 @@ from gsag.models.local_attention import (
     triton_available,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 needs_triton = pytest.mark.skipif(not triton_available(), reason="needs triton")
 needs_cuda = [
     pytest.mark.gpu,
@@ -87,9 +87,10 @@ def run_interpreted(cases: dict[str, dict], tmp: Path) -> dict[str, dict]:
     torch.save(cases, tmp / "cases.pt")
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
-    script = str(ROOT / "tests" / "_triton_interpret.py")
+    script = ["-m", "tests.helpers.triton_interpret"]  # run from the repository root
     proc = subprocess.run(
-        [sys.executable, script, str(tmp / "cases.pt"), str(tmp / "results.pt")],
+        [sys.executable, *script, str(tmp / "cases.pt"), str(tmp / "results.pt")],
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,

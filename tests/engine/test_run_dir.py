@@ -9,12 +9,14 @@ import subprocess
 import sys
 
 import pytest
-from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 from gsag.atomic import atomic_path
 from gsag.engine.run_dir import LOCK_NAME, acquire_lock, open_run_dir, release_lock
 from gsag.engine.train import train
 from gsag.errors import RunFolderError
+from tests.helpers.configs import tiny_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 
 def _write_lock(folder, pid):

@@ -8,13 +8,15 @@ import zipfile
 
 import numpy as np
 import pytest
-from _datasets import make_ade20k
-from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 from PIL import Image
 
 from gsag.data import BadSampleError, DataError, open_dataset
 from gsag.data.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, ADE20KSegmentation
 from gsag.data.download import Archive, download
+from tests.helpers.configs import tiny_config
+from tests.helpers.datasets import make_ade20k
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 
 @pytest.fixture(scope="module")

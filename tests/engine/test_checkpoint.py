@@ -7,7 +7,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 import gsag
 from gsag.engine.checkpoint import (
@@ -19,6 +18,9 @@ from gsag.engine.checkpoint import (
     set_rng_state,
 )
 from gsag.engine.train import make_dataset, train
+from tests.helpers.configs import tiny_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 
 @pytest.fixture(scope="module")

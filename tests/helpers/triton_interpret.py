@@ -1,6 +1,7 @@
 """Run the Triton local attention on CPU tensors under the Triton interpreter.
 
-Usage: TRITON_INTERPRET=1 python tests/_triton_interpret.py CASES.pt RESULTS.pt
+Usage, from the repository root:
+    TRITON_INTERPRET=1 python -m tests.helpers.triton_interpret CASES.pt RESULTS.pt
 CASES.pt holds {name: {"q", "k", "v", "rel_bias", "dout", "kernel_size", "strided"}}; for each
 case RESULTS.pt gets {"out", "q", "k", "v", "rel_bias"}: the output and the input gradients.
 With "strided", q, k, v and dout are passed as non-contiguous (b, h, y, x) views, the layout

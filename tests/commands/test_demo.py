@@ -6,7 +6,8 @@ import json
 import re
 
 import pytest
-from _engine import TINY_CLI_SETS
+
+from tests.helpers.configs import TINY_CLI_SETS
 
 TINY = TINY_CLI_SETS
 

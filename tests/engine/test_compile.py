@@ -8,7 +8,6 @@ import functools
 import numpy as np
 import pytest
 import torch
-from _engine import single_thread  # noqa: F401  (autouse fixture)
 from PIL import Image
 
 import gsag
@@ -16,6 +15,8 @@ from gsag.config import load_config
 from gsag.engine import compile as compile_mod
 from gsag.engine.compile import CompileClock, apply_compile, compiled_graphs, resolve_amp
 from gsag.engine.evaluate import evaluate
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 SIZES = [(40, 56), (64, 48), (56, 72), (48, 40)]  # four sizes, none repeated
 

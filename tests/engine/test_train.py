@@ -8,7 +8,6 @@ import random
 
 import pytest
 import torch
-from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 from gsag.config import load_config
 from gsag.engine import train as train_mod
@@ -16,6 +15,9 @@ from gsag.engine.checkpoint import load_checkpoint
 from gsag.engine.schedule import poly_lr
 from gsag.engine.timing import TIMING_KEYS
 from gsag.engine.train import StreamSampler, TrainingDiverged, train
+from tests.helpers.configs import tiny_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
 
 def records(run_dir, kind):

@@ -1,0 +1,1 @@
+"""Tests of `gsag/commands/`: the commands through the real command line."""

@@ -1,0 +1,1 @@
+"""Code the tests call (data generators, tiny configs, subprocess scripts); no tests here."""
