@@ -10,6 +10,7 @@ import torch
 from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 import gsag
+from gsag.data.build import make_dataset
 from gsag.engine.checkpoint import (
     atomic_save,
     export_safetensors,
@@ -18,7 +19,7 @@ from gsag.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from gsag.engine.train import make_dataset, train
+from gsag.engine.train import train
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 
 from gsag.config import save_config
+from gsag.data.build import make_dataset
 from gsag.engine.checkpoint import load_model
 from gsag.engine.evaluate import evaluate
-from gsag.engine.train import make_dataset
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun + gloo on POSIX only")
 

@@ -11,8 +11,9 @@ from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 from torch import nn
 
 import gsag
+from gsag.data.build import make_dataset
 from gsag.engine.evaluate import evaluate, infer, write_report
-from gsag.engine.train import make_dataset, train
+from gsag.engine.train import train
 
 
 class Pointwise(nn.Module):

@@ -13,9 +13,10 @@ from _engine import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 from gsag.config import load_config
 from gsag.engine import train as train_mod
 from gsag.engine.checkpoint import load_checkpoint
+from gsag.engine.sampler import StreamSampler
 from gsag.engine.schedule import poly_lr
 from gsag.engine.timing import TIMING_KEYS
-from gsag.engine.train import StreamSampler, TrainingDiverged, train
+from gsag.engine.train import TrainingDiverged, train
 
 
 def records(run_dir, kind):
