@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset
-
 from gsag.config import Config
+from gsag.data.base import SegmentationDataset
 
 
 def ensure_data(cfg: Config) -> None:
@@ -27,7 +26,7 @@ def ensure_data(cfg: Config) -> None:
     generate(root, seed=cfg.train.seed)  # the current generator version
 
 
-def make_dataset(cfg: Config, split: str, train: bool) -> Dataset:
+def make_dataset(cfg: Config, split: str, train: bool) -> SegmentationDataset:
     """Open one split of `cfg.data` with the training or the evaluation pipeline."""
     from gsag.data.layout import open_dataset
     from gsag.data.transforms import eval_transforms, train_transforms
@@ -50,7 +49,7 @@ def make_dataset(cfg: Config, split: str, train: bool) -> Dataset:
     return open_dataset(d.root, split, transforms=tf, skip_bad=cfg.train.skip_bad, layout=d.layout)
 
 
-def dataset_meta(dataset: Dataset, cfg: Config) -> dict[str, Any]:
+def dataset_meta(dataset: SegmentationDataset, cfg: Config) -> dict[str, Any]:
     """What predict/export need besides the weights (stored in every checkpoint)."""
     return {
         "classes": list(dataset.classes),

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from gsag.config import Config
+from gsag.data.base import SegmentationDataset
 from gsag.engine.checkpoint import (
     FORMAT,
     VERSION,
@@ -39,7 +39,7 @@ class Run:
     schedule: PolySchedule
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
-    val_set: Dataset
+    val_set: SegmentationDataset
     meta: dict[str, Any]  # `gsag.data.build.dataset_meta` of the training set
     run_dir: Path
 

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gsag.data.base import SegmentationDataset
+
 
 class StreamSampler(Sampler):
     """This process's share of the training stream, from iteration `start` to `iters`.
@@ -64,7 +66,7 @@ class SeededSamples(Dataset):
     its stream position, independent of workers, processes and resumption. The global RNG
     states of the calling process are left as they were."""
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
+    def __init__(self, dataset: SegmentationDataset, seed: int) -> None:
         self.dataset = dataset
         self.seed = seed
 
@@ -87,7 +89,7 @@ class SeededSamples(Dataset):
 
 
 def stream_loader(
-    dataset: Dataset,
+    dataset: SegmentationDataset,
     *,
     batch_size: int,
     micro: int,

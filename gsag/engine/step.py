@@ -35,7 +35,7 @@ def train_step(run: Run, batches: Batches) -> tuple[dict[str, float], bool]:
         masks = masks.to(dev, non_blocking=True)
         if tc.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        sync = a == tc.accum_steps - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
+        sync = a == tc.accum_steps - 1  # DDP averages the gradients after the last only
         with _no_sync(model, sync), autocast(dev, tc.amp):
             out = model(images)
             main = run.loss_fn(out["out"], masks)
@@ -67,8 +67,11 @@ def train_step(run: Run, batches: Batches) -> tuple[dict[str, float], bool]:
 
 
 def _no_sync(model: nn.Module, sync: bool) -> AbstractContextManager[Any]:
-    """`model.no_sync()` for DDP micro-batches that are not the last; a no-op otherwise."""
-    return nullcontext() if sync else model.no_sync()
+    """`model.no_sync()` for a DDP model's micro-batches that are not the last; a no-op
+    otherwise."""
+    if sync or not isinstance(model, nn.parallel.DistributedDataParallel):
+        return nullcontext()
+    return model.no_sync()
 
 
 def grad_scaler(enabled: bool) -> torch.amp.GradScaler:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from gsag.config import Config, ConfigError, save_config
+from gsag.data.base import SegmentationDataset
 from gsag.data.build import dataset_meta, ensure_data, make_dataset
 from gsag.engine import distributed
 from gsag.engine.checkpoint import export_safetensors, rng_state, set_rng_state
@@ -214,7 +214,9 @@ def _micro_batch(cfg: Config, dist: DistInfo) -> int:
     return micro
 
 
-def _datasets(cfg: Config, dist: DistInfo) -> tuple[Dataset, Dataset, dict[str, Any]]:
+def _datasets(
+    cfg: Config, dist: DistInfo
+) -> tuple[SegmentationDataset, SegmentationDataset, dict[str, Any]]:
     """(training set, validation set, `dataset_meta`); the main process generates missing
     synthetic data first."""
     if dist.is_main:
@@ -225,7 +227,9 @@ def _datasets(cfg: Config, dist: DistInfo) -> tuple[Dataset, Dataset, dict[str, 
     return train_set, val_set, dataset_meta(train_set, cfg)
 
 
-def _build(cfg: Config, dist: DistInfo, amp: str, val_set: Dataset, meta: dict[str, Any]) -> Run:
+def _build(
+    cfg: Config, dist: DistInfo, amp: str, val_set: SegmentationDataset, meta: dict[str, Any]
+) -> Run:
     """The model (SyncBatchNorm, DDP and compiled as configured), optimizer, schedule, loss."""
     tc = cfg.train
     dev = dist.device
@@ -246,7 +250,7 @@ def _build(cfg: Config, dist: DistInfo, amp: str, val_set: Dataset, meta: dict[s
         ids = [dev.index] if dev.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if compile_mode(tc.compile) == "model":
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))  # an OptimizedModule
     return Run(
         cfg=cfg,
         dist=dist,
@@ -314,7 +318,8 @@ def check_model_config(cfg: Config) -> None:
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     """SGD or AdamW; parameters outside `model.backbone` get `optim.head_lr_mult` x lr."""
     o = cfg.optim
-    backbone, head = [], []
+    backbone: list[nn.Parameter] = []
+    head: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (backbone if name.startswith("backbone.") else head).append(p)
