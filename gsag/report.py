@@ -277,10 +277,10 @@ def write_run_report(
     import torch
 
     from gsag.config import from_dict
+    from gsag.data.build import make_dataset
     from gsag.engine.checkpoint import load_model
     from gsag.engine.evaluate import evaluate, inference_options, metrics_table
     from gsag.engine.evaluate import write_report as write_metrics
-    from gsag.engine.train import make_dataset
     from gsag.flops import count_params
     from gsag.predict import Predictor
 

@@ -36,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from gsag.config import ConfigError, apply_override, from_dict
+    from gsag.data.build import make_dataset
     from gsag.engine import distributed
     from gsag.engine.checkpoint import load_model
     from gsag.engine.compile import CompileClock, apply_compile
     from gsag.engine.evaluate import evaluate, inference_options, write_report
-    from gsag.engine.train import make_dataset
 
     finish_path_argument(args, "checkpoint")
     set_threads(args.threads)

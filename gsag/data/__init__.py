@@ -22,7 +22,6 @@ from gsag.data.io import (
 )
 from gsag.data.layout import detect_layout, open_dataset
 from gsag.data.pascal_context import PascalContextSegmentation
-from gsag.data.seeding import seed_worker, worker_generator
 from gsag.data.voc import VOC_CLASSES, VOC_PALETTE, VOCSegmentation
 
 __all__ = [
@@ -48,8 +47,6 @@ __all__ = [
     "read_mask",
     "rgb_to_index",
     "save_mask",
-    "seed_worker",
     "voc_colormap",
-    "worker_generator",
     "write_classes_yaml",
 ]

@@ -8,6 +8,7 @@ error, and the writer stops logging after one warning.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ class SafeWriter:
         for name in ("write", "flush"):
             setattr(record, name, self._guarded(getattr(record, name)))
 
-    def _guarded(self, method):
-        def call(*args, **kwargs):
+    def _guarded(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
             if self.error is not None:
                 return None
             try:
@@ -53,10 +54,10 @@ class SafeWriter:
             stacklevel=3,
         )
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._writer, name)
 
-        def call(*args, **kwargs):
+        def call(*args: Any, **kwargs: Any) -> Any:
             if self.error is None:
                 try:
                     return method(*args, **kwargs)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
-from gsag.data import IMAGENET_MEAN, IMAGENET_STD, VOCSegmentation, worker_generator
+from gsag.data import IMAGENET_MEAN, IMAGENET_STD, VOCSegmentation
 from gsag.data.transforms import RandomCrop, eval_transforms, rescale_size, train_transforms
+from gsag.engine.sampler import stream_loader
 
 # eight well-separated colours; label i is painted in COLOURS[i]
 COLOURS = torch.tensor(
@@ -158,17 +158,22 @@ def test_eval_transforms_resize_image_keep_mask():
     assert torch.allclose(plain_image, (image.float() / 255 - mean) / std, atol=1e-6)
 
 
-def _batches(dataset, seed: int) -> list[torch.Tensor]:
-    loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2,
-                        generator=worker_generator(seed))  # fmt: skip
+def _batches(dataset, seed: int, num_workers: int) -> list[torch.Tensor]:
+    """The training loader's micro-batches of 2 over 2 iterations of batch 8 (2 accumulation
+    steps), as process 1 of 2 sees them."""
+    loader = stream_loader(dataset, batch_size=8, micro=2, accum_steps=2, rank=1, world_size=2,
+                           seed=seed, start=0, iters=2, num_workers=num_workers,
+                           pin_memory=False)  # fmt: skip
     return [image for image, _ in loader]
 
 
 def test_seeded_loader_is_deterministic(synth_root):
+    """The training stream's augmentation depends on the seed only: not on loader workers."""
     dataset = VOCSegmentation(
         synth_root, "train", transforms=train_transforms(crop_size=48, base_size=(64, 64))
     )
-    first, second, other = _batches(dataset, 7), _batches(dataset, 7), _batches(dataset, 8)
+    first, second = _batches(dataset, 7, num_workers=2), _batches(dataset, 7, num_workers=0)
+    other = _batches(dataset, 8, num_workers=2)
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
 

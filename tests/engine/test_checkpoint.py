@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import gsag
+from gsag.data.build import make_dataset
 from gsag.engine.checkpoint import (
     atomic_save,
     export_safetensors,
@@ -17,7 +18,7 @@ from gsag.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from gsag.engine.train import make_dataset, train
+from gsag.engine.train import train
 from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from gsag.config import save_config
+from gsag.data.build import make_dataset
 from gsag.engine.checkpoint import load_model
 from gsag.engine.evaluate import evaluate
-from gsag.engine.train import make_dataset
 from tests.helpers.configs import tiny_config
 
 pytestmark = [

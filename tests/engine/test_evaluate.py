@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import gsag
+from gsag.data.build import make_dataset
 from gsag.engine.evaluate import evaluate, infer, write_report
-from gsag.engine.train import make_dataset, train
+from gsag.engine.train import train
 from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test

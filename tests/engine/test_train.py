@@ -12,9 +12,10 @@ import torch
 from gsag.config import load_config
 from gsag.engine import train as train_mod
 from gsag.engine.checkpoint import load_checkpoint
+from gsag.engine.sampler import StreamSampler
 from gsag.engine.schedule import poly_lr
 from gsag.engine.timing import TIMING_KEYS
-from gsag.engine.train import StreamSampler, TrainingDiverged, train
+from gsag.engine.train import TrainingDiverged, train
 from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test

@@ -1,0 +1,62 @@
+"""The datasets a config describes: generate the synthetic one if asked, open a split with the
+training or the evaluation pipeline, and the dataset facts every checkpoint stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gsag.config import Config
+from gsag.data.base import SegmentationDataset
+
+
+def ensure_data(cfg: Config) -> None:
+    """Generate the synthetic dataset at `data.root` when it is missing and `data.synthetic`."""
+    root = Path(cfg.data.root)
+    if root.exists() and any(root.iterdir()):
+        return
+    if not cfg.data.synthetic:
+        raise FileNotFoundError(
+            f"data.root {root} does not exist or is empty; fetch VOC with `gsag data prepare-voc "
+            f"--download`, point data.root at your dataset (--set data.root=...), or set "
+            f"data.synthetic=true to generate a small one there"
+        )
+    from gsag.data.synth import generate
+
+    generate(root, seed=cfg.train.seed)  # the current generator version
+
+
+def make_dataset(cfg: Config, split: str, train: bool) -> SegmentationDataset:
+    """Open one split of `cfg.data` with the training or the evaluation pipeline."""
+    from gsag.data.layout import open_dataset
+    from gsag.data.transforms import eval_transforms, train_transforms
+
+    d = cfg.data
+    if train:
+        tf = train_transforms(
+            crop_size=d.crop_size,
+            base_size=tuple(d.base_size) if d.base_size else None,
+            scale_range=tuple(d.scale_range),
+            cat_max_ratio=d.cat_max_ratio,
+            hflip=d.hflip,
+            photometric=d.photometric,
+            mean=tuple(d.mean),
+            std=tuple(d.std),
+        )
+    else:
+        scale = tuple(d.eval_scale) if d.eval_scale else None
+        tf = eval_transforms(scale, mean=tuple(d.mean), std=tuple(d.std))
+    return open_dataset(d.root, split, transforms=tf, skip_bad=cfg.train.skip_bad, layout=d.layout)
+
+
+def dataset_meta(dataset: SegmentationDataset, cfg: Config) -> dict[str, Any]:
+    """What predict/export need besides the weights (stored in every checkpoint)."""
+    return {
+        "classes": list(dataset.classes),
+        "palette": [list(map(int, c)) for c in dataset.palette],
+        "num_classes": int(dataset.num_classes),
+        "ignore_index": int(dataset.ignore_index),
+        "prediction_ids": getattr(dataset, "prediction_ids", None),
+        "mean": list(cfg.data.mean),
+        "std": list(cfg.data.std),
+    }

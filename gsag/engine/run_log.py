@@ -1,0 +1,223 @@
+"""What a training run reports as it goes: metrics.jsonl, TensorBoard scalars and image panels
+(through `gsag.engine.tb`'s failure-proof writer), the progress bar and one-line notes."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gsag.atomic import write_text as atomic_write_text
+from gsag.engine import distributed
+from gsag.engine.distributed import DistInfo
+from gsag.engine.tb import open_writer
+
+VAL_KEYS = ("mIoU", "aAcc", "mAcc", "FWIoU")
+
+
+class RunLog:
+    """`<run_dir>/metrics.jsonl` and the TensorBoard events of one run.
+
+    Every process calls `train` (it averages the losses over processes); only the main process
+    writes. Opening it after a resume at iteration `start` drops what a killed run logged later.
+    """
+
+    def __init__(self, run_dir: Path, start: int, dist: DistInfo) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.dist = dist
+        self.writer = None
+        if dist.is_main:
+            _trim_log(self.path, start)
+            self.writer = open_writer(run_dir, resumed_at=start)
+
+    def train(
+        self, it: int, losses: dict[str, float], lr: float, bad_steps: int, times: dict[str, float]
+    ) -> None:
+        """One "train" record: losses averaged over processes, lr, skipped steps, rank 0's timing
+        (seconds per iteration, data share, images/s, memory)."""
+        losses = {
+            k: float(distributed.mean_over_processes(torch.tensor(v, device=self.dist.device)))
+            for k, v in losses.items()
+        }
+        if not self.dist.is_main:
+            return
+        record = {
+            "type": "train",
+            "iteration": it,
+            **losses,
+            "lr": lr,
+            "bad_steps": bad_steps,
+            **times,
+        }
+        _append_jsonl(self.path, record)
+        if self.writer is not None:
+            for k, v in losses.items():
+                self.writer.add_scalar(f"train/{k}", v, it)
+            for k, v in times.items():
+                if v == v:  # skip NaN
+                    self.writer.add_scalar(f"time/{k}", v, it)
+            self.writer.add_scalar("train/lr", lr, it)
+            self.writer.add_scalar("train/bad_steps", bad_steps, it)
+
+    def val(
+        self,
+        it: int,
+        metrics: dict[str, Any],
+        samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        meta: dict[str, Any],
+    ) -> None:
+        """One "val" record (per-class IoU by name) and `samples`' (image, mask, prediction)
+        panels; main process only."""
+        if not self.dist.is_main:
+            return
+        record = {
+            "type": "val",
+            "iteration": it,
+            **{k: metrics[k] for k in VAL_KEYS},
+            "IoU": dict(zip(meta["classes"], metrics["IoU"], strict=True)),
+        }
+        _append_jsonl(self.path, record)
+        if self.writer is None:
+            return
+        for k in VAL_KEYS:
+            self.writer.add_scalar(f"val/{k}", metrics[k], it)
+        for name, iou in zip(meta["classes"], metrics["IoU"], strict=True):
+            if not math.isnan(iou):
+                self.writer.add_scalar(f"val_IoU/{name}", iou, it)
+        for i, (image, mask, pred) in enumerate(samples):
+            self.writer.add_image(f"val_predictions/{i}", _panel(image, mask, pred, meta), it)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _panel(image, mask, pred, meta) -> torch.Tensor:
+    """(3, H, 3W) uint8: image | ground truth | prediction, masks coloured by the palette."""
+    mean = torch.tensor(meta["mean"]).view(3, 1, 1)
+    std = torch.tensor(meta["std"]).view(3, 1, 1)
+    img = ((image.float() * std + mean).clamp(0, 1) * 255).to(torch.uint8)  # (3, H, W)
+    lut = torch.zeros(256, 3, dtype=torch.uint8)
+    lut[: len(meta["palette"])] = torch.tensor(meta["palette"], dtype=torch.uint8)
+    lut[meta["ignore_index"]] = 255
+
+    def color(m: torch.Tensor) -> torch.Tensor:
+        return lut[m.clamp(0, 255).long()].permute(2, 0, 1)  # (H, W) -> (3, H, W)
+
+    if img.shape[-2:] != mask.shape[-2:]:
+        img = torch.nn.functional.interpolate(img[None].float(), size=mask.shape[-2:])[0].to(
+            torch.uint8
+        )
+    return torch.cat([img, color(mask), color(pred)], dim=2)
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+    if "IoU" in clean:
+        clean["IoU"] = {k: (None if math.isnan(v) else v) for k, v in clean["IoU"].items()}
+    with open(path, "a") as f:
+        f.write(json.dumps(clean) + "\n")
+
+
+def _trim_log(path: Path, start: int) -> None:
+    """Keep only the records up to iteration `start` (a killed run may have logged past it)."""
+    if not path.exists():
+        return
+    if start == 0:
+        path.unlink()
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    kept = [ln for ln in lines if json.loads(ln).get("iteration", 0) <= start]
+    atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+def note(msg: str) -> None:
+    """One line on stderr (rich markup)."""
+    from rich.console import Console
+
+    Console(stderr=True).print(msg)
+
+
+class Progress:
+    """A rich progress bar with loss, lr, it/s and ETA (nothing when `enabled` is false)."""
+
+    def __init__(self, enabled: bool, start: int, total: int) -> None:
+        self.enabled = enabled
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        self.bar = Bar(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
+            TextColumn("{task.fields[speed]}"),
+            TextColumn("{task.fields[timing]}"),
+            TextColumn("mIoU {task.fields[miou]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(
+            "train",
+            total=total,
+            completed=start,
+            loss=math.nan,
+            lr=0.0,
+            speed="",
+            timing="",
+            miou="–",
+            note="",
+        )
+        self.t_last, self.it_last = time.perf_counter(), start
+
+    def update(self, it: int, loss: float, lr: float) -> None:
+        if self.bar is None:
+            return
+        now = time.perf_counter()
+        fields: dict[str, Any] = {"loss": loss, "lr": lr}
+        if now - self.t_last >= 1.0:
+            fields["speed"] = f"{(it - self.it_last) / (now - self.t_last):.2f} it/s"
+            self.t_last, self.it_last = now, it
+        self.bar.update(self.task, completed=it, **fields)
+
+    def timing(self, times: dict[str, float]) -> None:
+        """Shows the last log interval's s/it, images/s, data-wait share and peak memory."""
+        if self.bar is None or times["sec_per_iter"] != times["sec_per_iter"]:
+            return
+        text = (
+            f"{times['sec_per_iter']:.3f} s/it  {times['images_per_s']:.1f} img/s  "
+            f"data {100 * times['data_share']:.0f}%"
+        )
+        if "peak_mem_gib" in times:
+            text += f"  mem {times['peak_mem_gib']:.1f} GiB"
+        self.bar.update(self.task, timing=text)
+
+    def pause(self, note: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, note=note)
+
+    def resume(self, miou: float) -> None:
+        if self.bar is not None:
+            shown = "–" if math.isnan(miou) else f"{100 * miou:.1f}"
+            self.bar.update(self.task, note="", miou=shown)
+            self.t_last = time.perf_counter()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

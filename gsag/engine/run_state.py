@@ -1,0 +1,131 @@
+"""A training run's state: `Run` (what it is built from), `LoopState` (where its loop stands),
+and how both go into last.pt/best.pt and come back on a resume, every process's RNG included."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gsag.config import Config
+from gsag.data.base import SegmentationDataset
+from gsag.engine.checkpoint import (
+    FORMAT,
+    VERSION,
+    atomic_save,
+    load_checkpoint,
+    load_resume_weights,
+    rng_state,
+    set_rng_state,
+)
+from gsag.engine.distributed import DistInfo
+from gsag.engine.run_log import note
+from gsag.engine.schedule import PolySchedule
+
+
+@dataclass
+class Run:
+    """What one training run is built from; the step, the evaluation and the checkpoints work
+    on it."""
+
+    cfg: Config
+    dist: DistInfo
+    model: nn.Module  # what runs forward: `raw_model`, maybe wrapped in DDP and/or compiled
+    raw_model: nn.Module  # what checkpoints hold
+    optimizer: torch.optim.Optimizer
+    schedule: PolySchedule
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    val_set: SegmentationDataset
+    meta: dict[str, Any]  # `gsag.data.build.dataset_meta` of the training set
+    run_dir: Path
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.pt"
+
+    def to_save(self) -> dict[str, Any]:
+        """The objects whose state dicts a checkpoint holds, by checkpoint key."""
+        return {
+            "model": self.raw_model,
+            "optimizer": self.optimizer,
+            "scheduler": self.schedule,
+            "scaler": self.scaler,
+        }
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands after `iteration` iterations."""
+
+    iteration: int = 0
+    best_miou: float = -1.0
+    bad_steps: int = 0  # non-finite steps skipped since this process started
+    bad_streak: int = 0  # ... of them in a row, up to now
+    metrics: dict[str, Any] = field(default_factory=dict)  # the last evaluation
+
+
+def save_state(
+    run: Run, path: Path, state: LoopState, rngs: list[dict[str, Any]] | None = None
+) -> None:
+    """Write a checkpoint: the state dicts of `run.to_save()`, the loop state and the RNG states
+    (this process's unless `rngs` gives every process's)."""
+    ckpt = {
+        "format": FORMAT,
+        "version": VERSION,
+        "iteration": state.iteration,
+        "best_miou": float(state.best_miou),
+        **{name: obj.state_dict() for name, obj in run.to_save().items()},
+        "rng": rngs if rngs is not None else [rng_state()],
+        "config": run.cfg.to_dict(),
+        "meta": run.meta,
+    }
+    atomic_save(ckpt, path)
+
+
+def gather_rng(dist: DistInfo) -> list[dict[str, Any]]:
+    """RNG states of every rank (rank order); collective under DDP."""
+    import torch.distributed as torch_dist
+
+    local = rng_state()
+    if not dist.distributed:
+        return [local]
+    states: list[Any] = [None] * dist.world_size
+    torch_dist.all_gather_object(states, local)
+    return states
+
+
+def resume_state(run: Run, show: bool) -> tuple[LoopState, list[dict[str, Any]] | None]:
+    """Load last.pt (if there is one) into `run`: the state to go on from and the RNG states of
+    the processes that saved it (None for a fresh start)."""
+    path = run.last_path
+    if not path.is_file():
+        if show:
+            note(f"no {path} yet: starting from iteration 0")
+        return LoopState(), None
+    ckpt = load_checkpoint(path, map_location="cpu")
+    load_resume_weights(run.raw_model, ckpt, path, run.cfg)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.schedule.load_state_dict(ckpt["scheduler"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    state = LoopState(iteration=int(ckpt["iteration"]), best_miou=float(ckpt["best_miou"]))
+    if show:
+        note(f"resuming {path} at iteration {state.iteration}")
+    return state, ckpt["rng"]
+
+
+def restore_rng(rng_states: list[dict[str, Any]] | None, dist: DistInfo, show: bool) -> None:
+    """Give this process the RNG state it had when last.pt was saved (when there is one)."""
+    if rng_states is None:
+        return
+    if len(rng_states) == dist.world_size:
+        set_rng_state(rng_states[dist.rank])
+    elif show:
+        note("RNG states were saved by a different number of processes: reseeding")
