@@ -19,9 +19,8 @@ $(STAMP): pyproject.toml | $(PY)
 demo: $(STAMP)
 	$(PY) -m gsag demo --resume
 
-test: $(STAMP)
-	$(PY) -m ruff check gsag tests
-	$(PY) -m ruff format --check gsag tests
+# lint (ruff, then mypy on gsag/ as configured in pyproject.toml), then the default suite
+test: lint
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
@@ -30,10 +29,11 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check gsag tests
 	$(PY) -m ruff format --check gsag tests
+	$(PY) -m mypy
 
 format: $(STAMP)
 	$(PY) -m ruff format gsag tests
 	$(PY) -m ruff check --fix gsag tests
 
 clean:
-	rm -rf runs reports .pytest_cache .ruff_cache
+	rm -rf runs reports .pytest_cache .ruff_cache .mypy_cache

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
+
+
+class _ExtraFlops(Protocol):
+    """A module that counts the FLOPs `FlopCounterMode` misses (see `count_flops`)."""
+
+    def extra_flops(self, inputs: tuple, output: Any) -> int: ...
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -66,7 +73,7 @@ def count_gflops(
 
     def hook(module: nn.Module, inputs: tuple, output) -> None:
         nonlocal extra
-        extra += module.extra_flops(inputs, output)
+        extra += cast(_ExtraFlops, module).extra_flops(inputs, output)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if hasattr(m, "extra_flops")]
     was_training = model.training

@@ -39,15 +39,19 @@ def add_alias(parser: argparse.ArgumentParser, old: str, dest: str) -> None:
 class _Overrides(argparse.Action):
     """Collects `KEY=VALUE` pairs from one or several `--set` flags into one list."""
 
-    def __call__(self, parser, namespace, values: Sequence[str], option_string=None) -> None:
-        for item in values:
+    def __call__(
+        self, parser, namespace, values: str | Sequence[Any] | None, option_string=None
+    ) -> None:
+        # nargs="+" (see add_set_argument) always passes a list; the other cases are argparse's
+        pairs: list[str] = [values] if isinstance(values, str) else list(values or [])
+        for item in pairs:
             if "=" not in item:
                 parser.error(
                     f"argument {option_string}: {item!r} is not KEY=VALUE; put paths before "
                     f"{option_string}, e.g. gsag train CONFIG {option_string} train.iters=100"
                 )
         items = list(getattr(namespace, self.dest, None) or [])
-        setattr(namespace, self.dest, [*items, *values])
+        setattr(namespace, self.dest, [*items, *pairs])
 
 
 def add_set_argument(parser: argparse.ArgumentParser, what: str = "") -> None:

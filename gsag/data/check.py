@@ -117,7 +117,8 @@ def _datasets(
         ]
     if layout == "voc":
         voc_root = find_voc_root(root)
-        names = splits or voc_splits(voc_root)
+        # voc_root is None only for an explicit layout="voc" on another folder: no lists to check
+        names = splits or (voc_splits(voc_root) if voc_root is not None else [])
         return layout, [VOCSegmentation(root, s) for s in names]
     if splits:
         return layout, [FolderSegmentation(root, s) for s in splits]

@@ -13,6 +13,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gsag.data.errors import DataError, DownloadError
 
@@ -142,7 +143,7 @@ def download(
 
 
 # the "data" filter (Python >= 3.11.4) repeats our checks and silences 3.12+'s warning
-_SAFE = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+_SAFE: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
@@ -164,13 +165,13 @@ def _unpack(archive_path: Path, staging: Path, progress) -> None:
     """Unpack a zip or a tar into `staging`, refusing unsafe entries before writing any."""
     if zipfile.is_zipfile(archive_path):
         with zipfile.ZipFile(archive_path) as archive:
-            members = archive.infolist()
-            for member in members:
-                _check_zip_member(member, archive_path)
-            for done, member in enumerate(members, 1):
-                archive.extract(member, staging)
+            entries = archive.infolist()
+            for entry in entries:
+                _check_zip_member(entry, archive_path)
+            for done, entry in enumerate(entries, 1):
+                archive.extract(entry, staging)
                 if progress:
-                    progress(done, len(members))
+                    progress(done, len(entries))
         return
     with tarfile.open(archive_path, "r:*") as tar:
         members = tar.getmembers()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from gsag.data.pascal_context import LISTS, PascalContextSegmentation, find_cont
 from gsag.data.voc import VOCSegmentation, find_voc_root
 
 #: Layout name -> reader `(root, split, transforms=..., skip_bad=...)`.
-READERS = {
+READERS: dict[str, Callable[..., SegmentationDataset]] = {
     "voc": VOCSegmentation,
     "folder": FolderSegmentation,
     "cityscapes": CityscapesSegmentation,

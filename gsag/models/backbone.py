@@ -13,11 +13,15 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from gsag.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from timm.models import FeatureInfo
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +101,9 @@ class Backbone(nn.Module):
             )
         self.name = name
         self.levels = tuple(int(i) for i in levels)
-        kwargs = dict(features_only=True, out_indices=self.levels, output_stride=output_stride)
+        kwargs: dict[str, Any] = dict(
+            features_only=True, out_indices=self.levels, output_stride=output_stride
+        )
         use_hub = pretrained is True
         try:
             self.body = timm.create_model(BACKBONES[name], pretrained=use_hub, **kwargs)
@@ -111,10 +117,11 @@ class Backbone(nn.Module):
                 f"weights elsewhere and pass "
                 f"pretrained='path/to/{name}.safetensors'."
             ) from err
-        self.channels: list[int] = list(self.body.feature_info.channels())
-        self.reductions: list[int] = list(self.body.feature_info.reduction())
+        feature_info = cast("FeatureInfo", self.body.feature_info)
+        self.channels: list[int] = list(feature_info.channels())
+        self.reductions: list[int] = list(feature_info.reduction())
         self.load_report: LoadReport | None = None
-        if pretrained not in (False, True, None):
+        if isinstance(pretrained, str | Path):  # a local weights file (True: the hub, above)
             self.load_report = load_backbone_weights(self.body, pretrained)
 
     def forward(self, x: Tensor) -> list[Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -27,7 +29,7 @@ class ConvBNReLU(nn.Sequential):
         )
 
 
-def resize(x: Tensor, size: tuple[int, int] | list[int]) -> Tensor:
+def resize(x: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinear resize of a (B, C, H, W) map to `size`; a no-op when the size already matches."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x

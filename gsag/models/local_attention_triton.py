@@ -141,7 +141,8 @@ def _bwd_key_kernel(
 def _strided(x: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
     """x (B, h, H, W, d) with a unit last stride, and its (b, h, y, x) strides."""
     x = x if x.stride(-1) == 1 else x.contiguous()
-    return x, tuple(x.stride()[:4])
+    s = x.stride()
+    return x, (s[0], s[1], s[2], s[3])
 
 
 def _meta(q: Tensor, v: Tensor, kernel_size: int) -> dict:
