@@ -378,11 +378,11 @@ def build_model(
         return deeplabv3_resnet50(
             weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux
         )
-    from gsag.models import create_model
+    from gsag.models.segmentor import model_from_args
 
     kwargs = model_kwargs or {}
-    return create_model(
-        name, num_classes=num_classes, backbone=backbone, pretrained=False, aux=aux, **kwargs
+    return model_from_args(
+        dict(name=name, num_classes=num_classes, backbone=backbone, aux=aux, **kwargs)
     )
 
 

@@ -86,12 +86,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):
     """(model in eval mode, checkpoint meta): a checkpoint's model, or an untrained one."""
-    from gsag.engine.checkpoint import build_model, load_model
+    from gsag.engine.checkpoint import load_model
+    from gsag.models.segmentor import model_from_args
 
     if args.checkpoint:
         return load_model(args.checkpoint)
     untrained = dict(name=args.model, num_classes=args.num_classes, backbone=args.backbone)
-    return build_model({**untrained, "aux": False}).eval(), {}
+    return model_from_args({**untrained, "aux": False}).eval(), {}
 
 
 def _check_inputs(folder: str, meta: dict):

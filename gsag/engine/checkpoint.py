@@ -8,8 +8,8 @@ it loads with `torch.load(weights_only=True)` (nothing is unpickled):
     mean, std, model_args)
 
 `meta["model_args"]` holds the `create_model` arguments of the model (`Segmentor.model_args`);
-`load_model` rebuilds the model from them alone (`model_args` derives them from the config for
-checkpoints written before they were stored).
+`load_model` rebuilds the model from them alone with `gsag.models.model_from_args`
+(`model_args` derives them from the config for checkpoints written before they were stored).
 
 `export_safetensors` writes the model weights alone, with config and meta as JSON metadata.
 """
@@ -127,13 +127,6 @@ def model_args(config: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def build_model(args: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from its `create_model` arguments, with random weights (no download)."""
-    from gsag.models.segmentor import create_model
-
-    return create_model(**{**args, "pretrained": False})
-
-
 def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a trained model from a `.pt` checkpoint or exported `.safetensors` weights.
 
@@ -142,6 +135,8 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.M
         "num_classes", "ignore_index", "mean", "std", "model_args" and, for `.pt` files,
         "iteration" and "best_miou".
     """
+    from gsag.models.segmentor import model_from_args
+
     path = Path(path)
     if path.suffix == ".safetensors":
         state, config, meta = _read_safetensors(path)
@@ -150,9 +145,8 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.M
         ckpt = load_checkpoint(path, map_location="cpu")
         state, config, meta = ckpt["model"], ckpt["config"], ckpt["meta"]
         extra = {"iteration": ckpt["iteration"], "best_miou": ckpt["best_miou"]}
-    args = model_args(config, meta)
     try:
-        model = build_model(args)
+        model = model_from_args(model_args(config, meta))
     except ValueError as e:  # ModelArgError: a model this version of gsag cannot build
         raise CheckpointError(f"{path}: its model cannot be rebuilt ({e})") from e
     try:

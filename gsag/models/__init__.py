@@ -3,7 +3,13 @@
 from gsag.flops import count_gflops, count_params
 from gsag.models.backbone import Backbone, list_backbones
 from gsag.models.check import ModelArgError, check_model_args
-from gsag.models.segmentor import Segmentor, create_model, head_defaults, list_models
+from gsag.models.segmentor import (
+    Segmentor,
+    create_model,
+    head_defaults,
+    list_models,
+    model_from_args,
+)
 
 __all__ = [
     "Backbone",
@@ -16,4 +22,5 @@ __all__ = [
     "head_defaults",
     "list_backbones",
     "list_models",
+    "model_from_args",
 ]

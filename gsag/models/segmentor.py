@@ -130,3 +130,9 @@ def create_model(
         **kwargs,
     )
     return model
+
+
+def model_from_args(args: dict[str, Any]) -> Segmentor:
+    """The model that `args` (a `Segmentor.model_args`, e.g. from a checkpoint) describe, with
+    random weights and nothing downloaded: the one way a stored model is rebuilt."""
+    return create_model(**{**args, "pretrained": False})
