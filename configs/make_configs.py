@@ -17,9 +17,13 @@ file is complete on its own (no inheritance).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-MODELS = ["fcn", "gsag_basic", "gsag_incremental", "gsag_hybrid", "deeplabv3", "danet"]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gsag
+from gsag.models import list_models
+
+MODELS = list_models()
 RESNETS = ["resnet50", "resnet101"]
 
 VOC_DATA = """\

@@ -146,17 +146,20 @@ def resolve_combo(
 
 
 def model_kwargs_for(model: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Split the shared `model.kwargs` into those `model` accepts and the names it does not.
+    """Split the shared `model.kwargs` into those `model` takes and the names it drops.
 
-    One config serves every model of the grid, so head options of one family (e.g. GSAG's
-    `num_heads`) are dropped for heads without them; shared ones (e.g. `head_channels`) apply
-    to all heads that take them.
+    One config serves every model of the grid, so head options of another family (e.g. GSAG's
+    `num_heads` for DeepLabV3) are dropped; shared ones (e.g. `head_channels`) and `levels`
+    apply to every model. Anything that is no head option of any model is kept, so that the
+    engine's check refuses it as it would in `gsag train`.
     """
-    from gsag.models.segmentor import head_kwargs
+    from gsag.models.check import EXTRA
+    from gsag.models.segmentor import head_defaults, list_models
 
-    accepted = set(head_kwargs(model))
-    kept = {k: v for k, v in kwargs.items() if k in accepted}
-    return kept, sorted(set(kwargs) - accepted)
+    taken = {*head_defaults(model), *EXTRA}
+    others = {k for name in list_models() for k in head_defaults(name)} - taken
+    dropped = sorted(k for k in kwargs if k in others)
+    return {k: v for k, v in kwargs.items() if k not in dropped}, dropped
 
 
 def _finite(v: Any) -> float:

@@ -356,9 +356,16 @@ def cuda_peak_memory_mb(model: nn.Module, x: torch.Tensor) -> float:
 
 def valid_models() -> list[str]:
     """Model names `gsag bench` accepts: gsag's models and the torchvision peer."""
-    from gsag.models.segmentor import list_models
+    from gsag.models import list_models
 
     return [*list_models(), PEER]
+
+
+def default_models() -> list[str]:
+    """The models `gsag bench` compares by default: all of gsag's, the baseline added last."""
+    from gsag.models import list_models
+
+    return [name for name in list_models() if name != BASELINE]
 
 
 def build_model(
@@ -371,11 +378,11 @@ def build_model(
         return deeplabv3_resnet50(
             weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux
         )
-    from gsag.models.segmentor import create_model
+    from gsag.models.segmentor import model_from_args
 
     kwargs = model_kwargs or {}
-    return create_model(
-        name, num_classes=num_classes, backbone=backbone, pretrained=False, aux=aux, **kwargs
+    return model_from_args(
+        dict(name=name, num_classes=num_classes, backbone=backbone, aux=aux, **kwargs)
     )
 
 

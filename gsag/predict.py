@@ -133,26 +133,26 @@ class Predictor:
 
         options = dict(mode=mode, tta=tta, crop_size=crop_size, stride=stride, scales=scales)
         _check_mode(mode)
-        model, info = load_model(checkpoint, map_location=device)
-        self._setup(model, info, device, flip=flip, max_pixels=max_pixels, **options)
+        model, meta = load_model(checkpoint, map_location=device)
+        self._setup(model, meta, device, flip=flip, max_pixels=max_pixels, **options)
         self._speed(amp, compile)
 
     @classmethod
     def from_model(
-        cls, model: nn.Module, info: dict[str, Any], device: str | torch.device = "cpu", **options
+        cls, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu", **options
     ) -> Predictor:
-        """Wrap a model already in memory; `info` as returned by `load_model`; `options` as for
+        """Wrap a model already in memory; `meta` as returned by `load_model`; `options` as for
         the constructor (mode, tta, crop_size, stride, scales, flip, max_pixels, amp, compile)."""
         self = cls.__new__(cls)
         amp, compile = options.pop("amp", None), options.pop("compile", None)
-        self._setup(model, info, device, **options)
+        self._setup(model, meta, device, **options)
         self._speed(amp, compile)
         return self
 
     def _setup(
         self,
         model: nn.Module,
-        info: dict[str, Any],
+        meta: dict[str, Any],
         device: str | torch.device,
         mode: str = "whole",
         tta: bool = False,
@@ -162,22 +162,23 @@ class Predictor:
         flip: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
+        from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
         from gsag.engine.evaluate import check_inference_options
 
         _check_mode(mode)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.info = info
-        self.classes: list[str] = list(info["classes"])
-        self.palette: list[tuple[int, int, int]] = [tuple(c) for c in info["palette"]]
-        self.mean = tuple(info.get("mean", (0.485, 0.456, 0.406)))
-        self.std = tuple(info.get("std", (0.229, 0.224, 0.225)))
-        eval_cfg = _eval_config(info.get("config"))
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.palette: list[tuple[int, int, int]] = [tuple(c) for c in meta["palette"]]
+        self.mean = tuple(meta.get("mean", IMAGENET_MEAN))
+        self.std = tuple(meta.get("std", IMAGENET_STD))
+        eval_cfg = _eval_config(meta.get("config"))
         self.crop_size = crop_size or eval_cfg.get("crop_size") or 512  # int or [h, w]
         default_stride = [max(1, c * 2 // 3) for c in np.atleast_1d(self.crop_size).tolist()]
         self.stride = stride or eval_cfg.get("stride") or default_stride
         #: value written for each class index (Cityscapes: its labelId); None: the index itself
-        self.prediction_ids: list[int] | None = info.get("prediction_ids")
+        self.prediction_ids: list[int] | None = meta.get("prediction_ids")
         # multi-scale when asked for by mode, by tta or by explicit scales; "slide" then slides
         # at every scale instead of being dropped
         self.window = "slide" if mode == "slide" else "whole"
@@ -191,7 +192,7 @@ class Predictor:
         """Autocast and compile settings; the model is compiled in place with dynamic shapes."""
         from gsag.engine.compile import CompileClock, apply_compile, resolve_amp
 
-        eval_cfg = _eval_config(self.info.get("config"))
+        eval_cfg = _eval_config(self.meta.get("config"))
         self.amp = resolve_amp(amp or eval_cfg.get("amp") or "auto", self.device)
         self.compile = compile or eval_cfg.get("compile") or "none"
         apply_compile(self.model, self.compile, dynamic=True)

@@ -281,7 +281,6 @@ def write_run_report(
     from gsag.engine.checkpoint import load_model
     from gsag.engine.evaluate import evaluate, inference_options, metrics_table
     from gsag.engine.evaluate import write_report as write_metrics
-    from gsag.flops import count_params
     from gsag.predict import Predictor
 
     out = Path(out_dir)
@@ -322,7 +321,7 @@ def write_run_report(
     lines = [
         f"# {title}",
         "",
-        f"- model: `{m.name}` on `{m.backbone}` ({count_params(model) / 1e6:.2f} M parameters, "
+        f"- model: `{m.name}` on `{m.backbone}` ({model.params_line()}, "
         f"output stride {m.output_stride}, pretrained backbone: {m.pretrained})",
         f"- checkpoint: `{checkpoint}` (iteration {info.get('iteration', '?')} of "
         f"{cfg.train.iters}, batch {cfg.train.batch_size}, crop {cfg.data.crop_size})",

@@ -20,7 +20,7 @@ export PYTHONPATH="$PWD"
 py="${PYTHON:-python}"
 common=(--device cuda --backbones resnet50 --amp bf16 --channels-last --warmup 3
         --update-doc docs/bench.md)
-all=(--models fcn gsag_basic gsag_incremental gsag_hybrid danet --torchvision-peer)
+all=(--torchvision-peer)  # the default --models: every model
 gsag=(--models gsag_basic gsag_incremental gsag_hybrid)  # + deeplabv3, always
 
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT_DIR/NAME.log

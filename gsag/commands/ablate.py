@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models",
         nargs="+",
-        default=["fcn", "gsag_basic", "gsag_incremental", "gsag_hybrid", "deeplabv3", "danet"],
-        help="models to train",
+        default=None,
+        help="models to train (default: every model of `gsag models`)",
     )
     parser.add_argument("--backbones", nargs="+", default=None, help="default: the config's")
     parser.add_argument(
@@ -50,8 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
     from gsag import ablate
     from gsag.config import load_config
+    from gsag.errors import check_names
+    from gsag.models import list_models
 
     finish_path_argument(args, "config")
+    args.models = args.models or list_models()
+    check_names(args.models, list_models(), "--models")
     if args.threads:
         args.overrides = [*args.overrides, f"train.num_threads={args.threads}"]
     console = Console()

@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models",
         nargs="+",
-        default=["fcn", "gsag_basic", "gsag_incremental", "gsag_hybrid", "danet"],
-        help="models to compare (DeepLabV3 is always added as the baseline)",
+        default=None,
+        help="models to compare (default: every model of `gsag models`; DeepLabV3 is always "
+        "added as the baseline)",
     )
     parser.add_argument(
         "--torchvision-peer",
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.models import list_backbones
 
     console = Console()
+    args.models = args.models or bench.default_models()
     check_names(args.models, bench.valid_models(), "--models")
     check_names(args.backbones, list_backbones(), "--backbones")
     set_threads(args.threads)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.checkpoint) == bool(args.model):
         raise SystemExit("gsag export: error: give exactly one of a checkpoint (positional or "
                          "--checkpoint) and --model NAME")  # fmt: skip
-    model, info = _load(args)
+    model, meta = _load(args)
     fmt = args.format or ("torch" if Path(args.out).suffix == ".pt2" else "onnx")
     with console.status(f"exporting to {args.out} ..."):
         if fmt == "torch":
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"wrote [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB)")
     if fmt != "onnx" or args.no_check:
         return 0
-    inputs = _check_inputs(args.check_images, info) if args.check_images else None
+    inputs = _check_inputs(args.check_images, meta) if args.check_images else None
     with console.status("comparing onnxruntime with PyTorch ..."):
         checks = export.check_onnx(model, path, inputs=inputs)
     table = Table(title="onnxruntime vs PyTorch")
@@ -85,21 +85,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
+    """(model in eval mode, checkpoint meta): a checkpoint's model, or an untrained one."""
+    from gsag.engine.checkpoint import load_model
+    from gsag.models.segmentor import model_from_args
+
     if args.checkpoint:
-        from gsag.engine.checkpoint import load_model
-
         return load_model(args.checkpoint)
-    from gsag.models.segmentor import create_model
-
-    model = create_model(
-        args.model, args.num_classes, backbone=args.backbone, pretrained=False, aux=False
-    )
-    return model.eval(), {}
+    untrained = dict(name=args.model, num_classes=args.num_classes, backbone=args.backbone)
+    return model_from_args({**untrained, "aux": False}).eval(), {}
 
 
-def _check_inputs(folder: str, info: dict):
+def _check_inputs(folder: str, meta: dict):
+    from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
     from gsag.predict import list_images, normalise, to_rgb_array
 
-    mean = info.get("mean", (0.485, 0.456, 0.406))
-    std = info.get("std", (0.229, 0.224, 0.225))
+    mean = meta.get("mean", IMAGENET_MEAN)
+    std = meta.get("std", IMAGENET_STD)
     return [normalise(to_rgb_array(f), mean, std) for f in list_images(folder)[:8]]

@@ -1,21 +1,39 @@
-"""`gsag models`: the model table (name, backbone, params, GFLOPs at a given input size)."""
+"""`gsag models`: the model table (name, backbone, params, GFLOPs at a given input size), or one
+model's settings: its head options with their defaults (`gsag models NAME`) or as a config
+resolves them (`gsag models --config FILE`), and its parameters with and without the aux head."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
-HELP = "list the models with their parameter count and GFLOPs (optionally as Markdown)"
+from gsag.commands import add_set_argument
+
+HELP = "list the models with their parameter count and GFLOPs, or show one model's settings"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name",
+        nargs="?",
+        help="show this model's head options with their defaults and its parameter count",
+    )
+    parser.add_argument(
+        "--config", help="show the model of this config: its resolved head options and size"
+    )
+    add_set_argument(parser, " of --config")
     parser.add_argument(
         "--backbone", default="resnet50", help="backbone for every row (default: resnet50)"
     )
     parser.add_argument(
         "--size", type=int, default=512, help="square input size for GFLOPs (default: 512)"
     )
-    parser.add_argument("--num-classes", type=int, default=21, help="classes (default: 21, VOC)")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        help="classes (default: the config's dataset with --config, else 21 as in VOC)",
+    )
     parser.add_argument(
         "--output-stride", type=int, default=8, choices=(8, 16, 32), help="default: 8"
     )
@@ -70,30 +88,130 @@ def to_markdown(rows: list[dict], size: int) -> str:
     return "\n".join(lines)
 
 
+def model_settings(
+    name: str,
+    num_classes: int,
+    backbone: str = "resnet50",
+    output_stride: int = 8,
+    aux: bool = True,
+    kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One model's settings and size.
+
+    Returns:
+        {"model_args": the `create_model` arguments, "options": [(option, value, default)] for
+        every head option (and `levels`), "params": all parameters, "aux_params": those of the
+        training-only aux head (0 without it), "params_line": both in words}.
+    """
+    from gsag.flops import count_params
+    from gsag.models import create_model, head_defaults
+    from gsag.models.backbone import DEFAULT_LEVELS
+
+    kwargs = kwargs or {}
+    model = create_model(
+        name, num_classes, backbone=backbone, output_stride=output_stride, aux=aux, **kwargs
+    )
+    defaults = {**head_defaults(name), "levels": list(DEFAULT_LEVELS)}
+    args = model.model_args
+    return {
+        "model_args": args,
+        "options": [(k, args.get(k, default), default) for k, default in defaults.items()],
+        "params": count_params(model),
+        "aux_params": count_params(model.aux_head) if model.aux_head is not None else 0,
+        "params_line": model.params_line(),
+    }
+
+
+def config_num_classes(cfg) -> int | None:
+    """The number of classes of a config's dataset, or None when it cannot be opened here."""
+    if cfg.data.synthetic:
+        from gsag.data.synth import SYNTH_CLASSES
+
+        return len(SYNTH_CLASSES)
+    from gsag.data import open_dataset
+    from gsag.data.errors import DataError
+
+    try:
+        return open_dataset(cfg.data.root, cfg.data.val_split, layout=cfg.data.layout).num_classes
+    except (DataError, OSError):
+        return None
+
+
+def _show_settings(args: argparse.Namespace, console) -> int:
+    from rich.table import Table
+
+    from gsag.models import ModelArgError
+
+    notes = []
+    if args.config:
+        from gsag.config import load_config
+        from gsag.engine.train import check_model_config
+
+        cfg = load_config(args.config, args.overrides)
+        check_model_config(cfg)  # errors name the config key
+        m = cfg.model
+        num_classes = args.num_classes or config_num_classes(cfg)
+        if num_classes is None:
+            num_classes = 21
+            notes.append(f"21 classes assumed: {cfg.data.root} could not be opened here")
+        name, backbone, stride, aux, kwargs = m.name, m.backbone, m.output_stride, m.aux, m.kwargs
+        source = f"{args.config}, "
+    else:
+        num_classes = args.num_classes or 21
+        name, backbone, stride, aux, kwargs = args.name, args.backbone, args.output_stride, True, {}
+        source = ""
+    try:
+        settings = model_settings(name, num_classes, backbone, stride, aux, kwargs)
+    except ModelArgError as e:
+        console.print(str(e), style="red", markup=False)
+        return 2
+    console.print(
+        f"{name} on {backbone} ({source}output stride {stride}, {num_classes} classes)",
+        highlight=False,
+    )
+    table = Table()
+    for col in ("head option", "value", "default"):
+        table.add_column(col)
+    for option, value, default in settings["options"]:
+        mark = "" if value == default else " *"
+        table.add_row(option, f"{value!r}{mark}", repr(default))
+    console.print(table)
+    console.print(settings["params_line"], highlight=False)
+    if any(value != default for _, value, default in settings["options"]):
+        console.print("*: set by the config", highlight=False)
+    for note in notes:
+        console.print(note, highlight=False)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
     import gsag
+    from gsag.models import ModelArgError, check_model_args
 
     console = Console()
-    names = args.models or gsag.list_models()
-    for name in names:
-        if name not in gsag.list_models():
-            console.print(f"[red]unknown model {name!r}; valid: {', '.join(gsag.list_models())}")
-            return 2
-    if args.backbone not in gsag.list_backbones():
-        console.print(
-            f"[red]unknown backbone {args.backbone!r}; valid: {', '.join(gsag.list_backbones())}"
-        )
+    if args.name and args.config:
+        console.print("give a model name or --config, not both", style="red")
         return 2
+    if args.name or args.config:
+        return _show_settings(args, console)
+    names = args.models or gsag.list_models()
+    try:
+        for name in names:
+            check_model_args(name, args.backbone, {})
+    except ModelArgError as e:
+        console.print(str(e), style="red", markup=False)
+        return 2
+    num_classes = args.num_classes or 21
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"counting on {args.backbone}", total=len(names))
         rows = model_table(
             args.backbone,
             args.size,
-            args.num_classes,
+            num_classes,
             args.output_stride,
             names,
             progress=lambda done, name: progress.update(

@@ -5,7 +5,11 @@ it loads with `torch.load(weights_only=True)` (nothing is unpickled):
 
     format, version, iteration, best_miou, model, optimizer, scheduler, scaler, rng,
     config (the resolved config as a dict), meta (classes, palette, num_classes, ignore_index,
-    mean, std)
+    mean, std, model_args)
+
+`meta["model_args"]` holds the `create_model` arguments of the model (`Segmentor.model_args`);
+`load_model` rebuilds the model from them alone with `gsag.models.model_from_args`
+(`model_args` derives them from the config for checkpoints written before they were stored).
 
 `export_safetensors` writes the model weights alone, with config and meta as JSON metadata.
 """
@@ -104,16 +108,19 @@ def _load_failure(e: Exception) -> str:
     return f"{type(e).__name__}: {first}"
 
 
-def build_model(config: dict[str, Any], num_classes: int) -> nn.Module:
-    """Create the model described by a resolved config dict, without downloading weights."""
-    from gsag.models.segmentor import create_model
+def model_args(config: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The `create_model` arguments of a checkpoint's model (without weights).
 
+    Stored as `meta["model_args"]`; checkpoints written before that are read from the config's
+    model section and `meta["num_classes"]`, as their model was built.
+    """
+    if "model_args" in meta:
+        return dict(meta["model_args"])
     m = config["model"]
-    return create_model(
-        m["name"],
-        num_classes,
+    return dict(
+        name=m["name"],
+        num_classes=meta["num_classes"],
         backbone=m["backbone"],
-        pretrained=False,
         output_stride=m["output_stride"],
         aux=m["aux"],
         **m.get("kwargs", {}),
@@ -124,10 +131,12 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.M
     """Rebuild a trained model from a `.pt` checkpoint or exported `.safetensors` weights.
 
     Returns:
-        (model in eval mode, info) where info has "config" (dict), "classes", "palette",
-        "num_classes", "ignore_index", "mean", "std" and, for `.pt` files, "iteration" and
-        "best_miou".
+        (model in eval mode, meta) where meta has "config" (dict), "classes", "palette",
+        "num_classes", "ignore_index", "mean", "std", "model_args" and, for `.pt` files,
+        "iteration" and "best_miou".
     """
+    from gsag.models.segmentor import model_from_args
+
     path = Path(path)
     if path.suffix == ".safetensors":
         state, config, meta = _read_safetensors(path)
@@ -136,14 +145,16 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.M
         ckpt = load_checkpoint(path, map_location="cpu")
         state, config, meta = ckpt["model"], ckpt["config"], ckpt["meta"]
         extra = {"iteration": ckpt["iteration"], "best_miou": ckpt["best_miou"]}
-    model = build_model(config, meta["num_classes"])
+    try:
+        model = model_from_args(model_args(config, meta))
+    except ValueError as e:  # ModelArgError: a model this version of gsag cannot build
+        raise CheckpointError(f"{path}: its model cannot be rebuilt ({e})") from e
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the model in its config: {e}") from e
     model.to(map_location).eval()
-    info = {"config": config, **meta, **extra}
-    return model, info
+    return model, {"config": config, **meta, "model_args": model.model_args, **extra}
 
 
 def load_resume_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, config: Any) -> None:

@@ -85,7 +85,7 @@ def save_state(
         **{name: obj.state_dict() for name, obj in run.to_save().items()},
         "rng": rngs if rngs is not None else [rng_state()],
         "config": run.cfg.to_dict(),
-        "meta": run.meta,
+        "meta": {**run.meta, "model_args": run.raw_model.model_args},
     }
     atomic_save(ckpt, path)
 

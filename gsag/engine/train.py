@@ -292,22 +292,16 @@ def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
 
 
 def check_model_config(cfg: Config) -> None:
-    """Name the config key at fault before any work: model name, backbone, builder kwargs."""
-    import difflib
-
-    from gsag.models.kwargs_check import check_head_kwargs
-    from gsag.models.segmentor import list_backbones, list_models
+    """Name the config key at fault before any work: model name, backbone, head options (the
+    checks of `gsag.models.check_model_args`, whose error keys sit below `model.`)."""
+    from gsag.models import ModelArgError, check_model_args
 
     m = cfg.model
-    for key, value, valid in [
-        ("model.name", m.name, list_models()),
-        ("model.backbone", m.backbone, list_backbones()),
-    ]:
-        if value not in valid:
-            near = difflib.get_close_matches(value, valid, n=1)
-            hint = f"did you mean {near[0]}? " if near else ""
-            raise ConfigError(f"{key} is {value!r}; {hint}valid: {', '.join(valid)}")
-    check_head_kwargs(m.name, m.kwargs)
+    try:
+        check_model_args(m.name, m.backbone, m.kwargs, aux=m.aux)
+    except ModelArgError as e:
+        fix = f"; use --set model.{e.fix[0]}={e.fix[1]} instead" if e.fix else ""
+        raise ConfigError(f"model.{e.key} {e.detail}{fix}") from e
     if isinstance(m.pretrained, str) and not Path(m.pretrained).is_file():
         raise ConfigError(
             f"model.pretrained is {m.pretrained!r}, which is not a file; give a local weights "

@@ -6,10 +6,13 @@ import inspect
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
-from gsag.models.backbone import DEFAULT_LEVELS, Backbone, list_backbones
+from gsag.flops import count_params
+from gsag.models.backbone import DEFAULT_LEVELS, Backbone
+from gsag.models.check import MODEL_SETTINGS, check_model_args
 from gsag.models.gsag import GSAGHead
 from gsag.models.heads import DANetHead, DeepLabV3Head, FCNHead
 from gsag.models.layers import resize
@@ -25,23 +28,27 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "danet": DANetHead,
 }
 
-AUX_LOSS_WEIGHT = 0.4  # the usual weight of the auxiliary loss; the engine applies it
-
 
 def list_models() -> list[str]:
     """Names accepted by `create_model`."""
     return list(MODELS)
 
 
-def head_kwargs(name: str) -> list[str]:
-    """Keyword arguments a model's head accepts (besides in_channels and num_classes)."""
+def _head_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """Parameters of a model's head builder, less in_channels, num_classes, in_index and those
+    `MODELS` fixes (e.g. the GSAG variant)."""
     builder = MODELS[name]
     fixed = builder.keywords if isinstance(builder, partial) else {}
     func = builder.func if isinstance(builder, partial) else builder
     params = inspect.signature(func).parameters
-    return [
-        p for p in params if p not in ("self", "in_channels", "num_classes", "in_index", *fixed)
-    ]
+    skip = ("self", "in_channels", "num_classes", "in_index", *fixed)
+    return {k: p for k, p in params.items() if k not in skip}
+
+
+def head_defaults(name: str) -> dict[str, Any]:
+    """{option: default} of a model's head options: the keyword arguments of `create_model`
+    besides its own (output_stride, which heads may also read, is a model setting)."""
+    return {k: p.default for k, p in _head_parameters(name).items() if k not in MODEL_SETTINGS}
 
 
 class Segmentor(nn.Module):
@@ -58,6 +65,14 @@ class Segmentor(nn.Module):
         self.head = head
         self.aux_head = aux_head
         self.model_args: dict = {}
+
+    def params_line(self) -> str:
+        """In words, e.g. "11.79 M parameters (11.64 M without the training-only aux head)"."""
+        total = count_params(self) / 1e6
+        if self.aux_head is None:
+            return f"{total:.2f} M parameters (no aux head)"
+        without = total - count_params(self.aux_head) / 1e6
+        return f"{total:.2f} M parameters ({without:.2f} M without the training-only aux head)"
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         size = x.shape[-2:]
@@ -91,32 +106,16 @@ def create_model(
         aux: add the auxiliary FCN head on the second-to-last level (C4), used in training.
         levels: timm feature levels handed to the head (C3, C4, C5 by default).
         **kwargs: head options, e.g. head_channels, num_heads, kernel_size, dropout
-            (`head_kwargs(name)` lists them).
+            (`head_defaults(name)` lists them with their defaults).
 
     Returns:
         A `Segmentor`; `forward(x)` takes (B, 3, H, W) floats of any H, W.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
-    if backbone not in list_backbones():
-        raise ValueError(
-            f"unknown backbone {backbone!r}; valid backbones: {', '.join(list_backbones())}"
-        )
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    accepted = head_kwargs(name)
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise TypeError(
-            f"create_model({name!r}): unknown keyword argument(s) {', '.join(unknown)}; "
-            f"{name} accepts: {', '.join(a for a in accepted if a != 'output_stride') or 'none'}"
-        )
+    check_model_args(name, backbone, {**kwargs, "levels": levels}, num_classes=num_classes, aux=aux)
     levels = tuple(levels)
-    if aux and len(levels) < 2:
-        raise ValueError(f"aux=True needs at least two levels, got levels={levels}")
     body = Backbone(backbone, output_stride=output_stride, levels=levels, pretrained=pretrained)
     head_kw = dict(kwargs)
-    if "output_stride" in accepted:
+    if "output_stride" in _head_parameters(name):
         head_kw["output_stride"] = output_stride
     head = MODELS[name](body.channels, num_classes, **head_kw)
     aux_head = FCNHead(body.channels, num_classes, in_index=-2) if aux else None
@@ -131,3 +130,9 @@ def create_model(
         **kwargs,
     )
     return model
+
+
+def model_from_args(args: dict[str, Any]) -> Segmentor:
+    """The model that `args` (a `Segmentor.model_args`, e.g. from a checkpoint) describe, with
+    random weights and nothing downloaded: the one way a stored model is rebuilt."""
+    return create_model(**{**args, "pretrained": False})

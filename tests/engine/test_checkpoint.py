@@ -116,3 +116,29 @@ def test_foreign_files_are_refused_clearly(tmp_path):
         load_model(bare)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_checkpoints_store_the_model_args_that_rebuild_the_model(run):
+    ckpt = load_checkpoint(run / "best.pt")
+    args = ckpt["meta"]["model_args"]
+    model, meta = load_model(run / "best.pt")
+    assert meta["model_args"] == args == model.model_args
+    assert args["name"] == "gsag_hybrid" and args["num_classes"] == ckpt["meta"]["num_classes"]
+    assert args["head_channels"] == 16 and args["levels"] == [2, 3, 4]
+
+
+def test_checkpoints_written_before_model_args_still_load(run, tmp_path):
+    """Such a checkpoint's model is rebuilt from its config's model section and num_classes."""
+    ckpt = load_checkpoint(run / "best.pt")
+    del ckpt["meta"]["model_args"]  # what the training loop wrote before it stored them
+    old = tmp_path / "old.pt"
+    atomic_save(ckpt, old)
+    export_safetensors(old, tmp_path / "old.safetensors")
+    reference, _ = load_model(run / "best.pt")
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        expected = reference(x)["out"]
+        for path in (old, tmp_path / "old.safetensors"):
+            model, meta = load_model(path)
+            assert meta["model_args"] == reference.model_args
+            torch.testing.assert_close(model(x)["out"], expected, rtol=0, atol=0)

@@ -207,7 +207,7 @@ def test_bad_impl_is_a_clear_error():
 
 
 def test_attention_impl_is_a_head_option():
-    assert "attention_impl" in gsag.models.head_kwargs("gsag_hybrid")
+    assert "attention_impl" in gsag.models.head_defaults("gsag_hybrid")
     model = gsag.create_model(
         "gsag_incremental", 3, backbone="test_resnet", attention_impl="reference"
     )

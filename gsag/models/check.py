@@ -1,0 +1,151 @@
+"""One validator for the arguments of `create_model`: model name, backbone, head options.
+
+`create_model` calls `check_model_args` before it builds anything, and the training engine calls
+it on the config's model section, mapping `ModelArgError.key` onto the config key
+(`model.name`, `model.backbone`, `model.kwargs.<option>`). Head options are read from the head
+signatures, so a new option is covered as soon as it appears in a head's `__init__`.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Mapping
+from functools import partial
+from typing import Any, Union
+
+import torch
+
+from gsag.errors import UsageError
+
+# create_model arguments that are settings of their own, never head options
+MODEL_SETTINGS = ("backbone", "pretrained", "output_stride", "aux", "num_classes")
+EXTRA = ("levels",)  # create_model keywords that may be given among the head options
+DEFAULT_NUM_LEVELS = 3  # C3, C4, C5
+
+
+class ModelArgError(UsageError, ValueError):
+    """A `create_model` argument that cannot work (`gsag` prints it as one line, exit code 2).
+
+    Attributes:
+        key: what is at fault, as a path below the config's `model` section: "name",
+            "backbone", "num_classes", "kwargs.<option>" (one head option, or `levels`) or
+            "kwargs" (a combination of head options the head refuses).
+        detail: the problem and the valid values, without the key.
+        fix: (setting, value) when a model setting was given as a head option.
+    """
+
+    def __init__(self, key: str, detail: str, fix: tuple[str, Any] | None = None) -> None:
+        self.key, self.detail, self.fix = key, detail, fix
+        label = {"name": "model name", "kwargs": "head options"}.get(key, key)
+        label = label.removeprefix("kwargs.")
+        hint = f"; pass {fix[0]}={fix[1]!r} to create_model instead" if fix else ""
+        super().__init__(f"{label} {detail}{hint}")
+
+
+class ModelArgTypeError(ModelArgError, TypeError):
+    """An unknown head option, or one of the wrong type (a `TypeError`, as Python's own)."""
+
+
+def _one_of(key: str, value: Any, valid: list[str]) -> None:
+    if value not in valid:
+        near = difflib.get_close_matches(str(value), valid, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise ModelArgError(key, f"is {value!r}; {hint}valid: {', '.join(valid)}")
+
+
+def head_hints(name: str) -> dict[str, Any]:
+    """{option: type hint} of a model's head options (those of `head_defaults(name)`)."""
+    from gsag.models.segmentor import MODELS, head_defaults
+
+    builder = MODELS[name]
+    func = builder.func if isinstance(builder, partial) else builder
+    target = func.__init__ if inspect.isclass(func) else func
+    hints = typing.get_type_hints(target)
+    return {k: hints.get(k, Any) for k in head_defaults(name)}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether `value` fits the type hint (ints count as floats; bools are not numbers)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def hint_name(hint: Any) -> str:
+    """A type hint as it reads in a signature: int, float | None, Sequence[int]."""
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def check_model_args(
+    name: str,
+    backbone: str,
+    kwargs: Mapping[str, Any],
+    *,
+    num_classes: int | None = None,
+    aux: bool = False,
+) -> None:
+    """Raise `ModelArgError` for the first argument of `create_model` that cannot work.
+
+    Checks the model name and backbone (naming the nearest valid one), `num_classes` when given,
+    and `kwargs`: the head options plus `levels`, as `model.kwargs` holds them. Each option's
+    name and type are checked against the head's signature, then its values by building the
+    head once on the meta device (no memory, no random numbers drawn).
+    """
+    from gsag.models.backbone import list_backbones
+    from gsag.models.segmentor import MODELS, list_models
+
+    _one_of("name", name, list_models())
+    _one_of("backbone", backbone, list_backbones())
+    if num_classes is not None and (
+        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
+    ):
+        raise ModelArgError("num_classes", f"must be a positive integer, got {num_classes!r}")
+    hints = {**head_hints(name), "levels": collections.abc.Sequence[int]}
+    valid = list(hints)
+    for key, value in kwargs.items():
+        if key in MODEL_SETTINGS:
+            raise ModelArgError(
+                f"kwargs.{key}", "is a model setting, not a head option", fix=(key, value)
+            )
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ModelArgTypeError(
+                f"kwargs.{key}",
+                f"is not an option of {name}; {hint}it accepts: {', '.join(valid)}",
+            )
+        if not _matches(value, hints[key]):
+            raise ModelArgTypeError(
+                f"kwargs.{key}", f"is {value!r}; expected {hint_name(hints[key])}"
+            )
+    levels = kwargs.get("levels")
+    if aux and levels is not None and len(levels) < 2:
+        raise ModelArgError(
+            "kwargs.levels", f"is {list(levels)}; the aux head needs at least two levels"
+        )
+    head_kw = {k: v for k, v in kwargs.items() if k not in EXTRA}
+    in_channels = [64] * (DEFAULT_NUM_LEVELS if levels is None else len(levels))
+    try:  # values: the head's own checks, on dummy levels of 64 channels
+        with torch.device("meta"):
+            MODELS[name](in_channels, 2, **head_kw)
+    except (ValueError, TypeError, ZeroDivisionError, KeyError, IndexError, RuntimeError) as e:
+        raise ModelArgError("kwargs", f"for {name}: {e}") from e
