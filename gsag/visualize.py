@@ -60,7 +60,9 @@ def prediction_panel(
     panel = Image.fromarray(_side_by_side(rgb, truth, pred, palette, ignore_index, alpha=0.6))
     if panel.height < min_height:
         factor = math.ceil(min_height / panel.height)
-        panel = panel.resize((panel.width * factor, panel.height * factor), Image.NEAREST)
+        panel = panel.resize(
+            (panel.width * factor, panel.height * factor), Image.Resampling.NEAREST
+        )
     return panel
 
 
