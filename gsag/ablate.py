@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsag.atomic import write_text as atomic_write_text
+from gsag.atomic import write_json, write_text
+from gsag.engine.evaluate import fmt_pct
 from gsag.errors import OptionError
 from gsag.report import (
     fmt_pm,
@@ -213,18 +214,8 @@ def run_combo(
         "model_kwargs": cfg.model.kwargs,
         "dropped_kwargs": dropped,
     }
-    atomic_write_text(done, json.dumps(_json_safe(result), indent=2) + "\n")
+    write_json(done, result)
     return result
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_json_safe(x) for x in v]
-    return v
 
 
 def _label(result: dict[str, Any]) -> str:
@@ -276,7 +267,7 @@ def results_markdown(summary: Sequence[dict[str, Any]], classes: Sequence[str]) 
             "| --- | --- | " + " | ".join("---:" for _ in classes) + " |",
         ]
         for g in summary:
-            cells = ["–" if math.isnan(v) else f"{100 * v:.1f}" for v in g["iou_mean"]]
+            cells = [fmt_pct(v, digits=1) for v in g["iou_mean"]]
             lines.append(f"| {g['model']} | {g['backbone']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -362,7 +353,7 @@ def write_report(
         "comparisons": diffs,
         "runs": results,
     }
-    atomic_write_text(paths["json"], json.dumps(_json_safe(payload), indent=2) + "\n")
+    write_json(paths["json"], payload)
     header = "# Ablation results\n\n"
     if meta:
         header += "".join(f"- {k}: {v}\n" for k, v in meta.items()) + "\n"
@@ -374,7 +365,7 @@ def write_report(
     figures = (
         "\n![mIoU](miou.png)\n\n![curves](curves.png)\n\n![per-class IoU](per_class_iou.png)\n"
     )
-    atomic_write_text(paths["markdown"], header + body + figures)
+    write_text(paths["markdown"], header + body + figures)
     plot_miou_bars(summary, paths["miou"])
     runs = [(_label(r), Path(r["run_dir"]) / "metrics.jsonl") for r in results]
     plot_curves(runs, paths["curves"])

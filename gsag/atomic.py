@@ -1,18 +1,22 @@
 """Atomic file writes: write a temporary file beside the target, then `os.replace` it.
 
 A run killed mid-write leaves the previous file (or none), never a half-written one. Every
-module that writes results, checkpoints, masks or reports goes through here.
+module that writes results, checkpoints, masks or reports goes through here; `write_json`
+writes standard JSON (NaN as null).
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -76,3 +80,20 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 `text` to `path` atomically and return the path."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every float NaN (in nested dicts, lists and tuples too) replaced by None, so
+    that `json.dumps` writes standard JSON (null) instead of `NaN`."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write `data` as indented standard JSON (NaN -> null, see `json_safe`) atomically."""
+    return write_text(path, json.dumps(json_safe(data), indent=2) + "\n")

@@ -20,9 +20,10 @@ from typing import Any, Union
 import yaml
 
 from gsag.atomic import write_text
+from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+#: Image scales of multi-scale inference (`eval.scales`, `gsag predict --tta`).
+DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
 class ConfigError(ValueError):
@@ -126,7 +127,7 @@ class EvalConfig:
     mode: str = "whole"  # whole | slide | multiscale
     crop_size: int | list[int] = 512  # slide window: side, or [height, width]
     stride: int | list[int] = 341
-    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+    scales: list[float] = field(default_factory=lambda: list(DEFAULT_SCALES))
     flip: bool = False
     max_images: int = 0  # evaluate only the first N validation images; 0 = all
     amp: str = "auto"  # autocast of validation, `gsag eval` and `gsag predict`; as train.amp

@@ -73,7 +73,6 @@ def export_onnx(
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = LogitsOnly(model).eval()
     example = torch.randn(batch, 3, height, width)
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
@@ -175,7 +174,6 @@ def export_program(
         Whatever `torch.export.export` raises when a model cannot be captured.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     dim = torch.export.Dim
     example = torch.randn(batch, 3, height, width)
     if hasattr(dim, "AUTO"):  # torch >= 2.5: let export infer the valid ranges

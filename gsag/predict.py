@@ -24,11 +24,11 @@ from PIL import Image
 from torch import nn
 
 from gsag.atomic import atomic_path
-from gsag.engine.evaluate import DEFAULT_MAX_PIXELS, DEFAULT_SCALES, MODES
+from gsag.config import DEFAULT_SCALES
+from gsag.data.io import IMAGE_SUFFIXES, image_to_rgb, read_image, save_mask
+from gsag.engine.evaluate import DEFAULT_MAX_PIXELS, MODES
 from gsag.errors import OptionError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-TTA_SCALES = DEFAULT_SCALES  # the test-time augmentation scales of `--tta`
+from gsag.visualize import overlay
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
@@ -42,12 +42,8 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
     PIL images, (H, W, 4) arrays) are composited onto `gsag.data.io.BACKGROUND_RGB`.
     """
     if isinstance(image, (str, os.PathLike)):
-        from gsag.data.io import read_image
-
         return read_image(image)[0]
     if isinstance(image, Image.Image):
-        from gsag.data.io import image_to_rgb
-
         return image_to_rgb(image)[0]
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
@@ -101,7 +97,7 @@ class Predictor:
         device: "cpu", "cuda", "cuda:1", ...
         mode: "whole" (one pass on the full image), "slide" (overlapping crops) or "multiscale"
             (one pass per scale in `scales`).
-        tta: shorthand for multi-scale (`TTA_SCALES` unless `scales` is given) + flip; with
+        tta: shorthand for multi-scale (`DEFAULT_SCALES` unless `scales` is given) + flip; with
             mode "slide" every scale runs as sliding windows.
         crop_size, stride: the sliding window (default: the checkpoint's eval config).
         scales: scale factors; given with mode "whole" or "slide" they make it multi-scale (with
@@ -183,7 +179,9 @@ class Predictor:
         # at every scale instead of being dropped
         self.window = "slide" if mode == "slide" else "whole"
         self.mode = "multiscale" if tta or scales or mode == "multiscale" else mode
-        self.scales = tuple(scales or (TTA_SCALES if tta else eval_cfg.get("scales") or TTA_SCALES))
+        self.scales = tuple(
+            scales or (DEFAULT_SCALES if tta else eval_cfg.get("scales") or DEFAULT_SCALES)
+        )
         self.flip = bool(flip or tta)
         self.max_pixels = max_pixels
         check_inference_options(self.mode, self.crop_size, self.stride, self.scales, self.window)
@@ -245,22 +243,6 @@ def _eval_config(config: Any) -> dict:
     return section if isinstance(section, dict) else {}
 
 
-def overlay(
-    rgb: np.ndarray, mask: np.ndarray, palette: Sequence[tuple[int, int, int]], alpha: float = 0.5
-) -> Image.Image:
-    """Blend each foreground pixel's class colour over the image (alpha = weight of the colour).
-
-    Background (class 0) and pixels outside the palette (the ignore label 255) are left
-    untinted, so the photo is not dimmed where nothing was found.
-    """
-    colours = np.zeros((256, 3), dtype=np.float32)
-    colours[: len(palette)] = np.asarray(palette, dtype=np.float32)
-    index = np.clip(mask, 0, 255)  # (H, W)
-    weight = np.where((index > 0) & (index < len(palette)), alpha, 0.0)[..., None]  # (H, W, 1)
-    blended = (1.0 - weight) * rgb.astype(np.float32) + weight * colours[index]
-    return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
-
-
 def list_images(path: str | os.PathLike) -> list[Path]:
     """An image file, or the images directly inside a folder (sorted by name)."""
     path = Path(path)
@@ -268,10 +250,10 @@ def list_images(path: str | os.PathLike) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"input {path} does not exist; pass an image file or a folder")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(
-            f"no images in {path} (looked for {' '.join(IMAGE_EXTENSIONS)}); "
+            f"no images in {path} (looked for {' '.join(IMAGE_SUFFIXES)}); "
             "pass a folder of images or one image file"
         )
     stems: dict[str, Path] = {}
@@ -298,8 +280,6 @@ def save_prediction(path: Path, mask: np.ndarray, predictor: Predictor) -> None:
     """Write a predicted mask (H, W) of class indices in its dataset's evaluation format: a
     palette PNG of the indices, or, with `predictor.prediction_ids`, a grayscale PNG of the ids
     (Cityscapes trainId -> labelId)."""
-    from gsag.data.io import save_mask
-
     if predictor.prediction_ids is None:
         save_mask(path, mask, predictor.palette)
         return

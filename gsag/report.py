@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gsag.atomic import atomic_path, write_text
+from gsag.engine.evaluate import fmt_pct
 
 
 def _pyplot():
@@ -93,11 +94,11 @@ def mean_std(values: Iterable[float]) -> tuple[float, float]:
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
-def fmt_pm(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
-    """'45.3 ± 1.2' (values scaled to percent by default); '–' for NaN."""
+def fmt_pm(mean: float, std: float, digits: int = 1) -> str:
+    """Fractions as '45.3 ± 1.2' (percent); '–' for a NaN mean."""
     if math.isnan(mean):
         return "–"
-    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+    return f"{fmt_pct(mean, digits)} ± {100 * std:.{digits}f}"
 
 
 def plot_miou_bars(groups: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
@@ -220,32 +221,6 @@ def image_grid(paths: Sequence[str | os.PathLike], path: str | os.PathLike, cols
     return Path(path)
 
 
-def prediction_panel(
-    rgb,
-    truth,
-    pred,
-    palette: Sequence[tuple[int, int, int]],
-    ignore_index: int = 255,
-    min_height: int = 192,
-):
-    """PIL image: the input | ground truth colours | prediction overlaid on the input."""
-    import numpy as np
-    from PIL import Image
-
-    from gsag.predict import overlay
-
-    colours = np.zeros((256, 3), dtype=np.uint8)
-    colours[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    colours[ignore_index] = (255, 255, 255)
-    truth_rgb = colours[np.clip(truth, 0, 255)]  # (H, W, 3)
-    pred_rgb = np.asarray(overlay(rgb, pred, palette, alpha=0.6))
-    panel = Image.fromarray(np.concatenate([rgb, truth_rgb, pred_rgb], axis=1))
-    if panel.height < min_height:  # small images are enlarged (nearest) so they can be read
-        factor = math.ceil(min_height / panel.height)
-        panel = panel.resize((panel.width * factor, panel.height * factor), Image.NEAREST)
-    return panel
-
-
 def write_run_report(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -282,6 +257,7 @@ def write_run_report(
     from gsag.engine.evaluate import evaluate, inference_options, metrics_table
     from gsag.engine.evaluate import write_report as write_metrics
     from gsag.predict import Predictor
+    from gsag.visualize import prediction_panel
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,3 +24,16 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_write_json_writes_nan_as_null(tmp_path):
+    import json
+    import math
+
+    from gsag.atomic import write_json
+
+    data = {"a": math.nan, "b": [1.0, math.nan], "c": {"d": (math.nan, 2)}, "e": "x"}
+    path = write_json(tmp_path / "r.json", data)
+    text = path.read_text()
+    assert "NaN" not in text and text.endswith("}\n")
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": [None, 2]}, "e": "x"}

@@ -110,13 +110,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(metrics: dict, classes: list[str], tag: str) -> None:
-    import math
-
     from rich.console import Console
     from rich.table import Table
 
-    def pct(v: float) -> str:
-        return "–" if math.isnan(v) else f"{100 * v:.2f}"
+    from gsag.engine.evaluate import fmt_pct as pct
 
     table = Table(title=f"{tag}: {metrics['images']} images")
     table.add_column("class")

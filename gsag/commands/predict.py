@@ -18,6 +18,8 @@ HELP = "predict masks (palette PNGs), overlays and optionally probabilities for 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gsag.config import DEFAULT_SCALES
+
     add_path_argument(parser, "checkpoint", "a gsag .pt checkpoint or .safetensors weights")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--out", required=True, help="output folder (masks/, overlays/, probs/)")
@@ -27,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tta",
         action="store_true",
-        help="= --mode multiscale --flip with the default scales (0.5-1.75); with --mode slide "
-        "every scale runs as sliding windows",
+        help=f"= --mode multiscale --flip with the default scales ({DEFAULT_SCALES[0]}-"
+        f"{DEFAULT_SCALES[-1]}); with --mode slide every scale runs as sliding windows",
     )
     parser.add_argument("--probs", action="store_true", help="also write probs/<name>.npy")
     parser.add_argument("--no-overlay", action="store_true", help="skip the colour overlays")

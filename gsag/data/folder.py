@@ -6,10 +6,9 @@ from pathlib import Path
 
 from gsag.data.base import SegmentationDataset
 from gsag.data.errors import DataError
-from gsag.data.io import read_classes_yaml
+from gsag.data.io import IMAGE_SUFFIXES, read_classes_yaml
 from gsag.data.voc import read_split
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ALL_SPLIT = "all"
 
 

@@ -15,6 +15,8 @@ from gsag.data.errors import BadSampleError, DataError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: File suffixes read as images (dataset folders, `gsag predict` inputs); compared lower-case.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 #: Image modes that are converted to RGB when read; `gsag data check` counts them.
 CONVERTED_MODES = {

@@ -17,14 +17,11 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
+from gsag.data.sizes import pair
 
 
 def _uniform(low: float, high: float) -> float:
     return low + (high - low) * torch.rand(()).item()
-
-
-def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def rescale_size(
@@ -102,7 +99,7 @@ class RandomCrop:
         ignore_index: int = 255,
         max_tries: int = 10,
     ) -> None:
-        self.crop_size = _pair(crop_size)
+        self.crop_size = pair(crop_size)
         self.cat_max_ratio = cat_max_ratio
         self.ignore_index = ignore_index
         self.max_tries = max_tries
@@ -205,7 +202,7 @@ class PadTo:
     colour), mask with `ignore_index`, so padding never counts in the loss."""
 
     def __init__(self, size: int | tuple[int, int], fill: float = 0.0, ignore_index: int = 255):
-        self.size = _pair(size)
+        self.size = pair(size)
         self.fill = fill
         self.ignore_index = ignore_index
 

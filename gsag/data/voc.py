@@ -32,8 +32,6 @@ VOC_CLASSES: list[str] = [
     "tvmonitor",
 ]
 VOC_PALETTE: list[tuple[int, int, int]] = voc_colormap(len(VOC_CLASSES))
-#: The colour VOC masks use for the 255 "ignore" border.
-VOC_IGNORE_COLOUR: tuple[int, int, int] = voc_colormap(256)[255]
 
 AUG_SPLIT = "train_aug"
 AUG_MASKS = "SegmentationClassAug"

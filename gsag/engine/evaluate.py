@@ -19,7 +19,6 @@ whole forward pass at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -32,13 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gsag.atomic import atomic_path
+from gsag.atomic import atomic_path, write_json, write_text
+from gsag.config import DEFAULT_SCALES
+from gsag.data.sizes import pair
 from gsag.errors import OptionError
 from gsag.metrics import ConfusionMatrix
 
 MODES = ("whole", "slide", "multiscale")
 WINDOWS = ("whole", "slide")
-DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 #: Whole-image passes above this many pixels run as sliding windows instead (4096 x 4096).
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -57,7 +57,7 @@ def check_inference_options(
         raise OptionError(f"inference mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
     if window not in WINDOWS:
         raise OptionError(f"window {window!r} is unknown; choose one of {', '.join(WINDOWS)}")
-    crop, step = _pair(crop_size), _pair(stride)
+    crop, step = pair(crop_size), pair(stride)
     if min(crop) < 1:
         raise OptionError(f"crop size {crop_size} must be >= 1 pixel; pass e.g. --crop-size 512")
     if min(step) < 1:
@@ -105,7 +105,7 @@ def infer(
         (B, C, H, W) float32 logits at the input's size.
     """
     check_inference_options(mode, crop_size, stride, scales, window)
-    crop, step = _pair(crop_size), _pair(stride)
+    crop, step = pair(crop_size), pair(stride)
     size = images.shape[-2:]
     use_scales = list(scales) if mode == "multiscale" else [1.0]
     slide = mode == "slide" or (mode == "multiscale" and window == "slide")
@@ -206,16 +206,6 @@ def _starts(length: int, crop: int, step: int) -> list[int]:
     return sorted({min(i * step, length - crop) for i in range(n)})
 
 
-def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    """An int or a one- or two-element sequence as (h, w)."""
-    if isinstance(v, int):
-        return (v, v)
-    if len(v) == 1:
-        return (int(v[0]), int(v[0]))
-    a, b = v
-    return (int(a), int(b))
-
-
 class ShardSampler(Sampler[int]):
     """Indices `rank, rank + world_size, ...` in order: each image is seen exactly once overall.
 
@@ -233,7 +223,6 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-@torch.no_grad()
 def inference_options(eval_cfg: Any) -> dict[str, Any]:
     """The inference keyword arguments of `evaluate`/`infer` from a config's `eval` section."""
     e = eval_cfg
@@ -344,19 +333,20 @@ def metrics_table(metrics: dict[str, Any], classes: Sequence[str]) -> str:
     """Markdown table of per-class IoU and accuracy, then the summary metrics (percent)."""
     lines = ["| class | IoU | Acc |", "| --- | ---: | ---: |"]
     for name, iou, acc in zip(classes, metrics["IoU"], metrics["Acc"], strict=True):
-        lines.append(f"| {name} | {_pct(iou)} | {_pct(acc)} |")
+        lines.append(f"| {name} | {fmt_pct(iou)} | {fmt_pct(acc)} |")
     lines += [
         "",
         "| mIoU | aAcc | mAcc | FWIoU |",
         "| ---: | ---: | ---: | ---: |",
-        f"| {_pct(metrics['mIoU'])} | {_pct(metrics['aAcc'])} | {_pct(metrics['mAcc'])} "
-        f"| {_pct(metrics['FWIoU'])} |",
+        f"| {fmt_pct(metrics['mIoU'])} | {fmt_pct(metrics['aAcc'])} | {fmt_pct(metrics['mAcc'])} "
+        f"| {fmt_pct(metrics['FWIoU'])} |",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _pct(v: float) -> str:
-    return "–" if v is None or math.isnan(v) else f"{100 * v:.2f}"
+def fmt_pct(value: float | None, digits: int = 2) -> str:
+    """A fraction as percent with `digits` decimals ('45.31'); '–' for None or NaN."""
+    return "–" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}"
 
 
 def write_report(
@@ -370,8 +360,6 @@ def write_report(
     Returns:
         {"json": path, "markdown": path, "plot": path}.
     """
-    from gsag.atomic import write_text as atomic_write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in metrics.items() if k != "samples"}
@@ -384,8 +372,8 @@ def write_report(
         "markdown": out / "metrics.md",
         "plot": out / "confusion.png",
     }
-    atomic_write_text(paths["json"], json.dumps(_json_safe(data), indent=2) + "\n")
-    atomic_write_text(paths["markdown"], metrics_table(metrics, classes))
+    write_json(paths["json"], data)
+    write_text(paths["markdown"], metrics_table(metrics, classes))
     save_confusion_plot(metrics["confusion"], classes, paths["plot"])
     return paths
 
@@ -412,14 +400,3 @@ def save_confusion_plot(confusion: Sequence[Sequence[int]], classes: Sequence[st
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
-
-
-def _json_safe(v: Any) -> Any:
-    """NaN -> None so the JSON is standard."""
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v

@@ -59,22 +59,6 @@ def test_demo_generates_data_trains_and_writes_a_report(tmp_path, monkeypatch, c
     assert (other / "last.pt").is_file() and (other / "report" / "report.md").is_file()
 
 
-def test_prediction_panel_shows_image_truth_and_overlay():
-    import numpy as np
-
-    from gsag.report import prediction_panel
-
-    rgb = np.full((4, 5, 3), 100, dtype=np.uint8)
-    truth = np.array([[0, 1, 255, 1, 0]] * 4)
-    pred = np.ones((4, 5), dtype=np.int64)
-    palette = [(0, 0, 0), (200, 0, 0)]
-    panel = np.asarray(prediction_panel(rgb, truth, pred, palette, min_height=4))
-    assert panel.shape == (4, 15, 3)
-    np.testing.assert_array_equal(panel[:, :5], rgb)
-    assert tuple(panel[0, 5 + 1]) == (200, 0, 0) and tuple(panel[0, 5 + 2]) == (255, 255, 255)
-    assert tuple(panel[0, 10]) == (160, 40, 40)  # 0.4 * 100 + 0.6 * (200, 0, 0)
-
-
 @pytest.mark.slow
 def test_full_demo_config(tmp_path):
     """The real `make demo` run (several minutes on 2 CPU cores)."""

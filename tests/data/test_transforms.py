@@ -190,3 +190,12 @@ def test_mask_resize_samples_the_image_pixel_centres(factor):
     out_image, out_mask = resize_pair(image, ramp.to(torch.uint8), (8, out_w))
     centre = out_image[0, 4].float()  # bilinear: the value at each output pixel centre
     assert (centre - out_mask[4].float()).abs().max() <= 0.5 + 1e-3
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"), [(7, (7, 7)), ([5], (5, 5)), ([4, 9], (4, 9)), ((4.0, 9.0), (4, 9))]
+)
+def test_pair_reads_a_side_or_height_and_width(size, expected):
+    from gsag.data.sizes import pair
+
+    assert pair(size) == expected

@@ -213,3 +213,10 @@ def test_slide_memory_is_bounded_by_the_crop_on_a_large_image():
     accumulators = 2 * out.numel() * out.element_size()  # summed logits + the returned ones
     assert out.shape == (1, 21, 1024, 2048)
     assert slide_peak < one_window + accumulators + 64 * 2**20
+
+
+def test_fmt_pct_two_decimals_and_a_dash_for_missing():
+    from gsag.engine.evaluate import fmt_pct
+
+    assert fmt_pct(0.123456) == "12.35" and fmt_pct(1.0, digits=1) == "100.0"
+    assert fmt_pct(float("nan")) == "–" and fmt_pct(None) == "–"

@@ -84,13 +84,14 @@ def test_pixel_budget_smaller_than_a_window_fails_saying_so():
 
 def test_predictor_slide_with_tta_keeps_the_window(tmp_path):
     """`Predictor(mode="slide", tta=True)` slides at every TTA scale (crop and stride honoured)."""
-    from gsag.predict import TTA_SCALES, Predictor
+    from gsag.config import DEFAULT_SCALES
+    from gsag.predict import Predictor
 
     model = Recorder()
     info = {"classes": list("abcd"), "palette": [(0, 0, 0)] * 4, "config": {}}
     predictor = Predictor.from_model(model, info, mode="slide", tta=True, crop_size=24, stride=16)
     assert (predictor.mode, predictor.window, predictor.flip) == ("multiscale", "slide", True)
-    assert predictor.scales == TTA_SCALES
+    assert predictor.scales == DEFAULT_SCALES
     rgb = torch.rand(3, 40, 52)
     seen = []
     predictor.logits(rgb, progress=lambda done, total: seen.append((done, total)))
