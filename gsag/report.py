@@ -262,28 +262,28 @@ def write_run_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = Path(checkpoint)
-    model, info = load_model(checkpoint, map_location=device)
-    cfg = from_dict(info["config"], source=str(checkpoint))
+    model, meta = load_model(checkpoint, map_location=device)
+    cfg = from_dict(meta["config"], source=str(checkpoint))
     val_set = make_dataset(cfg, cfg.data.val_split, train=False)
     e = cfg.eval
     metrics = evaluate(
         model,
         val_set,
         **inference_options(cfg.eval),
-        num_classes=info["num_classes"],
-        ignore_index=info["ignore_index"],
+        num_classes=meta["num_classes"],
+        ignore_index=meta["ignore_index"],
         progress=progress,
     )
-    classes = list(info["classes"])
+    classes = list(meta["classes"])
     write_metrics(metrics, classes, out)
 
-    predictor = Predictor.from_model(model, info, device=device)
+    predictor = Predictor.from_model(model, meta, device=device)
     panels = []
     for i in range(min(num_images, len(val_set))):
         image_path = val_set.image_path(i)
         rgb, truth, _ = val_set.load(i)  # upright image and its aligned mask
         pred = predictor.predict(rgb)
-        panel = prediction_panel(rgb, truth, pred, predictor.palette, info["ignore_index"])
+        panel = prediction_panel(rgb, truth, pred, predictor.palette, meta["ignore_index"])
         target = out / "predictions" / f"{image_path.stem}.png"
         with atomic_path(target) as tmp:
             panel.save(tmp)
@@ -299,7 +299,7 @@ def write_run_report(
         "",
         f"- model: `{m.name}` on `{m.backbone}` ({model.params_line()}, "
         f"output stride {m.output_stride}, pretrained backbone: {m.pretrained})",
-        f"- checkpoint: `{checkpoint}` (iteration {info.get('iteration', '?')} of "
+        f"- checkpoint: `{checkpoint}` (iteration {meta.get('iteration', '?')} of "
         f"{cfg.train.iters}, batch {cfg.train.batch_size}, crop {cfg.data.crop_size})",
         f"- data: `{cfg.data.root}`, trained on split `{cfg.data.train_split}`, "
         f"evaluated on `{cfg.data.val_split}` ({metrics['images']} images, mode {e.mode}"

@@ -11,10 +11,13 @@ from typing import Any
 
 import torch
 
+from gsag.atomic import json_safe
 from gsag.atomic import write_text as atomic_write_text
 from gsag.engine import distributed
 from gsag.engine.distributed import DistInfo
+from gsag.engine.evaluate import fmt_pct
 from gsag.engine.tb import open_writer
+from gsag.visualize import tensorboard_panel
 
 VAL_KEYS = ("mIoU", "aAcc", "mAcc", "FWIoU")
 
@@ -89,38 +92,19 @@ class RunLog:
             if not math.isnan(iou):
                 self.writer.add_scalar(f"val_IoU/{name}", iou, it)
         for i, (image, mask, pred) in enumerate(samples):
-            self.writer.add_image(f"val_predictions/{i}", _panel(image, mask, pred, meta), it)
+            panel = tensorboard_panel(
+                image, mask, pred, meta["mean"], meta["std"], meta["palette"], meta["ignore_index"]
+            )
+            self.writer.add_image(f"val_predictions/{i}", panel, it)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
 
-def _panel(image, mask, pred, meta) -> torch.Tensor:
-    """(3, H, 3W) uint8: image | ground truth | prediction, masks coloured by the palette."""
-    mean = torch.tensor(meta["mean"]).view(3, 1, 1)
-    std = torch.tensor(meta["std"]).view(3, 1, 1)
-    img = ((image.float() * std + mean).clamp(0, 1) * 255).to(torch.uint8)  # (3, H, W)
-    lut = torch.zeros(256, 3, dtype=torch.uint8)
-    lut[: len(meta["palette"])] = torch.tensor(meta["palette"], dtype=torch.uint8)
-    lut[meta["ignore_index"]] = 255
-
-    def color(m: torch.Tensor) -> torch.Tensor:
-        return lut[m.clamp(0, 255).long()].permute(2, 0, 1)  # (H, W) -> (3, H, W)
-
-    if img.shape[-2:] != mask.shape[-2:]:
-        img = torch.nn.functional.interpolate(img[None].float(), size=mask.shape[-2:])[0].to(
-            torch.uint8
-        )
-    return torch.cat([img, color(mask), color(pred)], dim=2)
-
-
-def _append_jsonl(path: Path, record: dict) -> None:
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
-    if "IoU" in clean:
-        clean["IoU"] = {k: (None if math.isnan(v) else v) for k, v in clean["IoU"].items()}
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(clean) + "\n")
+        f.write(json.dumps(json_safe(record)) + "\n")
 
 
 def _trim_log(path: Path, start: int) -> None:
@@ -214,7 +198,7 @@ class Progress:
 
     def resume(self, miou: float) -> None:
         if self.bar is not None:
-            shown = "–" if math.isnan(miou) else f"{100 * miou:.1f}"
+            shown = fmt_pct(miou, digits=1)
             self.bar.update(self.task, note="", miou=shown)
             self.t_last = time.perf_counter()
 
