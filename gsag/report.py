@@ -41,7 +41,8 @@ def read_metrics_log(path: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     A record with an "mIoU" key is an evaluation; one with a "loss" key is a training log line.
     Lines that are not JSON objects (e.g. a half-written last line) are skipped.
     """
-    train, evals = [], []
+    train: list[dict] = []
+    evals: list[dict] = []
     path = Path(path)
     if not path.is_file():
         return train, evals
