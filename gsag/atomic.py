@@ -53,7 +53,7 @@ _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]*)?$")
 def is_temp_name(name: str) -> bool:
     """Whether `name` looks like a temporary file left by a killed `atomic_path` write."""
     match = _TEMP_NAME.match(name)
-    return bool(match) and Path(match["name"]).suffix == (match["suffix"] or "")
+    return match is not None and Path(match["name"]).suffix == (match["suffix"] or "")
 
 
 def remove_temp_files(folder: str | os.PathLike) -> list[Path]:

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -415,7 +415,10 @@ def _variants(model: nn.Module, settings: BenchSettings) -> dict[str, nn.Module]
         return {mode: apply_compile(model, mode, dynamic=False, backend=settings.compile_backend)}
     mode = "model" if mode == "none" else mode
     if mode == "model":
-        compiled = torch.compile(model, dynamic=False, backend=settings.compile_backend)
+        # torch.compile wraps a Module in an OptimizedModule (typed as a plain callable)
+        compiled = cast(
+            nn.Module, torch.compile(model, dynamic=False, backend=settings.compile_backend)
+        )
     else:
         compiled = apply_compile(copy.deepcopy(model), mode, False, settings.compile_backend)
     return {"none": model, mode: compiled}

@@ -12,6 +12,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,7 +93,7 @@ def export_onnx(
             )
         else:
             axes = {0: "batch", 2: "height", 3: "width"}
-            kwargs = {"dynamo": False} if _onnx_export_has_dynamo_flag() else {}
+            kwargs: dict[str, Any] = {"dynamo": False} if _onnx_export_has_dynamo_flag() else {}
             torch.onnx.export(
                 wrapped,
                 (example,),
@@ -153,7 +154,8 @@ def check_onnx(
             )
         agree = (got.argmax(1) == ref.argmax(1)).float().mean().item()
         diff = (got - ref).abs().max().item()
-        checks.append(OnnxCheck(tuple(x.shape), diff, agree))
+        b, c, h, w = x.shape
+        checks.append(OnnxCheck((b, c, h, w), diff, agree))
     return checks
 
 

@@ -127,15 +127,18 @@ class Predictor:
     ) -> None:
         from gsag.engine.checkpoint import load_model
 
-        options = dict(mode=mode, tta=tta, crop_size=crop_size, stride=stride, scales=scales)
-        _check_mode(mode)
+        _check_mode(mode)  # before the checkpoint loads
         model, meta = load_model(checkpoint, map_location=device)
-        self._setup(model, meta, device, flip=flip, max_pixels=max_pixels, **options)
+        self._setup(model, meta, device, mode, tta, crop_size, stride, scales, flip, max_pixels)
         self._speed(amp, compile)
 
     @classmethod
     def from_model(
-        cls, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu", **options
+        cls,
+        model: nn.Module,
+        meta: dict[str, Any],
+        device: str | torch.device = "cpu",
+        **options: Any,
     ) -> Predictor:
         """Wrap a model already in memory; `meta` as returned by `load_model`; `options` as for
         the constructor (mode, tta, crop_size, stride, scales, flip, max_pixels, amp, compile)."""

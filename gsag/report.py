@@ -11,10 +11,16 @@ import os
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gsag.atomic import atomic_path, write_text
 from gsag.engine.evaluate import fmt_pct
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from gsag.config import Config
+    from gsag.data.base import SegmentationDataset
 
 
 def _pyplot():
@@ -41,7 +47,8 @@ def read_metrics_log(path: str | os.PathLike) -> tuple[list[dict], list[dict]]:
     A record with an "mIoU" key is an evaluation; one with a "loss" key is a training log line.
     Lines that are not JSON objects (e.g. a half-written last line) are skipped.
     """
-    train, evals = [], []
+    train: list[dict] = []
+    evals: list[dict] = []
     path = Path(path)
     if not path.is_file():
         return train, evals
@@ -249,15 +256,11 @@ def write_run_report(
     Returns:
         The path of report.md.
     """
-    import torch
-
     from gsag.config import from_dict
     from gsag.data.build import make_dataset
     from gsag.engine.checkpoint import load_model
-    from gsag.engine.evaluate import evaluate, inference_options, metrics_table
+    from gsag.engine.evaluate import evaluate, inference_options
     from gsag.engine.evaluate import write_report as write_metrics
-    from gsag.predict import Predictor
-    from gsag.visualize import prediction_panel
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -265,7 +268,6 @@ def write_run_report(
     model, meta = load_model(checkpoint, map_location=device)
     cfg = from_dict(meta["config"], source=str(checkpoint))
     val_set = make_dataset(cfg, cfg.data.val_split, train=False)
-    e = cfg.eval
     metrics = evaluate(
         model,
         val_set,
@@ -276,6 +278,27 @@ def write_run_report(
     )
     classes = list(meta["classes"])
     write_metrics(metrics, classes, out)
+    panels = _write_panels(model, meta, val_set, num_images, device, out)
+    log = checkpoint.parent / "metrics.jsonl"
+    curve = plot_training_curve(log, out / "curve.png", title) if log.is_file() else None
+    lines = [f"# {title}", ""]
+    lines += _run_lines(cfg, model.params_line(), checkpoint, meta, metrics["images"], device)
+    lines += [f"- {n}" for n in notes]
+    lines += _result_lines(metrics, classes, curve is not None, panels)
+    return write_text(out / "report.md", "\n".join(lines))
+
+
+def _write_panels(
+    model: nn.Module,
+    meta: dict[str, Any],
+    val_set: SegmentationDataset,
+    num_images: int,
+    device: str,
+    out: Path,
+) -> list[Path]:
+    """predictions/<id>.png (input | ground truth | prediction) for the first `num_images`."""
+    from gsag.predict import Predictor
+    from gsag.visualize import prediction_panel
 
     predictor = Predictor.from_model(model, meta, device=device)
     panels = []
@@ -288,34 +311,46 @@ def write_run_report(
         with atomic_path(target) as tmp:
             panel.save(tmp)
         panels.append(target)
+    return panels
 
-    log = checkpoint.parent / "metrics.jsonl"
-    curve = plot_training_curve(log, out / "curve.png", title) if log.is_file() else None
 
-    m = cfg.model
+def _run_lines(
+    cfg: Config,
+    params_line: str,
+    checkpoint: Path,
+    meta: dict[str, Any],
+    images: int,
+    device: str,
+) -> list[str]:
+    """The report header's list: model, checkpoint, data and device."""
+    import torch
+
+    m, e = cfg.model, cfg.eval
     threads = torch.get_num_threads() if device == "cpu" else None
-    lines = [
-        f"# {title}",
-        "",
-        f"- model: `{m.name}` on `{m.backbone}` ({model.params_line()}, "
+    return [
+        f"- model: `{m.name}` on `{m.backbone}` ({params_line}, "
         f"output stride {m.output_stride}, pretrained backbone: {m.pretrained})",
         f"- checkpoint: `{checkpoint}` (iteration {meta.get('iteration', '?')} of "
         f"{cfg.train.iters}, batch {cfg.train.batch_size}, crop {cfg.data.crop_size})",
         f"- data: `{cfg.data.root}`, trained on split `{cfg.data.train_split}`, "
-        f"evaluated on `{cfg.data.val_split}` ({metrics['images']} images, mode {e.mode}"
+        f"evaluated on `{cfg.data.val_split}` ({images} images, mode {e.mode}"
         f"{', flip' if e.flip else ''})",
         f"- device: {device}" + (f" ({threads} threads)" if threads else ""),
-        *[f"- {n}" for n in notes],
-        "",
-        "## Metrics (%)",
-        "",
-        metrics_table(metrics, classes),
     ]
-    if curve is not None:
+
+
+def _result_lines(
+    metrics: dict[str, Any], classes: Sequence[str], curve: bool, panels: Sequence[Path]
+) -> list[str]:
+    """The report's sections: metrics table, training curve, prediction panels, confusion."""
+    from gsag.engine.evaluate import metrics_table
+
+    lines = ["", "## Metrics (%)", "", metrics_table(metrics, classes)]
+    if curve:
         lines += ["## Training curve", "", "![training curve](curve.png)", ""]
     if panels:
         lines += ["## Predictions", "", "input | ground truth | prediction (overlay)", ""]
         lines += [f"![{p.stem}](predictions/{p.name})" for p in panels]
         lines.append("")
     lines += ["## Confusion matrix (row-normalised)", "", "![confusion matrix](confusion.png)", ""]
-    return write_text(out / "report.md", "\n".join(lines))
+    return lines

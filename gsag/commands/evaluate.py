@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from gsag.commands import (
     add_device_argument,
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     tag = f"{cfg.data.val_split}_{e.mode}" + ("_flip" if e.flip else "")
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{tag}"
-    settings = {
+    settings: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         "data": cfg.data.root,
         "split": cfg.data.val_split,

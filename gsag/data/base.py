@@ -24,6 +24,8 @@ class SegmentationDataset(Dataset):
 
     ids: list[str]
     info: ClassInfo
+    #: The split's name as the layout stores it (e.g. "train", ADE20K's "training").
+    split: str
     #: Value written for each class index by `gsag predict` (e.g. Cityscapes labelIds); None
     #: writes the class index itself.
     prediction_ids: list[int] | None = None

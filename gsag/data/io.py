@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +189,7 @@ EXIF_TRANSPOSE = {
 }
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """Read an image as RGB uint8 (H, W, 3), upright as displayed (EXIF orientation applied).
 
     Grayscale, palette, CMYK and 16-bit images are converted; transparent pixels (RGBA, LA, PA,
@@ -202,7 +203,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return array, notes
 
 
-def read_image_oriented(path: str | Path) -> tuple[np.ndarray, list[str], int]:
+def read_image_oriented(path: str | os.PathLike) -> tuple[np.ndarray, list[str], int]:
     """`read_image` plus the EXIF orientation that was applied (1 = none)."""
     image, notes = _open(Path(path), "image")
     array, more, orientation = image_to_rgb(image)

@@ -10,6 +10,9 @@ deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as nnf
 from torchvision import tv_tensors
@@ -19,13 +22,16 @@ from torchvision.transforms.v2 import functional as F
 from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
 from gsag.data.sizes import pair
 
+PairTransform = Callable[[Any, Any], tuple[Any, Any]]
+"""One pipeline step: `(image, mask) -> (image, mask)`."""
+
 
 def _uniform(low: float, high: float) -> float:
     return low + (high - low) * torch.rand(()).item()
 
 
 def rescale_size(
-    height: int, width: int, scale: tuple[int, int], ratio: float = 1.0
+    height: int, width: int, scale: Sequence[int], ratio: float = 1.0
 ) -> tuple[int, int]:
     """Output (height, width) of a keep-ratio resize into `scale` = (long edge, short edge) × ratio.
 
@@ -69,8 +75,8 @@ class RandomResize:
 
     def __init__(
         self,
-        base_size: tuple[int, int] | None = (2048, 512),
-        ratio_range: tuple[float, float] = (0.5, 2.0),
+        base_size: Sequence[int] | None = (2048, 512),
+        ratio_range: Sequence[float] = (0.5, 2.0),
     ) -> None:
         self.base_size = base_size
         self.ratio_range = ratio_range
@@ -94,7 +100,7 @@ class RandomCrop:
 
     def __init__(
         self,
-        crop_size: int | tuple[int, int],
+        crop_size: int | Sequence[int],
         cat_max_ratio: float = 0.75,
         ignore_index: int = 255,
         max_tries: int = 10,
@@ -184,8 +190,8 @@ class Normalize:
 
     def __init__(
         self,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         self.mean = list(mean)
         self.std = list(std)
@@ -201,7 +207,7 @@ class PadTo:
     """Pad bottom/right up to `size`: image with `fill` (0 after normalisation = the mean
     colour), mask with `ignore_index`, so padding never counts in the loss."""
 
-    def __init__(self, size: int | tuple[int, int], fill: float = 0.0, ignore_index: int = 255):
+    def __init__(self, size: int | Sequence[int], fill: float = 0.0, ignore_index: int = 255):
         self.size = pair(size)
         self.fill = fill
         self.ignore_index = ignore_index
@@ -219,25 +225,26 @@ class PadTo:
 class ResizeImage:
     """Keep-ratio resize of the image only (evaluation); the mask stays at its original size."""
 
-    def __init__(self, scale: tuple[int, int]) -> None:
+    def __init__(self, scale: Sequence[int]) -> None:
         self.scale = scale
 
     def __call__(self, image, mask):
-        size = rescale_size(*image.shape[-2:], self.scale)
+        height, width = image.shape[-2:]
+        size = rescale_size(height, width, self.scale)
         image, _ = resize_pair(image, None, size)
         return image, mask
 
 
 def train_transforms(
-    crop_size: int | tuple[int, int] = 512,
-    base_size: tuple[int, int] | None = (2048, 512),
-    scale_range: tuple[float, float] = (0.5, 2.0),
+    crop_size: int | Sequence[int] = 512,
+    base_size: Sequence[int] | None = (2048, 512),
+    scale_range: Sequence[float] = (0.5, 2.0),
     cat_max_ratio: float = 0.75,
     ignore_index: int = 255,
     hflip: float = 0.5,
     photometric: bool = True,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
     """The standard VOC training pipeline.
 
@@ -249,7 +256,7 @@ def train_transforms(
         callable `(image uint8 (3, H, W), mask (H, W)) -> (float32 (3, h, w), int64 (h, w))`
         with (h, w) = crop size.
     """
-    steps = [ToTVTensors(), RandomResize(base_size, scale_range)]
+    steps: list[PairTransform] = [ToTVTensors(), RandomResize(base_size, scale_range)]
     steps.append(RandomCrop(crop_size, cat_max_ratio, ignore_index))
     if hflip > 0:
         steps.append(RandomHorizontalFlip(hflip))
@@ -260,13 +267,13 @@ def train_transforms(
 
 
 def eval_transforms(
-    scale: tuple[int, int] | None = None,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
+    scale: Sequence[int] | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
     """The evaluation pipeline: optional keep-ratio resize of the image to `scale`
     = (long edge, short edge), normalisation; the mask keeps its original size for scoring."""
-    steps = [ToTVTensors()]
+    steps: list[PairTransform] = [ToTVTensors()]
     if scale is not None:
         steps.append(ResizeImage(scale))
     steps.append(Normalize(mean, std))

@@ -21,7 +21,7 @@ import os
 import random
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from torch import nn
 
 from gsag.atomic import atomic_path
 from gsag.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from gsag.models.segmentor import Segmentor
 
 FORMAT = "gsag-checkpoint"
 WEIGHTS_FORMAT = "gsag-weights"
@@ -50,7 +53,7 @@ def rng_state() -> dict[str, Any]:
         "python": torch.tensor(mt, dtype=torch.int64),
         "python_version": int(version),
         "python_gauss": [] if gauss is None else [float(gauss)],
-        "numpy": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy": torch.from_numpy(np.asarray(np_keys).astype(np.int64)),
         "numpy_pos": int(np_pos),
         "numpy_has_gauss": int(np_has_gauss),
         "numpy_gauss": float(np_gauss),
@@ -127,7 +130,7 @@ def model_args(config: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.Module, dict]:
+def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Segmentor, dict]:
     """Rebuild a trained model from a `.pt` checkpoint or exported `.safetensors` weights.
 
     Returns:

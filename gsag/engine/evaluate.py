@@ -24,18 +24,21 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from gsag.atomic import atomic_path, write_json, write_text
 from gsag.config import DEFAULT_SCALES
 from gsag.data.sizes import pair
 from gsag.errors import OptionError
 from gsag.metrics import ConfusionMatrix
+
+if TYPE_CHECKING:
+    from gsag.data.base import SegmentationDataset
 
 MODES = ("whole", "slide", "multiscale")
 WINDOWS = ("whole", "slide")
@@ -237,7 +240,7 @@ def inference_options(eval_cfg: Any) -> dict[str, Any]:
 
 def evaluate(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: SegmentationDataset,
     mode: str = "whole",
     crop_size: int | Sequence[int] = 512,
     stride: int | Sequence[int] = 341,
@@ -290,7 +293,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index)
-    samples = []
+    samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for i, (image, mask) in enumerate(loader):
         image = image.to(device, non_blocking=True)
         mask = mask.to(device, non_blocking=True)
