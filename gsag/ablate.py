@@ -280,7 +280,7 @@ def comparisons(
     Returns one dict per other group: reference, other, backbone, and the fields of
     `gsag.stats.Difference` (diff, low, high, dof, n_a, n_b, decided).
     """
-    from gsag.stats import welch_interval
+    from gsag.stats import Difference, welch_interval
 
     refs = {g["backbone"]: g for g in summary if g["model"] == reference}
     rows = []
@@ -288,7 +288,14 @@ def comparisons(
         ref = refs.get(g["backbone"])
         if ref is None or g is ref:
             continue
-        d = welch_interval(ref["miou_runs"], g["miou_runs"], level)
+        finite = [
+            [v for v in runs if not math.isnan(v)] for runs in (ref["miou_runs"], g["miou_runs"])
+        ]
+        if not all(finite):  # every run of a side diverged (NaN mIoU): nothing to compare
+            nan = math.nan
+            d = Difference(nan, nan, nan, nan, len(finite[0]), len(finite[1]), level)
+        else:
+            d = welch_interval(*finite, level)
         rows.append(
             {"reference": reference, "other": g["model"], "backbone": g["backbone"],
              "diff": d.diff, "low": d.low, "high": d.high, "dof": d.dof, "n_a": d.n_a,
@@ -310,15 +317,18 @@ def comparisons_markdown(rows: Sequence[dict[str, Any]]) -> str:
         "| --- | --- | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
-        if math.isnan(r["low"]):
+        if math.isnan(r["diff"]):
+            interval, reading = "no finite mIoU on one side", "undecided"
+        elif math.isnan(r["low"]):
             interval, reading = "needs ≥ 2 seeds each", "undecided"
         else:
             interval = f"[{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
             reading = ("ref better" if r["low"] > 0 else "row better") if r["decided"] else (
                 "undecided")  # fmt: skip
+        diff = "–" if math.isnan(r["diff"]) else f"{100 * r['diff']:+.1f}"
         lines.append(
             f"| {r['other']} | {r['backbone']} | {r['n_a']} / {r['n_b']} | "
-            f"{100 * r['diff']:+.1f} | {interval} | {reading} |"
+            f"{diff} | {interval} | {reading} |"
         )
     return "\n".join(lines) + "\n"
 

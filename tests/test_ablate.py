@@ -163,6 +163,22 @@ def test_comparisons_use_the_welch_interval():
     assert "| gsag_basic | b | 3 / 3 | +10.0 |" in md and "needs ≥ 2 seeds each" in md
 
 
+def test_a_group_whose_runs_all_diverged_does_not_break_the_report(tmp_path):
+    nan = float("nan")
+    runs = [_fake("gsag_hybrid", s, m, [m]) for s, m in enumerate([0.54, 0.55])]
+    runs += [_fake("fcn", s, nan, [nan]) for s in (0, 1)]  # both seeds diverged
+    runs += [_fake("danet", s, m, [m]) for s, m in enumerate([0.50, nan])]  # one of two
+    for r in runs:
+        r["run_dir"] = str(tmp_path / f"{r['model']}_{r['seed']}")  # no metrics.jsonl: no curve
+    rows = {r["other"]: r for r in ablate.comparisons(ablate.summarise(runs))}
+    assert np.isnan(rows["fcn"]["diff"]) and not rows["fcn"]["decided"] and rows["fcn"]["n_b"] == 0
+    assert rows["danet"]["diff"] == pytest.approx(0.045) and rows["danet"]["n_b"] == 1
+    paths = ablate.write_report(runs, tmp_path / "report", ["c"])
+    md = paths["markdown"].read_text()
+    assert "| fcn | b | 2 / 0 | – | no finite mIoU on one side | undecided |" in md
+    assert json.loads(paths["json"].read_text())["comparisons"][0]["diff"] is None
+
+
 def test_cli_variant_run_and_report_only(tmp_path, synth_root):
     from gsag.cli import main
 
