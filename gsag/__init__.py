@@ -1,7 +1,27 @@
-"""gsag: semantic segmentation with the Gated Self-Attention Group head."""
+"""gsag: semantic segmentation with the Gated Self-Attention Group head.
 
-from gsag.models import create_model, list_backbones, list_models
-from gsag.predict import Predictor
+The public names load on first use, so `import gsag` (and `gsag --help`) does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gsag.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from gsag.models import create_model, list_backbones, list_models
+    from gsag.predict import Predictor
 
 __version__ = "0.1.0"
 __all__ = ["Predictor", "__version__", "create_model", "list_backbones", "list_models"]
+
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "Predictor": "gsag.predict",
+        "create_model": "gsag.models",
+        "list_backbones": "gsag.models",
+        "list_models": "gsag.models",
+    },
+)

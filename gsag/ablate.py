@@ -288,14 +288,11 @@ def comparisons(
         ref = refs.get(g["backbone"])
         if ref is None or g is ref:
             continue
-        finite = [
-            [v for v in runs if not math.isnan(v)] for runs in (ref["miou_runs"], g["miou_runs"])
-        ]
-        if not all(finite):  # every run of a side diverged (NaN mIoU): nothing to compare
-            nan = math.nan
-            d = Difference(nan, nan, nan, nan, len(finite[0]), len(finite[1]), level)
-        else:
-            d = welch_interval(*finite, level)
+        a, b = ([v for v in g_["miou_runs"] if not math.isnan(v)] for g_ in (ref, g))
+        if a and b:
+            d = welch_interval(a, b, level)
+        else:  # every run of a side diverged (NaN mIoU): nothing to compare
+            d = Difference(math.nan, math.nan, math.nan, math.nan, len(a), len(b), level)
         rows.append(
             {"reference": reference, "other": g["model"], "backbone": g["backbone"],
              "diff": d.diff, "low": d.low, "high": d.high, "dof": d.dof, "n_a": d.n_a,

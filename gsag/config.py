@@ -24,6 +24,10 @@ from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
 
 #: Image scales of multi-scale inference (`eval.scales`, `gsag predict --tta`).
 DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+#: Inference modes of `gsag eval` / `gsag predict` (eval.mode).
+EVAL_MODES = ("whole", "slide", "multiscale")
+#: Whole-image passes above this many pixels run as sliding windows instead (4096 x 4096).
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 class ConfigError(ValueError):
@@ -168,7 +172,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.compile": ("none", "head", "model"),
     "eval.amp": ("none", "bf16", "fp16", "auto"),
     "eval.compile": ("none", "head", "model"),
-    "eval.mode": ("whole", "slide", "multiscale"),
+    "eval.mode": EVAL_MODES,
 }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from gsag.cli import COMMANDS, build_parser, main
@@ -14,6 +17,32 @@ def test_every_command_parses_its_help(capsys):
             main([name, "--help"])
         assert exc.value.code == 0
         assert f"usage: gsag {name}" in capsys.readouterr().out
+
+
+def test_help_does_not_import_torch():
+    # `gsag --help` builds every command's parser; torch loads only when a command runs.
+    code = (
+        "import sys, gsag, gsag.cli; gsag.cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("package", ["gsag", "gsag.data"])
+def test_lazy_package_names_are_the_modules_objects(package):
+    import importlib
+
+    pkg = importlib.import_module(package)
+    names = [n for n in pkg.__all__ if n != "__version__"]
+    for name in names:
+        value = getattr(pkg, name)  # imports the defining module
+        home = getattr(value, "__module__", None)  # constants (VOC_CLASSES) have none
+        if home is not None:
+            assert getattr(importlib.import_module(home), name) is value, name
+        assert name in dir(pkg) and vars(pkg)[name] is value  # cached after the first lookup
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        pkg.nope  # noqa: B018
 
 
 @pytest.mark.parametrize(

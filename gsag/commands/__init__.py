@@ -141,9 +141,9 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_inference_arguments(parser: argparse.ArgumentParser, mode_default: str | None) -> None:
     """The inference flags shared by `gsag eval` and `gsag predict`."""
-    from gsag.engine.evaluate import DEFAULT_MAX_PIXELS, MODES
+    from gsag.config import DEFAULT_MAX_PIXELS, EVAL_MODES
 
-    parser.add_argument("--mode", choices=MODES, default=mode_default, help="inference mode")
+    parser.add_argument("--mode", choices=EVAL_MODES, default=mode_default, help="inference mode")
     parser.add_argument(
         "--crop-size", type=bounded(int, 1, "crop size", "--crop-size 512"), help="slide window"
     )

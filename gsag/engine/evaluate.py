@@ -32,7 +32,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from gsag.atomic import atomic_path, write_json, write_text
-from gsag.config import DEFAULT_SCALES
+from gsag.config import DEFAULT_MAX_PIXELS, DEFAULT_SCALES
+from gsag.config import EVAL_MODES as MODES
 from gsag.data.sizes import pair
 from gsag.errors import OptionError
 from gsag.metrics import ConfusionMatrix
@@ -40,10 +41,7 @@ from gsag.metrics import ConfusionMatrix
 if TYPE_CHECKING:
     from gsag.data.base import SegmentationDataset
 
-MODES = ("whole", "slide", "multiscale")
 WINDOWS = ("whole", "slide")
-#: Whole-image passes above this many pixels run as sliding windows instead (4096 x 4096).
-DEFAULT_MAX_PIXELS = 4096 * 4096
 
 log = logging.getLogger(__name__)
 
