@@ -45,6 +45,12 @@ def test_lazy_package_names_are_the_modules_objects(package):
         pkg.nope  # noqa: B018
 
 
+def test_submodules_are_reachable_after_a_plain_import():
+    code = "import gsag; print(gsag.data.open_dataset.__module__, gsag.engine.checkpoint.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["gsag.data.layout", "gsag.engine.checkpoint"]
+
+
 @pytest.mark.parametrize(
     ("argv", "name", "expected"),
     [

@@ -1,3 +1,9 @@
 """Training and evaluation: `gsag.engine.train.train(cfg)`, `gsag.engine.evaluate.evaluate` and
 `infer`, `gsag.engine.checkpoint.load_model`, schedules and DDP helpers. The submodules are
 imported by their full names (a re-export would hide the `train` and `evaluate` modules)."""
+
+from gsag.lazy import lazy_attributes
+
+__getattr__, __dir__ = lazy_attributes(
+    __name__, {}
+)  # `gsag.engine.checkpoint` without importing it
