@@ -124,7 +124,10 @@ def plot_miou_bars(groups: Sequence[dict[str, Any]], path: str | os.PathLike) ->
     for x, g in zip(xs, groups, strict=True):
         runs = [100 * v for v in g.get("miou_runs", [])]
         ax.plot([x] * len(runs), runs, "k.", ms=5)
-    ax.set_xticks(xs, labels, fontsize=8)
+    long = max((len(g["model"]) for g in groups), default=0) > 14  # e.g. gsag_hybrid-no_group
+    ax.set_xticks(
+        xs, labels, fontsize=8, rotation=30 if long else 0, ha="right" if long else "center"
+    )
     ax.set_ylabel("val mIoU (%): mean ± std, dots = seeds")
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
