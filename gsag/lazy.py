@@ -1,7 +1,7 @@
 """Package attributes that import their module on first use (PEP 562).
 
-`gsag` and `gsag.data` list their public names here, so that importing them (and `gsag --help`,
-which reads config defaults) does not import torch.
+`gsag`, `gsag.data` and `gsag.engine` use it, so that importing them (and `gsag --help`, which
+reads config defaults) does not import torch.
 """
 
 from __future__ import annotations

@@ -4,6 +4,5 @@ imported by their full names (a re-export would hide the `train` and `evaluate` 
 
 from gsag.lazy import lazy_attributes
 
-__getattr__, __dir__ = lazy_attributes(
-    __name__, {}
-)  # `gsag.engine.checkpoint` without importing it
+# no re-exports: only submodules, reachable as `gsag.engine.checkpoint` after `import gsag`
+__getattr__, __dir__ = lazy_attributes(__name__, {})
