@@ -28,6 +28,8 @@ DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 EVAL_MODES = ("whole", "slide", "multiscale")
 #: Whole-image passes above this many pixels run as sliding windows instead (4096 x 4096).
 DEFAULT_MAX_PIXELS = 4096 * 4096
+#: ONNX opset of `gsag export` and `export_onnx` (>= 14 for scaled_dot_product_attention).
+DEFAULT_OPSET = 17
 
 
 class ConfigError(ValueError):

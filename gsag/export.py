@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from gsag.atomic import atomic_path
+from gsag.config import DEFAULT_OPSET
 
-DEFAULT_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 

@@ -24,9 +24,8 @@ from PIL import Image
 from torch import nn
 
 from gsag.atomic import atomic_path
-from gsag.config import DEFAULT_SCALES
+from gsag.config import DEFAULT_MAX_PIXELS, DEFAULT_SCALES, EVAL_MODES
 from gsag.data.io import IMAGE_SUFFIXES, image_to_rgb, read_image, save_mask
-from gsag.engine.evaluate import DEFAULT_MAX_PIXELS, MODES
 from gsag.errors import OptionError
 from gsag.visualize import overlay
 
@@ -236,8 +235,8 @@ class Predictor:
 
 
 def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise OptionError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if mode not in EVAL_MODES:
+        raise OptionError(f"mode {mode!r} is not one of {', '.join(EVAL_MODES)}")
 
 
 def _eval_config(config: Any) -> dict:

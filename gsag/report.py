@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from gsag.data.base import SegmentationDataset
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +35,7 @@ def _pyplot():
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Save a matplotlib figure atomically and close it."""
-    plt = _pyplot()
+    plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -77,7 +78,7 @@ def plot_training_curve(
     metrics_log: str | os.PathLike, path: str | os.PathLike, title: str = ""
 ) -> Path:
     """Training loss and validation mIoU against iteration, from one `metrics.jsonl`."""
-    plt = _pyplot()
+    plt = pyplot()
     train, evals = read_metrics_log(metrics_log)
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot([_iteration(r) for r in train], [r["loss"] for r in train], lw=1.2)
@@ -114,7 +115,7 @@ def plot_miou_bars(groups: Sequence[dict[str, Any]], path: str | os.PathLike) ->
     Args:
         groups: dicts with "model", "backbone", "miou_mean", "miou_std", "miou_runs" (list).
     """
-    plt = _pyplot()
+    plt = pyplot()
     labels = [f"{g['model']}\n{g['backbone']}" for g in groups]
     means = [100 * g["miou_mean"] for g in groups]
     stds = [100 * g["miou_std"] for g in groups]
@@ -140,7 +141,7 @@ def plot_differences(rows: Sequence[dict[str, Any]], path: str | os.PathLike) ->
         rows: dicts with "reference", "other", "diff", "low", "high" (fractions), as
             `gsag.ablate.comparisons` returns; rows without an interval show the point only.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
     for y, r in enumerate(rows):
         if not math.isnan(r["low"]):
@@ -160,7 +161,7 @@ def plot_curves(runs: Sequence[tuple[str, str | os.PathLike]], path: str | os.Pa
 
     Runs with the same label share a colour (e.g. one colour per model, one line per seed).
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(11, 4))
     colours: dict[str, Any] = {}
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -199,7 +200,7 @@ def plot_per_class_iou(
     groups: Sequence[dict[str, Any]], classes: Sequence[str], path: str | os.PathLike
 ) -> Path:
     """Grouped bars: per-class IoU (mean over seeds) for each model x backbone."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(groups)
     width = 0.8 / max(n, 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(classes) * max(n, 2) / 2 + 2), 4))

@@ -42,13 +42,13 @@ def read(paths: list[str]) -> dict[str, list[float]]:
 
 def plot(accs: dict[str, list[float]], path: str) -> None:
     """One panel per pair: a row per label (folder name without `_s<seed>`), a dot per seed."""
-    from gsag.report import _pyplot, save_figure
+    from gsag.report import pyplot, save_figure
 
     groups: dict[str, list[list[float]]] = {}
     for name, values in accs.items():
         groups.setdefault(re.sub(r"_s\d+$", "", name), []).append(values)
     labels = list(groups)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(PAIRS), figsize=(10, 0.4 * len(labels) + 1.5), sharey=True)
     for k, ((a, b), ax) in enumerate(zip(PAIRS, axes, strict=True)):
         for y, label in enumerate(labels):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gsag.commands import add_path_argument
+from gsag.config import DEFAULT_OPSET
 
 HELP = (
     "export a model to ONNX (dynamic batch/height/width) or torch.export, checked against PyTorch"
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--height", type=int, default=512, help="example input height")
     parser.add_argument("--width", type=int, default=512, help="example input width")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
     parser.add_argument(
         "--dynamo", action="store_true", help="use the torch.export-based ONNX exporter"
     )

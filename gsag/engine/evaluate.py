@@ -32,8 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from gsag.atomic import atomic_path, write_json, write_text
-from gsag.config import DEFAULT_MAX_PIXELS, DEFAULT_SCALES
-from gsag.config import EVAL_MODES as MODES
+from gsag.config import DEFAULT_MAX_PIXELS, DEFAULT_SCALES, EVAL_MODES
 from gsag.data.sizes import pair
 from gsag.errors import OptionError
 from gsag.metrics import ConfusionMatrix
@@ -54,8 +53,10 @@ def check_inference_options(
     window: str = "whole",
 ) -> None:
     """Raise `OptionError` (a `ValueError`) naming the option, its value and the fix when an option is unusable."""
-    if mode not in MODES:
-        raise OptionError(f"inference mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
+    if mode not in EVAL_MODES:
+        raise OptionError(
+            f"inference mode {mode!r} is unknown; choose one of {', '.join(EVAL_MODES)}"
+        )
     if window not in WINDOWS:
         raise OptionError(f"window {window!r} is unknown; choose one of {', '.join(WINDOWS)}")
     crop, step = pair(crop_size), pair(stride)
