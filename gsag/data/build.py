@@ -11,7 +11,12 @@ from gsag.data.base import SegmentationDataset
 
 
 def ensure_data(cfg: Config) -> None:
-    """Generate the synthetic dataset at `data.root` when it is missing and `data.synthetic`."""
+    """Generate the synthetic dataset at `data.root` when it is missing and `data.synthetic`.
+
+    The data is always generator seed 0 at the default size, whatever `train.seed` is: the runs
+    of a seed grid must share one dataset, not take the seed of whichever ran first (other
+    seeds or sizes: `gsag data synth --seed/--size` and `data.synthetic=false`).
+    """
     root = Path(cfg.data.root)
     if root.exists() and any(root.iterdir()):
         return
@@ -23,7 +28,7 @@ def ensure_data(cfg: Config) -> None:
         )
     from gsag.data.synth import generate
 
-    generate(root, seed=cfg.train.seed)  # the current generator version
+    generate(root, seed=0)  # the current generator version
 
 
 def make_dataset(cfg: Config, split: str, train: bool) -> SegmentationDataset:

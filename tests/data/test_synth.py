@@ -199,3 +199,20 @@ def test_context_pairs_need_global_context(tmp_path):
     prior = max(cars, boats) / (cars + boats)
     assert accuracy[False] < prior + 0.1, (accuracy, prior)
     assert accuracy[True] > accuracy[False] + 0.2, (accuracy, prior)
+
+
+def test_generated_on_demand_data_ignores_the_training_seed(tmp_path, monkeypatch):
+    # a seed grid with data.synthetic=true must not train seed k on data of generator seed k
+    import gsag.data.synth as synth
+    from gsag.config import load_config
+    from gsag.data.build import ensure_data
+
+    calls = []
+    monkeypatch.setattr(synth, "generate", lambda root, **kw: calls.append(kw))
+    for seed in (0, 3):
+        cfg = load_config(
+            None,
+            [f"data.root={tmp_path / f'd{seed}'}", "data.synthetic=true", f"train.seed={seed}"],
+        )
+        ensure_data(cfg)
+    assert [kw.get("seed", 0) for kw in calls] == [0, 0]
