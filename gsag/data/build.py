@@ -23,7 +23,8 @@ def ensure_data(cfg: Config) -> None:
     if not cfg.data.synthetic:
         raise FileNotFoundError(
             f"data.root {root} does not exist or is empty; fetch VOC with `gsag data prepare-voc "
-            f"--download`, point data.root at your dataset (--set data.root=...), or set "
+            f"--download`, point data.root at your dataset (--set data.root=...), generate the "
+            f"context benchmark there (`gsag data synth --out {root}`), or set "
             f"data.synthetic=true to generate a small one there"
         )
     from gsag.data.synth import generate
