@@ -411,7 +411,7 @@ def run_ablation(
         {"results": per-run results, "summary": per-group summary, "paths": written files}.
     """
     combos = grid(models, backbones, seeds, variants)
-    results = []
+    results, covered = [], []
     for combo in combos:
         cfg, _ = resolve_combo(config, combo, out_dir, overrides)
         finished = (Path(cfg.output.run_dir) / RESULT_FILE).is_file()
@@ -421,6 +421,7 @@ def run_ablation(
             on_start(combo, finished)
         result = run_combo(config, combo, out_dir, overrides, device=device, quiet=quiet)
         results.append(result)
+        covered.append(combo)
         if on_done is not None:
             on_done(combo, result)
     if not results:  # only with report_only: every combination trains otherwise
@@ -429,13 +430,17 @@ def run_ablation(
             "train it first (drop --report-only)"
         )
     classes = _classes_of(results)
+
+    def reported(key: str) -> str:  # what the report covers (with report_only, may be < asked)
+        return " ".join(str(v) for v in dict.fromkeys(getattr(c, key) for c in covered))
+
     meta = {
         "config": str(config) if config else "(defaults)",
         "overrides": " ".join(overrides) or "(none)",
-        "models": " ".join(models),
-        "variants": " ".join(variants),
-        "backbones": " ".join(backbones),
-        "seeds": " ".join(str(s) for s in seeds),
+        "models": reported("model"),
+        "variants": reported("variant"),
+        "backbones": reported("backbone"),
+        "seeds": " ".join(str(s) for s in sorted({c.seed for c in covered})),
     }
     paths = write_report(results, out_dir, classes, meta)
     return {"results": results, "summary": summarise(results), "paths": paths}

@@ -196,5 +196,7 @@ def test_cli_variant_run_and_report_only(tmp_path, synth_root):
     assert main([*args, "--variants", "base", "no_gate", "--report-only"]) == 0
     data = json.loads((out / "results.json").read_text())
     assert [g["model"] for g in data["summary"]] == ["gsag_hybrid-no_gate"]
+    # the header names what the report covers, not what was asked
+    assert data["meta"]["variants"] == "no_gate" and data["meta"]["seeds"] == "0"
     assert not list((out / "runs").glob("gsag_hybrid__test_resnet__s0__*"))
     assert main([*args, "--variants", "no_such"]) == 2
