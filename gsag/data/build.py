@@ -14,7 +14,7 @@ def ensure_data(cfg: Config) -> None:
     """Generate the synthetic dataset at `data.root` when it is missing and `data.synthetic`.
 
     The data is always generator seed 0 at the default size, whatever `train.seed` is: the runs
-    of a seed grid must share one dataset, not take the seed of whichever ran first (other
+    of a seed grid must share one dataset, not take the `train.seed` of whichever ran first (other
     seeds or sizes: `gsag data synth --seed/--size` and `data.synthetic=false`).
     """
     root = Path(cfg.data.root)
