@@ -281,7 +281,10 @@ def write_run_report(
         progress=progress,
     )
     classes = list(meta["classes"])
-    write_metrics(metrics, classes, out)
+    e = cfg.eval
+    settings = {"checkpoint": str(checkpoint), "data": cfg.data.root, "split": cfg.data.val_split,
+                "device": describe_device(device), "mode": e.mode, "flip": e.flip}  # fmt: skip
+    write_metrics(metrics, classes, out, extra={"settings": settings})
     panels = _write_panels(model, meta, val_set, num_images, device, out)
     log = checkpoint.parent / "metrics.jsonl"
     curve = plot_training_curve(log, out / "curve.png", title) if log.is_file() else None
@@ -290,6 +293,16 @@ def write_run_report(
     lines += [f"- {n}" for n in notes]
     lines += _result_lines(metrics, classes, curve is not None, panels)
     return write_text(out / "report.md", "\n".join(lines))
+
+
+def describe_device(device: Any) -> str:
+    """A device in words for metrics.json and reports: "cpu (2 threads, torch 2.4.1)"."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"{device.type} ({torch.get_num_threads()} threads, torch {torch.__version__})"
 
 
 def _write_panels(
