@@ -186,6 +186,11 @@ def _files(folder: Path) -> list[str]:
 
 
 def _no_weights_message(name: str, files: list[str]) -> str:
+    if "config.yaml" in files and {"best.pt", "last.pt"} & set(files):
+        return (
+            f"{name} is a training run folder, not a gsag model folder (no {WEIGHTS_NAME}); "
+            f"pass {name}/best.pt, or write a model folder with `gsag save {name} FOLDER`"
+        )
     pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
     if pickles:
         return (
@@ -193,9 +198,8 @@ def _no_weights_message(name: str, files: list[str]) -> str:
             f"from a model folder or repo (unpickling can run code): it needs {WEIGHTS_NAME}, "
             "written by `gsag save` or `gsag push`"
         )
-    hint = " (a run folder: pass RUN/best.pt, or `gsag save` it)" if "best.pt" in files else ""
     found = ", ".join(files[:8]) or "nothing"
-    return f"{name} is not a gsag model: it has no {WEIGHTS_NAME} (found: {found}){hint}"
+    return f"{name} is not a gsag model: it has no {WEIGHTS_NAME} (found: {found})"
 
 
 def read_config(folder: Path, name: str, files: list[str] | None = None) -> dict[str, Any]:
@@ -300,12 +304,12 @@ def _cached_listing(
     repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None
 ) -> list[str] | None:
     """Every file of the repo at `revision`, from huggingface_hub's cached tree listing."""
-    from huggingface_hub import get_cached_repo_tree
-
     try:
+        from huggingface_hub import get_cached_repo_tree  # huggingface_hub >= 1.x
+
         where = os.fspath(cache_dir) if cache_dir else None
         tree = get_cached_repo_tree(repo_id, revision=revision, cache_dir=where)
-    except Exception:  # no listing cached (an older cache, or one filled offline)
+    except Exception:  # no listing cached (an older cache or huggingface_hub)
         return None
     return sorted(f.path for f in tree)
 

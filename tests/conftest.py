@@ -29,3 +29,23 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(synth_root, tmp_path_factory) -> Path:
+    """A run folder of 2 training iterations of the tiny GSAG hybrid (tests.helpers.configs) on
+    `synth_root`, with `gsag eval`'s report of its best.pt in eval_val_whole/."""
+    from gsag.cli import main
+    from gsag.engine.train import train
+    from tests.helpers.configs import tiny_config
+
+    run_dir = tmp_path_factory.mktemp("evaluated_run") / "tiny-run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(tiny_config(synth_root, run_dir, "train.iters=2"), quiet=True)
+        args = ["eval", str(run_dir / "best.pt"), "--quiet", "--workers", "0", "--threads", "1"]
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return run_dir
