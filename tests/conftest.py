@@ -49,3 +49,36 @@ def evaluated_run(synth_root, tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(threads)
     return run_dir
+
+
+@pytest.fixture
+def offline_cache(monkeypatch, tmp_path) -> Path:
+    """An empty Hugging Face cache with HF_HUB_OFFLINE=1. huggingface_hub reads both variables
+    when it is imported, so its constants are set here as the variables would have set them."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch, tmp_path) -> str:
+    """HF_ENDPOINT at a local port where nothing listens, network allowed, an empty cache;
+    returns the endpoint. Connections are really attempted (and refused)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as s:  # a free port, released again
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    return endpoint

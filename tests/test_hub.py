@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -33,21 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def pretrained(evaluated_run, tmp_path_factory) -> Path:
     return save_pretrained(evaluated_run, tmp_path_factory.mktemp("pretrained") / "tiny")
-
-
-@pytest.fixture
-def offline_cache(monkeypatch, tmp_path) -> Path:
-    """An empty Hub cache with HF_HUB_OFFLINE=1. huggingface_hub reads both variables when it is
-    imported, so its constants are set here as the variables would have set them."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return cache
 
 
 def _image(h: int = 40, w: int = 52, seed: int = 0) -> np.ndarray:
@@ -217,24 +201,16 @@ def test_predict_hf_on_a_cached_repo_equals_predict_best_pt(evaluated_run, pretr
             np.testing.assert_array_equal(ours, theirs)
 
 
-def _closed_port() -> int:
-    """A local port where nothing listens (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_no_network_is_one_error_line(unreachable_hub, tmp_path, capsys):
+    from gsag.cli import main
 
-
-def test_no_network_is_one_error_line(tmp_path):
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
     Image.fromarray(_image()).save(tmp_path / "x.png")
-    env = {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "home")}
-    result = _run_gsag(["predict", "hf://your-name/absent", "--input", str(tmp_path / "x.png"),
-                        "--out", str(tmp_path / "out")], env)  # fmt: skip
-    assert result.returncode == 1
-    err = result.stderr.strip()
-    assert "\n" not in err and err.startswith(
-        f"error: hf://your-name/absent: cannot reach the Hub at {endpoint} "
-    ), err
+    args = ["predict", "hf://your-name/absent", "--input", str(tmp_path / "x.png")]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 1
+    err = _one_error_line(capsys)
+    assert err.startswith(
+        f"error: hf://your-name/absent: cannot reach the Hub at {unreachable_hub} "
+    )
     assert "not in the local cache" in err
 
 
