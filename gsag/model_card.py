@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from gsag.hub import Trained
+    from gsag.pretrained import Trained
 
 SYNTHETIC_DATASET = "gsag-generated-context-benchmark"
 PLACEHOLDER_OWNER = "your-name"
@@ -128,11 +128,11 @@ def _source(trained: Trained) -> str:
 def _model_lines(trained: Trained, config: dict[str, Any]) -> list[str]:
     """Architecture, parameters (without the aux head) and GFLOPs at the eval crop size."""
     from gsag.flops import count_gflops, count_params
-    from gsag.hub import _example_size
+    from gsag.pretrained import example_size
 
     model = trained.model
     params = count_params(model) - (count_params(model.aux_head) if model.aux_head else 0)
-    h, w = _example_size(config["eval"].get("crop_size"))
+    h, w = example_size(config["eval"].get("crop_size"))
     gflops = count_gflops(model, (h, w))
     args = config["model_args"]
     options = {k: v for k, v in args.items() if k not in ("name", "backbone", "num_classes")}

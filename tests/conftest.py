@@ -51,6 +51,14 @@ def evaluated_run(synth_root, tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def pretrained(evaluated_run, tmp_path_factory) -> Path:
+    """`evaluated_run` saved as a pretrained folder by `gsag.save_pretrained`."""
+    from gsag.pretrained import save_pretrained
+
+    return save_pretrained(evaluated_run, tmp_path_factory.mktemp("pretrained") / "tiny")
+
+
 @pytest.fixture
 def offline_cache(monkeypatch, tmp_path) -> Path:
     """An empty Hugging Face cache with HF_HUB_OFFLINE=1. huggingface_hub reads both variables

@@ -16,30 +16,17 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from gsag.data.synth import SYNTH_CLASSES, SYNTH_PALETTE
+from gsag.data.synth import SYNTH_CLASSES
 from gsag.errors import CheckpointError, UsageError
-from gsag.hub import load_pretrained, save_pretrained
+from gsag.hub import load_pretrained
 from gsag.predict import Predictor
-from tests.helpers.hub import cache_repo
+from tests.helpers.hub import cache_repo, one_error_line, random_image
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 REPO = "your-name/tiny-gsag"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def pretrained(evaluated_run, tmp_path_factory) -> Path:
-    return save_pretrained(evaluated_run, tmp_path_factory.mktemp("pretrained") / "tiny")
-
-
-def _image(h: int = 40, w: int = 52, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def _files(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
 def _run_gsag(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -49,44 +36,9 @@ def _run_gsag(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
                           env=full, cwd=ROOT, timeout=300)  # fmt: skip
 
 
-def test_round_trip_through_a_folder_equals_the_checkpoint(evaluated_run, pretrained):
-    assert _files(pretrained) == {"README.md", "config.json", "model.safetensors",
-                                  "plots/curve.png", "plots/confusion.png"}  # fmt: skip
-    checkpoint = torch.load(evaluated_run / "best.pt", weights_only=True)
-    weights = load_file(str(pretrained / "model.safetensors"))
-    expected = {k: v for k, v in checkpoint["model"].items() if not k.startswith("aux_head.")}
-    assert weights.keys() == expected.keys() and len(expected) < len(checkpoint["model"])
-    assert all(torch.equal(weights[k], expected[k]) for k in expected)
-
-    image = _image()
-    for options in ({}, {"mode": "slide"}, {"tta": True}):
-        reference = Predictor(evaluated_run / "best.pt", **options)
-        loaded = Predictor.from_pretrained(pretrained, **options)
-        assert torch.equal(loaded.logits(image), reference.logits(image)), options
-        assert (loaded.crop_size, loaded.stride, loaded.scales, loaded.flip) == (
-            reference.crop_size, reference.stride, reference.scales, reference.flip
-        )  # fmt: skip
-    assert loaded.classes == SYNTH_CLASSES and loaded.palette == list(SYNTH_PALETTE)
-    assert (loaded.mean, loaded.std) == (reference.mean, reference.std)
-    assert loaded.meta["config"]["eval"] == checkpoint["config"]["eval"]
-    config = json.loads((pretrained / "config.json").read_text())
-    assert config["eval"]["crop_size"] == checkpoint["config"]["eval"]["crop_size"]
-    assert config["model_args"] == {**checkpoint["meta"]["model_args"], "aux": False}
-    assert load_pretrained(pretrained).aux_head is None
-
-
-def test_include_aux_keeps_every_weight(evaluated_run, tmp_path):
-    folder = save_pretrained(evaluated_run / "best.pt", tmp_path / "m", include_aux=True)
-    state = torch.load(evaluated_run / "best.pt", weights_only=True)["model"]
-    weights = load_file(str(folder / "model.safetensors"))
-    assert weights.keys() == state.keys()
-    model = load_pretrained(folder)
-    assert model.aux_head is not None and model.model_args["aux"] is True
-
-
 def test_load_by_repo_id_from_the_hub_cache_offline(pretrained, offline_cache):
     cache_repo(offline_cache, REPO, pretrained, COMMIT, refs=("main", "v1"))
-    image = _image(seed=1)
+    image = random_image(seed=1)
     expected = Predictor.from_pretrained(pretrained).logits(image)
     for source, revision in [(REPO, None), (REPO, "v1"), (REPO, COMMIT), (f"hf://{REPO}@v1", None)]:
         loaded = Predictor.from_pretrained(source, revision=revision)
@@ -138,47 +90,6 @@ def test_pickled_weights_are_refused_and_never_unpickled(pretrained, tmp_path, o
     assert planted.exists()
 
 
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    return err
-
-
-def test_not_a_gsag_model_is_one_line_naming_what_is_missing(
-    evaluated_run, pretrained, tmp_path, capsys
-):
-    from gsag.cli import main
-
-    Image.fromarray(_image()).save(tmp_path / "x.png")
-
-    def predict(source: Path | str) -> str:
-        args = ["predict", str(source), "--input", str(tmp_path / "x.png")]
-        assert main([*args, "--out", str(tmp_path / "out")]) == 2
-        return _one_error_line(capsys)
-
-    config = json.loads((pretrained / "config.json").read_text())
-    cases = {
-        "foreign": ({"model_type": "bert"}, "has no format='gsag-pretrained'"),
-        "partial": ({k: v for k, v in config.items() if k not in ("palette", "eval")},
-                    "lacks palette, eval"),
-        "newer": ({**config, "format_version": 2, "gsag_version": "9.0.0"},
-                  "saved by gsag 9.0.0 in folder format 2; this gsag 0.1.0 reads format 1: upgrade"),
-    }  # fmt: skip
-    for name, (content, expected) in cases.items():
-        folder = tmp_path / name
-        folder.mkdir()
-        shutil.copy(pretrained / "model.safetensors", folder)
-        (folder / "config.json").write_text(json.dumps(content))
-        assert expected in predict(folder), name
-    no_config = tmp_path / "no-config"
-    no_config.mkdir()
-    shutil.copy(pretrained / "model.safetensors", no_config)
-    assert "is not a gsag model: it has no config.json (model.safetensors)" in predict(no_config)
-    err = predict(evaluated_run)
-    assert "is a training run folder" in err and f"pass {evaluated_run}/best.pt" in err
-    assert "is not a Hub reference" in predict("hf://just-a-name")
-
-
 def test_predict_hf_on_a_cached_repo_equals_predict_best_pt(evaluated_run, pretrained, tmp_path):
     """`gsag predict hf://...` in a fresh process, with HF_HUB_OFFLINE=1 and HF_HUB_CACHE set."""
     from gsag.cli import main
@@ -187,7 +98,7 @@ def test_predict_hf_on_a_cached_repo_equals_predict_best_pt(evaluated_run, pretr
     images = tmp_path / "in"
     images.mkdir()
     for i, (h, w) in enumerate([(37, 61), (64, 48)]):
-        Image.fromarray(_image(h, w, seed=5 + i)).save(images / f"img{i}.png")
+        Image.fromarray(random_image(h, w, seed=5 + i)).save(images / f"img{i}.png")
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")}
     hub = _run_gsag(["predict", f"hf://{REPO}", "--input", str(images), "--out",
                      str(tmp_path / "hub"), "--threads", "1"], env)  # fmt: skip
@@ -201,13 +112,13 @@ def test_predict_hf_on_a_cached_repo_equals_predict_best_pt(evaluated_run, pretr
             np.testing.assert_array_equal(ours, theirs)
 
 
-def test_no_network_is_one_error_line(unreachable_hub, tmp_path, capsys):
+def test_no_network_isone_error_line(unreachable_hub, tmp_path, capsys):
     from gsag.cli import main
 
-    Image.fromarray(_image()).save(tmp_path / "x.png")
+    Image.fromarray(random_image()).save(tmp_path / "x.png")
     args = ["predict", "hf://your-name/absent", "--input", str(tmp_path / "x.png")]
     assert main([*args, "--out", str(tmp_path / "out")]) == 1
-    err = _one_error_line(capsys)
+    err = one_error_line(capsys)
     assert err.startswith(
         f"error: hf://your-name/absent: cannot reach the Hub at {unreachable_hub} "
     )

@@ -11,8 +11,8 @@ import yaml
 from huggingface_hub import ModelCard
 
 import gsag
-from gsag.hub import find_checkpoint, save_pretrained
 from gsag.model_card import SYNTHETIC_DATASET
+from gsag.pretrained import find_checkpoint, save_pretrained
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

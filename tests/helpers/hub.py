@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 LFS_SUFFIXES = (".safetensors", ".onnx", ".bin", ".pt", ".png")  # as .gitattributes sends to LFS
 
 
@@ -50,3 +52,20 @@ def cache_repo(
     listing = {"format_version": 1, "files": files}
     (storage / "trees" / f"{commit}.json").write_text(json.dumps(listing))
     return snapshot
+
+
+def random_image(h: int = 40, w: int = 52, seed: int = 0) -> np.ndarray:
+    """A random RGB uint8 image (H, W, 3)."""
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def folder_files(folder: Path) -> set[str]:
+    """The files under `folder`, as relative POSIX paths."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def one_error_line(capsys) -> str:
+    """What `gsag` printed on stderr, checked to be one `error: ...` line."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
