@@ -112,7 +112,7 @@ def test_predict_hf_on_a_cached_repo_equals_predict_best_pt(evaluated_run, pretr
             np.testing.assert_array_equal(ours, theirs)
 
 
-def test_no_network_isone_error_line(unreachable_hub, tmp_path, capsys):
+def test_no_network_is_one_error_line(unreachable_hub, tmp_path, capsys):
     from gsag.cli import main
 
     Image.fromarray(random_image()).save(tmp_path / "x.png")

@@ -9,6 +9,7 @@ import filecmp
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import HfApi, constants
@@ -106,3 +107,18 @@ def test_save_refuses_a_folder_holding_something_else(evaluated_run, tmp_path, c
     weights = load_file(str(folder / "model.safetensors"))
     best = torch.load(evaluated_run / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(weights[k], best[k]) for k in weights)
+
+
+def test_save_onnx_computes_what_the_saved_model_computes(pretrained, tmp_path):
+    import onnxruntime as ort
+
+    from gsag.hub import load_pretrained
+    from gsag.pretrained import save_pretrained
+
+    folder = save_pretrained(pretrained, tmp_path / "m", onnx=True)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 40, 56)
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = load_pretrained(pretrained)(x)["out"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
