@@ -48,18 +48,19 @@ def dataset_name(trained: Trained) -> str:
 def write_plots(trained: Trained, folder: Path) -> dict[str, str]:
     """plots/curve.png (from the run's metrics.jsonl) and plots/confusion.png (beside its
     metrics.json), where they exist; returns {name: path relative to `folder`}."""
+    from gsag.pretrained import PLOTS_DIR
     from gsag.report import plot_training_curve
 
     plots: dict[str, str] = {}
     log = trained.run_dir / "metrics.jsonl" if trained.run_dir else None
     if log is not None and log.is_file():
-        plot_training_curve(log, folder / "plots" / "curve.png")
-        plots["training curve"] = "plots/curve.png"
+        plot_training_curve(log, folder / PLOTS_DIR / "curve.png")
+        plots["training curve"] = f"{PLOTS_DIR}/curve.png"
     confusion = trained.metrics_path.parent / "confusion.png" if trained.metrics_path else None
     if confusion is not None and confusion.is_file():
-        (folder / "plots").mkdir(exist_ok=True)
-        shutil.copyfile(confusion, folder / "plots" / "confusion.png")
-        plots["confusion matrix (row-normalised)"] = "plots/confusion.png"
+        (folder / PLOTS_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(confusion, folder / PLOTS_DIR / "confusion.png")
+        plots["confusion matrix (row-normalised)"] = f"{PLOTS_DIR}/confusion.png"
     return plots
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 ONNX_NAME = "model.onnx"
+PLOTS_DIR = "plots"
 FORMAT = "gsag-pretrained"
 FORMAT_VERSION = 1  # raise when a reader of version 1 could no longer read the folder
 REQUIRED_KEYS = ("model_args", "classes", "palette", "input", "eval")
@@ -209,10 +211,13 @@ def save_pretrained(
     from gsag.atomic import write_json, write_text
     from gsag.model_card import render_card, write_plots
 
-    trained = gather(model_or_run, checkpoint=checkpoint, meta=meta)
     folder = Path(folder)
-    _check_target(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(model_or_run, (str, os.PathLike)) and Path(model_or_run).resolve() == (
+        folder.resolve()
+    ):
+        raise UsageError(f"{folder} is both the model and the target; pass another folder")
+    trained = gather(model_or_run, checkpoint=checkpoint, meta=meta)
+    _prepare_target(folder)
     config = folder_config(trained, include_aux)
     _write_weights(trained.model, folder / WEIGHTS_NAME, include_aux)
     write_json(folder / CONFIG_NAME, config)
@@ -235,20 +240,23 @@ def example_size(crop: Any) -> tuple[int, int]:
     return 512, 512
 
 
-def _check_target(folder: Path) -> None:
+def _prepare_target(folder: Path) -> None:
+    """Create `folder`, or empty an earlier pretrained folder of what a save may not rewrite
+    (model.onnx, plots/); any other non-empty folder is refused."""
     if folder.is_file():
         raise UsageError(f"{folder} is a file; pass a folder to write the model into")
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return
-    config = folder / CONFIG_NAME
-    try:
-        ours = json.loads(config.read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
-        raise UsageError(
-            f"{folder} is not empty and holds no gsag model; pass a new or empty folder"
-        )
+    if folder.is_dir() and any(folder.iterdir()):
+        try:
+            ours = json.loads((folder / CONFIG_NAME).read_text()).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise UsageError(
+                f"{folder} is not empty and holds no gsag model; pass a new or empty folder"
+            )
+        (folder / ONNX_NAME).unlink(missing_ok=True)
+        shutil.rmtree(folder / PLOTS_DIR, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def gather(

@@ -103,7 +103,11 @@ def test_save_refuses_a_folder_holding_something_else(evaluated_run, tmp_path, c
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
     folder = tmp_path / "m"
     assert main(["save", str(evaluated_run), str(folder), "--checkpoint", "last.pt"]) == 0
+    (folder / "model.onnx").write_bytes(b"stale")  # as if an earlier save had --onnx
     assert main(["save", str(evaluated_run), str(folder)]) == 0  # a gsag folder is replaced
+    assert not (folder / "model.onnx").exists()
+    assert main(["save", str(folder), str(folder)]) == 2
+    assert "is both the model and the target" in capsys.readouterr().err
     weights = load_file(str(folder / "model.safetensors"))
     best = torch.load(evaluated_run / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(weights[k], best[k]) for k in weights)
