@@ -120,7 +120,8 @@ def _trim_log(path: Path, start: int) -> None:
 
 
 def note(msg: str) -> None:
-    """One line on stderr (rich markup)."""
+    """One line on stderr (rich markup), never folded at 80 columns: in a log file a path
+    stays whole and greppable; a terminal wraps it itself."""
     from rich.console import Console
 
-    Console(stderr=True).print(msg)
+    Console(stderr=True, soft_wrap=True).print(msg)
