@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from typing import IO, Any
 
 from gsag.engine.evaluate import fmt_pct
@@ -45,7 +44,6 @@ class Progress:
     def __init__(self, start: int, total: int, best: float) -> None:
         self.total = total
         self.best = best
-        self._eval_t0 = time.perf_counter()
 
     def update(self, it: int, loss: float, lr: float) -> None:
         """After every iteration: this process's loss and the learning rate."""
@@ -55,10 +53,9 @@ class Progress:
 
     def eval_start(self, it: int) -> None:
         """An evaluation begins after iteration `it`."""
-        self._eval_t0 = time.perf_counter()
 
-    def eval_done(self, it: int, metrics: dict[str, Any]) -> None:
-        """The evaluation after iteration `it` gave `metrics`."""
+    def eval_done(self, it: int, metrics: dict[str, Any], seconds: float) -> None:
+        """The evaluation after iteration `it` gave `metrics` in `seconds`."""
         self.best = max(self.best, metrics["mIoU"])
 
     def close(self) -> None:
@@ -79,9 +76,8 @@ class LineProgress(Progress):
     def log(self, it: int, losses: dict[str, float], lr: float, times: dict[str, float]) -> None:
         self._write(train_line(it, self.total, losses, lr, times))
 
-    def eval_done(self, it: int, metrics: dict[str, Any]) -> None:
-        super().eval_done(it, metrics)
-        seconds = time.perf_counter() - self._eval_t0
+    def eval_done(self, it: int, metrics: dict[str, Any], seconds: float) -> None:
+        super().eval_done(it, metrics, seconds)
         self._write(eval_line(it, self.total, metrics, self.best, seconds))
 
 
@@ -156,11 +152,10 @@ class BarProgress(Progress):
         return f"loss {self.loss:.4f}  lr {self.lr:.2e}  {self.times}".rstrip()
 
     def eval_start(self, it: int) -> None:
-        super().eval_start(it)
         self._show(line2=f"evaluating at iteration {it} ...")
 
-    def eval_done(self, it: int, metrics: dict[str, Any]) -> None:
-        super().eval_done(it, metrics)
+    def eval_done(self, it: int, metrics: dict[str, Any], seconds: float) -> None:
+        super().eval_done(it, metrics, seconds)
         self._show(miou=f"mIoU {fmt_pct(metrics['mIoU'], digits=1)}", line2=self._stats())
 
     def close(self) -> None:

@@ -72,9 +72,10 @@ class RunLog:
         metrics: dict[str, Any],
         samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         meta: dict[str, Any],
+        seconds: float = float("nan"),
     ) -> None:
-        """One "val" record (per-class IoU by name) and `samples`' (image, mask, prediction)
-        panels; main process only."""
+        """One "val" record (per-class IoU by name, the evaluation's wall time `eval_s`) and
+        `samples`' (image, mask, prediction) panels; main process only."""
         if not self.dist.is_main:
             return
         record = {
@@ -82,6 +83,7 @@ class RunLog:
             "iteration": it,
             **{k: metrics[k] for k in VAL_KEYS},
             "IoU": dict(zip(meta["classes"], metrics["IoU"], strict=True)),
+            "eval_s": seconds,
         }
         _append_jsonl(self.path, record)
         if self.writer is None:

@@ -55,7 +55,7 @@ def test_terminal_bar_fits_80_columns():
     try:  # the widest values a run shows
         progress.update(40000, 123.4567, 1.23e-2)
         progress.log(40000, {}, 1.23e-2, {**TIMES, "images_per_s": 1234.5, "peak_mem_gib": 79.9})
-        progress.eval_done(40000, {"mIoU": 0.9999})
+        progress.eval_done(40000, {"mIoU": 0.9999}, 95.4)
         out = Console(width=80, file=io.StringIO(), record=True, color_system=None)
         for renderable in progress.bar.get_renderables():
             out.print(renderable)
