@@ -116,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     result = train(cfg, device=args.device, resume=args.resume, overwrite=args.overwrite)
 
     out = Path(cfg.output.run_dir) / "report"
+    metrics = final_evaluation(cfg, result, args.device)
     with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("evaluating + drawing", total=None)
+        task = bar.add_task("drawing" if metrics else "evaluating + drawing", total=None)
         report = write_run_report(
             result["last"],
             out,
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             title="gsag demo: GSAG hybrid on the generated context benchmark",
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-            metrics=final_evaluation(cfg, result, args.device),
+            metrics=metrics,
         )
     miou = json.loads((out / "metrics.json").read_text())["mIoU"]
     console.print(f"mIoU (last checkpoint, val): {100 * miou:.2f} %")
