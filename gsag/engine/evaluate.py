@@ -171,10 +171,12 @@ def _check_crop_fits(hw: Sequence[int], crop: tuple[int, int]) -> None:
     than a whole-image pass and scores lower."""
     if crop[0] <= hw[0] or crop[1] <= hw[1]:
         return
+    fit = max(1, min(hw) * 3 // 4)  # e.g. 96-pixel windows every 64 pixels on 128x128 images
     msg = (
         f"slide crop {crop[1]}x{crop[0]} is larger than the {hw[1]}x{hw[0]} image on both sides: "
         f"each image is padded into one {crop[1]}x{crop[0]} window (slower than --mode whole, "
-        f"and the padding lowers the scores); use --crop-size {min(hw)} or less, or --mode whole"
+        f"and the padding lowers the scores); use a crop that fits, e.g. --crop-size {fit} "
+        f"--stride {max(1, fit * 2 // 3)}, or --mode whole"
     )
     if msg not in _warned:
         _warned.add(msg)
