@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default: 2)"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an OUT that holds other files, moving them to OUT.old-<time> first",
+    )
 
     p = sub.add_parser("check", help="open every image/mask pair and report problems")
     p.add_argument("root", help="a VOC tree or an images/ + masks/ + classes.yaml folder")
@@ -96,11 +101,54 @@ def _track(label: str, work):
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
+def _synth_settings(args) -> dict:
+    """The generator settings of `gsag data synth` as classes.yaml records them."""
+    keys = ("version", "seed", "size", "num_train", "num_val")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _check_synth_out(args, console) -> None:
+    """Refuse an `--out` that holds anything but an earlier output of the same settings (which
+    is rewritten as it was); `--overwrite` moves what is there aside first. Writes nothing
+    unless it moves."""
+    import yaml
+
+    from gsag.commands import check_output
+    from gsag.engine.run_dir import aside_name, check_movable, move_aside
+    from gsag.errors import UsageError
+
+    out = check_output(args.out, "--out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    wanted = _synth_settings(args)
+    try:
+        earlier = yaml.safe_load((out / "classes.yaml").read_text()).get("generator")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):  # none, unreadable, odd
+        earlier = None
+    if isinstance(earlier, dict) and all(earlier.get(k) == v for k, v in wanted.items()):
+        return
+    if args.overwrite:
+        aside = move_aside(check_movable(out))
+        console.print(f"moved what was in {out} to {aside}")
+        return
+    what = (
+        "other files"
+        if earlier is None
+        else f"gsag data synth output of other settings ({earlier})"
+    )
+    raise UsageError(
+        f"--out {out} already holds {what}; writing {wanted} there would replace its split lists "
+        f"and classes.yaml. Choose an empty folder, or pass --overwrite to move them to "
+        f"{aside_name(out)}"
+    )
+
+
 def _run_synth(args, console) -> int:
     import time
 
     from gsag.data.synth import generate
 
+    _check_synth_out(args, console)
     total = args.num_train + args.num_val
     start = time.perf_counter()
     root = _track(
