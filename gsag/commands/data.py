@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from gsag.commands import add_alias
+from gsag.commands import add_alias, check_output
 
 #: gsag.data.synth.VERSIONS, repeated so that building the parser imports no NumPy/SciPy
 SYNTH_VERSIONS = (1, 2)
@@ -213,14 +213,13 @@ def _run_check(args, console) -> int:
 
 
 def _run_prepare(args, console) -> int:
-    from pathlib import Path
 
     from gsag.data.download import SBD_BENCHMARK, VOC2012_TRAINVAL, download, extract
     from gsag.data.sbd import prepare_voc
 
     voc, sbd = args.voc, args.sbd
     if args.download:
-        data_dir = Path(args.out)
+        data_dir = check_output(args.out, "--out")
         for archive in (VOC2012_TRAINVAL, SBD_BENCHMARK):
             path = _track(
                 f"downloading {archive.name}",
@@ -251,7 +250,7 @@ def _run_prepare_cityscapes(args, console) -> int:
     from gsag.data.cityscapes import write_train_ids
     from gsag.data.download import extract
 
-    root = Path(args.root)
+    root = check_output(args.root, "--root")
     for archive, top in ((args.leftimg, "leftImg8bit"), (args.gtfine, "gtFine")):
         if archive and not (root / top).is_dir():
             _track(f"unpacking {Path(archive).name}", lambda p, a=archive: extract(a, root, p))
@@ -270,6 +269,8 @@ def _run_prepare_ade20k(args, console) -> int:
     from gsag.data.download import ADE20K_SCENE_PARSING, download, extract
 
     data_dir = Path(args.data_dir)
+    if args.download or args.zip:
+        check_output(data_dir, "--data-dir")
     archive = Path(args.zip) if args.zip else None
     if args.download:
         archive = _track(
@@ -297,6 +298,7 @@ def _run_prepare_ade20k(args, console) -> int:
 def _run_prepare_context(args, console) -> int:
     from gsag.data.context_prepare import prepare_context
 
+    check_output(args.voc2010, "--voc2010")  # the masks are written into it
     counts = _track(
         "writing context masks",
         lambda p: prepare_context(args.voc2010, args.annotations, args.labels, p),

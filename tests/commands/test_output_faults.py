@@ -67,12 +67,18 @@ def _argv(command: str, out: Path, t: dict[str, Path], spare: Path) -> list[str]
                    *TINY_CLI_SETS],
         "data synth": ["data", "synth", "--out", str(out), "--num-train", "1", "--num-val",
                        "1", "--size", "32", "--workers", "1"],
+        "data prepare-cityscapes": ["data", "prepare-cityscapes", "--root", str(out)],
+        "data prepare-ade20k": ["data", "prepare-ade20k", "--data-dir", str(out), "--zip",
+                                str(spare / "ADEChallengeData2016.zip")],
+        "data prepare-context": ["data", "prepare-context", "--voc2010", str(out),
+                                 "--annotations", str(spare / "trainval.tar.gz")],
     }[command]  # fmt: skip
 
 
 FILE_OUTPUTS = {"export", "bench --update-doc"}
 COMMANDS = ["train", "demo", "eval", "predict", "export", "bench", "bench --update-doc",
-            "ablate", "data synth"]  # fmt: skip
+            "ablate", "data synth", "data prepare-cityscapes", "data prepare-ade20k",
+            "data prepare-context"]  # fmt: skip
 
 
 def _faulty_tree(tmp_path: Path, monkeypatch) -> Path:
