@@ -113,7 +113,6 @@ def _check_synth_out(args, console) -> None:
     unless it moves."""
     import yaml
 
-    from gsag.commands import check_output
     from gsag.engine.run_dir import aside_name, check_movable, move_aside
     from gsag.errors import UsageError
 

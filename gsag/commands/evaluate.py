@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         tag = f"{cfg.data.val_split}_{e.mode}" + ("_flip" if e.flip else "")
         out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{tag}"
         if info.is_main:
-            check_output(out, "--out" if args.out else "the report folder (--out)")
+            check_output(out, "--out")  # also the default folder beside the checkpoint
         clock = CompileClock(apply_compile(model, e.compile, dynamic=True))
         with _bar(info.is_main and not args.quiet) as progress:
             metrics = evaluate(

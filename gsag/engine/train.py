@@ -173,7 +173,8 @@ def _loop(
             log.train(it, losses, lr, state.bad_steps, times)
         if it % tc.eval_interval == 0 or it == tc.iters:
             state.metrics = _evaluate(run, it, log, progress)
-            if math.isnan(state.metrics["mIoU"]) and state.best_miou < 0 and progress.enabled:
+            unlabelled = math.isnan(state.metrics["mIoU"]) and state.best_miou < 0
+            if unlabelled and progress.enabled and it <= tc.eval_interval:  # the first only
                 note(no_labels_message(run))
             if run.dist.is_main and state.metrics["mIoU"] > state.best_miou:
                 state.best_miou = state.metrics["mIoU"]
