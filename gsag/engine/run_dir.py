@@ -147,14 +147,20 @@ def _is_run_file(path: Path) -> bool:
 
 
 def check_movable(run_dir: Path) -> Path:
-    """`run_dir` resolved (links, `.`, `..`); refuses a folder that holds the working directory,
-    which `--overwrite` cannot move aside."""
+    """`run_dir` resolved (links, `.`, `..`); refuses a folder that `--overwrite` must not move
+    aside: one that holds the working directory, or other runs in its subfolders."""
     real = run_dir.resolve()
     cwd = Path.cwd().resolve()
     if real == cwd or real in cwd.parents:
         raise RunFolderError(
             f"run folder {run_dir} is {real}, which holds the working directory {cwd}; "
             "--overwrite cannot move it aside. Choose a new --run-dir inside it, e.g. runs/NAME"
+        )
+    others = sorted(p.name for p in real.iterdir() if p.is_dir() and holds_run(p))
+    if others:
+        raise RunFolderError(
+            f"run folder {run_dir} holds other runs ({', '.join(others[:3])}); --overwrite "
+            "would move them aside too. Give the run's own folder as --run-dir"
         )
     return real
 

@@ -193,6 +193,14 @@ def test_overwrite_resolves_odd_paths_and_never_moves_the_working_directory(tmp_
     assert list(tmp_path.iterdir()) == [run]
 
     monkeypatch.chdir(tmp_path)
+    (run / "sub" / "last.pt").write_bytes(b"another run, below")
+    with (
+        pytest.raises(RunFolderError, match=r"holds other runs \(sub\)"),
+        open_run_dir("run/sub/..", overwrite=True),
+    ):
+        pass
+    assert (run / "sub" / "last.pt").is_file() and list(tmp_path.iterdir()) == [run]
+    (run / "sub" / "last.pt").unlink()
     link = tmp_path / "link"
     link.symlink_to(run)
     for target in ("run/sub/..", "link"):  # the run folder itself, spelled otherwise
