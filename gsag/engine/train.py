@@ -213,7 +213,7 @@ def _check_finite_weights(run: Run, state: LoopState) -> None:
     named = [*model.named_parameters(), *model.named_buffers()]
     bad = next(n for n, t in named if t.is_floating_point() and not torch.isfinite(t).all())
     raise TrainingDiverged(
-        f"the weights became NaN/inf at iteration {state.iteration} (first: {bad}); stopped. "
+        f"the weights became NaN/inf at iteration {state.iteration} (first: {bad}). "
         f"The last good checkpoint is {run.last_path} (if one was saved). Lower optim.lr, set "
         f"optim.grad_clip, add schedule.warmup_iters, or train with train.amp=none"
     )
