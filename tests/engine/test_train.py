@@ -385,3 +385,14 @@ def test_all_ignore_validation_keeps_no_best_and_says_so(synth_root, tmp_path, c
     assert "validation split 'val' has no labelled pixels" in " ".join(captured.err.split())
     result = train(tiny_config(data, tmp_path / "run2"), quiet=True)
     assert math.isnan(result["best_miou"]) and result["checkpoint"] is None
+
+
+def test_an_enormous_learning_rate_stops_the_run(synth_root, tmp_path):
+    """lr 1e30 overflows the weights in a step or two while the losses are still finite; the
+    run stops instead of finishing with NaN weights and a NaN mIoU."""
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "optim.lr=1e30", "train.iters=6")
+    with pytest.raises(TrainingDiverged, match="weights became NaN/inf at iteration"):
+        train(cfg, quiet=True)
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        _strict_json(line)
