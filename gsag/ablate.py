@@ -192,7 +192,8 @@ def run_combo(
             f"variant {combo.variant!r} sets {lost}, which {combo.model} does not take"
         )
     start = time.perf_counter()
-    out = train(cfg, resume=True, quiet=quiet, device=device)
+    # a folder left without last.pt (killed before its first save) is moved aside and redone
+    out = train(cfg, resume=True, overwrite=True, quiet=quiet, device=device)
     if not out["metrics"]:  # last.pt was already final, but the result was never written
         out = train(cfg, overwrite=True, quiet=quiet, device=device)
     metrics = out["metrics"]
@@ -209,7 +210,7 @@ def run_combo(
         "best_mIoU": _finite(out.get("best_miou")),
         "train_seconds": round(time.perf_counter() - start, 1),
         "run_dir": str(out.get("run_dir", run_dir)),
-        "checkpoint": str(out.get("checkpoint", "")),
+        "checkpoint": str(out.get("checkpoint") or ""),
         "classes": _checkpoint_classes(out.get("checkpoint")),
         "model_kwargs": cfg.model.kwargs,
         "dropped_kwargs": dropped,

@@ -200,3 +200,20 @@ def test_cli_variant_run_and_report_only(tmp_path, synth_root):
     assert data["meta"]["variants"] == "no_gate" and data["meta"]["seeds"] == "0"
     assert not list((out / "runs").glob("gsag_hybrid__test_resnet__s0__*"))
     assert main([*args, "--variants", "no_such"]) == 2
+
+
+def test_a_combination_killed_before_its_first_save_is_redone(tmp_path, synth_root):
+    """Its folder holds a log but no last.pt: the engine's resume refuses such a folder, so the
+    ablation moves it aside and trains the combination anew."""
+    sets = [s for s in TINY if s != "--set"]
+    overrides = [f"data.root={synth_root}", "data.synthetic=false", *sets]
+    combo = ablate.Combo("fcn", "test_resnet", 0)
+    cfg, _ = ablate.resolve_combo("configs/demo.yaml", combo, tmp_path, overrides)
+    run = tmp_path / "runs" / cfg.output.run_dir.split("/")[-1]
+    assert str(run) == cfg.output.run_dir
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"type": "train", "iteration": 1, "loss": 1.0}\n')
+    result = ablate.run_combo("configs/demo.yaml", combo, tmp_path, overrides, quiet=True)
+    assert (run / "result.json").is_file() and result["mIoU"] == result["mIoU"]
+    (aside,) = run.parent.glob(f"{run.name}.old-*")
+    assert (aside / "metrics.jsonl").read_text().startswith('{"type": "train", "iteration": 1,')

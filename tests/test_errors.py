@@ -122,8 +122,9 @@ def test_resume_of_another_model_is_refused(capsys, trained, tmp_path):
         "model.backbone=resnet18",
     ]
     code, line = cli(capsys, *argv)
-    assert code == 2 and "holds a gsag_hybrid on test_resnet that does not fit" in line
-    assert "resnet18" in line
+    # refused by the resume rules (gsag.engine.run_state.RESUME_REFUSES) before any weights load
+    assert code == 2 and "model.backbone 'test_resnet' -> 'resnet18'" in line
+    assert "last.pt holds the weights of the model it was trained as" in line
 
 
 @pytest.mark.parametrize(("name", "fragment"), [("w.pth", "cannot read"), ("w.safetensors", "")])

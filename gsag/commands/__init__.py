@@ -1,15 +1,18 @@
 """One module per `gsag` sub-command: `HELP`, `add_arguments(parser)` and `run(args)`.
 
 The helpers below give each idea one spelling across commands: the checkpoint and config
-(positional or `--NAME`), `--set` / `--cfg-options`, `--threads`, `--device` and the inference
-options shared by `gsag eval` and `gsag predict`.
+(positional or `--NAME`), `--set` / `--cfg-options`, `--threads`, `--device`, the inference
+options shared by `gsag eval` and `gsag predict`, and the check of an output path
+(`check_output`) every command makes before it starts working.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
@@ -169,3 +172,33 @@ def add_inference_arguments(parser: argparse.ArgumentParser, mode_default: str |
         help="whole-image passes on larger images use sliding windows instead "
         f"(default {DEFAULT_MAX_PIXELS}, 4096x4096)",
     )
+
+
+def check_output(path: str | os.PathLike, option: str, file: bool = False) -> Path:
+    """Refuse an output folder (or, with `file`, an output file) that cannot be written, before
+    any work starts: one that is a file (a folder), or that sits below a file or a read-only
+    folder, however many of its parents are still missing. Missing parents are otherwise fine:
+    the writers create them. Raises `UsageError` naming `option` and the path.
+
+    Read-only is what `os.access` says (so also a read-only mount, even for root).
+    """
+    from gsag.errors import UsageError
+
+    target = Path(path)
+    if file and target.is_dir():
+        raise UsageError(f"{option} {target} is a folder; give a file name inside it")
+    folder = Path(os.path.abspath(target.parent if file else target))
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent  # the nearest part of the path that is there
+    if not existing.exists():
+        raise UsageError(f"{option} {target}: {existing} is a link to nothing; fix or remove it")
+    if not existing.is_dir():
+        what = "is a file, not a folder" if existing == folder else f"is below the file {existing}"
+        raise UsageError(f"{option} {target}: {folder} {what}; choose another {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"{option} {target}: {existing} is read-only, so nothing can be written there; "
+            f"choose another {option} or make {existing} writable"
+        )
+    return target

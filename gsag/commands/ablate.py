@@ -9,6 +9,7 @@ from gsag.commands import (
     add_path_argument,
     add_set_argument,
     add_threads_argument,
+    check_output,
     finish_path_argument,
 )
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.models import list_models
 
     finish_path_argument(args, "config")
+    check_output(args.out, "--out")
     args.models = args.models or list_models()
     check_names(args.models, list_models(), "--models")
     if args.threads:

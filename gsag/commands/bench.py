@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gsag.commands import add_device_argument, add_threads_argument, set_threads
+from gsag.commands import add_device_argument, add_threads_argument, check_output, set_threads
 
 HELP = "benchmark models side by side against a DeepLabV3 baseline (markdown + JSON)"
 
@@ -108,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
     check_names(args.backbones, list_backbones(), "--backbones")
     set_threads(args.threads)
     sizes = [parse_size(s) for s in args.sizes]
+    check_output(args.out, "--out")
+    if args.update_doc:
+        check_output(args.update_doc, "--update-doc", file=True)
     names = list(dict.fromkeys([*args.models, bench.BASELINE]))
     names += [bench.PEER] if args.torchvision_peer else []
     if args.rounds < 1 or args.repeats < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from gsag.commands import add_alias
+from gsag.commands import add_alias, check_output
 
 #: gsag.data.synth.VERSIONS, repeated so that building the parser imports no NumPy/SciPy
 SYNTH_VERSIONS = (1, 2)
@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default: 2)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an OUT that holds other files, moving them to OUT.old-<time> first",
     )
 
     p = sub.add_parser("check", help="open every image/mask pair and report problems")
@@ -96,11 +101,53 @@ def _track(label: str, work):
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
+def _synth_settings(args) -> dict:
+    """The generator settings of `gsag data synth` as classes.yaml records them."""
+    keys = ("version", "seed", "size", "num_train", "num_val")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _check_synth_out(args, console) -> None:
+    """Refuse an `--out` that holds anything but an earlier output of the same settings (which
+    is rewritten as it was); `--overwrite` moves what is there aside first. Writes nothing
+    unless it moves."""
+    import yaml
+
+    from gsag.engine.run_dir import aside_name, check_movable, move_aside
+    from gsag.errors import UsageError
+
+    out = check_output(args.out, "--out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    wanted = _synth_settings(args)
+    try:
+        earlier = yaml.safe_load((out / "classes.yaml").read_text()).get("generator")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):  # none, unreadable, odd
+        earlier = None
+    if isinstance(earlier, dict) and all(earlier.get(k) == v for k, v in wanted.items()):
+        return
+    if args.overwrite:
+        aside = move_aside(check_movable(out))
+        console.print(f"moved what was in {out} to {aside}")
+        return
+    what = (
+        "other files"
+        if earlier is None
+        else f"gsag data synth output of other settings ({earlier})"
+    )
+    raise UsageError(
+        f"--out {out} already holds {what}; writing {wanted} there would replace its split lists "
+        f"and classes.yaml. Choose an empty folder, or pass --overwrite to move them to "
+        f"{aside_name(out)}"
+    )
+
+
 def _run_synth(args, console) -> int:
     import time
 
     from gsag.data.synth import generate
 
+    _check_synth_out(args, console)
     total = args.num_train + args.num_val
     start = time.perf_counter()
     root = _track(
@@ -165,14 +212,13 @@ def _run_check(args, console) -> int:
 
 
 def _run_prepare(args, console) -> int:
-    from pathlib import Path
 
     from gsag.data.download import SBD_BENCHMARK, VOC2012_TRAINVAL, download, extract
     from gsag.data.sbd import prepare_voc
 
     voc, sbd = args.voc, args.sbd
     if args.download:
-        data_dir = Path(args.out)
+        data_dir = check_output(args.out, "--out")
         for archive in (VOC2012_TRAINVAL, SBD_BENCHMARK):
             path = _track(
                 f"downloading {archive.name}",
@@ -203,7 +249,7 @@ def _run_prepare_cityscapes(args, console) -> int:
     from gsag.data.cityscapes import write_train_ids
     from gsag.data.download import extract
 
-    root = Path(args.root)
+    root = check_output(args.root, "--root")
     for archive, top in ((args.leftimg, "leftImg8bit"), (args.gtfine, "gtFine")):
         if archive and not (root / top).is_dir():
             _track(f"unpacking {Path(archive).name}", lambda p, a=archive: extract(a, root, p))
@@ -222,6 +268,8 @@ def _run_prepare_ade20k(args, console) -> int:
     from gsag.data.download import ADE20K_SCENE_PARSING, download, extract
 
     data_dir = Path(args.data_dir)
+    if args.download or args.zip:
+        check_output(data_dir, "--data-dir")
     archive = Path(args.zip) if args.zip else None
     if args.download:
         archive = _track(
@@ -249,6 +297,7 @@ def _run_prepare_ade20k(args, console) -> int:
 def _run_prepare_context(args, console) -> int:
     from gsag.data.context_prepare import prepare_context
 
+    check_output(args.voc2010, "--voc2010")  # the masks are written into it
     counts = _track(
         "writing context masks",
         lambda p: prepare_context(args.voc2010, args.annotations, args.labels, p),

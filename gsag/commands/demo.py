@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gsag.commands import add_device_argument, add_set_argument, add_threads_argument
+from gsag.commands import (
+    add_device_argument,
+    add_set_argument,
+    add_threads_argument,
+    check_output,
+)
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the repository, for an editable install
 HELP = "end-to-end CPU demo: data, training, evaluation, predictions and a report"
@@ -79,9 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     from gsag.config import load_config
     from gsag.data.synth import generate
-    from gsag.engine.run_dir import holds_run, refuse_message
+    from gsag.engine.run_dir import check_run_dir
     from gsag.engine.train import train
-    from gsag.errors import RunFolderError
     from gsag.report import write_run_report
 
     console = Console()
@@ -89,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     overrides = [f"train.num_threads={args.threads}", *args.overrides]
-    if args.out:
-        overrides.append(f"output.run_dir={args.out}")
     cfg = load_config(demo_config(args.config), overrides)
-    if holds_run(cfg.output.run_dir) and not (args.resume or args.overwrite):
-        raise RunFolderError(refuse_message(Path(cfg.output.run_dir)))  # before any work
+    if args.out:
+        cfg.output.run_dir = args.out  # a path as typed, never parsed as YAML
+    check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
+    check_run_dir(Path(cfg.output.run_dir), args.resume, args.overwrite)  # before any work
     root = Path(cfg.data.root)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
 

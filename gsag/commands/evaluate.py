@@ -13,6 +13,7 @@ from gsag.commands import (
     add_path_argument,
     add_speed_arguments,
     add_threads_argument,
+    check_output,
     finish_path_argument,
     set_threads,
 )
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.engine import distributed
     from gsag.engine.compile import CompileClock, apply_compile
     from gsag.engine.evaluate import evaluate, inference_options, write_report
+    from gsag.errors import GsagError
     from gsag.hub import load_trained_model, output_parent
     from gsag.report import describe_device
 
@@ -74,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
                 f"trained on {meta['num_classes']}; evaluate on the dataset it was trained for"
             )
         e = cfg.eval
+        tag = f"{cfg.data.val_split}_{e.mode}" + ("_flip" if e.flip else "")
+        out = Path(args.out) if args.out else output_parent(args.checkpoint) / f"eval_{tag}"
+        if info.is_main:
+            check_output(out, "--out")  # also the default folder beside the checkpoint
         clock = CompileClock(apply_compile(model, e.compile, dynamic=True))
         with _bar(info.is_main and not args.quiet) as progress:
             metrics = evaluate(
@@ -92,8 +98,6 @@ def run(args: argparse.Namespace) -> int:
         distributed.cleanup(info)
     if not info.is_main:
         return 0
-    tag = f"{cfg.data.val_split}_{e.mode}" + ("_flip" if e.flip else "")
-    out = Path(args.out) if args.out else output_parent(args.checkpoint) / f"eval_{tag}"
     settings: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         "data": cfg.data.root,
@@ -105,10 +109,18 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels, amp=e.amp, compile=e.compile,
         compile_seconds=round(clock.compile_seconds, 2),
     )  # fmt: skip
-    paths = write_report(metrics, meta["classes"], out, extra={"settings": settings})
-    _print_table(metrics, meta["classes"], tag)
+    _print_table(metrics, meta["classes"], tag)  # shown even when the report cannot be written
     if e.compile != "none":
         console.print(f"compile ({e.compile}): {clock.compile_seconds:.1f} s")
+    try:
+        paths = write_report(metrics, meta["classes"], out, extra={"settings": settings})
+    except OSError as err:
+        if isinstance(err, GsagError):  # a full disk already says so, naming the file
+            raise
+        raise GsagError(
+            f"the metrics are printed above, but the report could not be written to {out} "
+            f"({err}); rerun with another --out"
+        ) from err
     console.print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
     return 0
 

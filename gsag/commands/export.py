@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gsag.commands import CHECKPOINT_HELP, add_path_argument
+from gsag.commands import CHECKPOINT_HELP, add_path_argument, check_output
 from gsag.config import DEFAULT_OPSET
 
 HELP = (
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.checkpoint) == bool(args.model):
         raise SystemExit("gsag export: error: give exactly one of a checkpoint (positional or "
                          "--checkpoint) and --model NAME")  # fmt: skip
+    check_output(args.out, "--out", file=True)
     model, meta = _load(args)
     fmt = args.format or ("torch" if Path(args.out).suffix == ".pt2" else "onnx")
     with console.status(f"exporting to {args.out} ..."):

@@ -11,6 +11,7 @@ from gsag.commands import (
     add_path_argument,
     add_speed_arguments,
     add_threads_argument,
+    check_output,
     finish_path_argument,
     set_threads,
 )
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.predict import Predictor, list_images, predict_files
 
     finish_path_argument(args, "checkpoint")
+    check_output(args.out, "--out")
     set_threads(args.threads)
     console = Console(stderr=True)
     files = list_images(args.input)

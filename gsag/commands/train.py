@@ -11,6 +11,7 @@ from gsag.commands import (
     add_path_argument,
     add_set_argument,
     add_threads_argument,
+    check_output,
     finish_path_argument,
 )
 
@@ -38,17 +39,19 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from gsag.config import load_config
+    from gsag.engine.evaluate import fmt_pct
     from gsag.engine.train import train
 
     finish_path_argument(args, "config")
     main = int(os.environ.get("RANK", "0")) == 0
     overrides = list(args.overrides)
-    if args.out:
-        overrides.append(f"output.run_dir={args.out}")
     if args.threads:
         overrides.append(f"train.num_threads={args.threads}")
     # errors (bad config or data, diverged training, ...) become one line in gsag.cli.main
     cfg = load_config(args.config, overrides)
+    if args.out:
+        cfg.output.run_dir = args.out  # a path as typed, never parsed as YAML
+    check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
     result = train(
         cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, device=args.device
     )
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         table = Table(title=f"gsag train {args.config}", show_header=False)
         metrics = result["metrics"]
         table.add_row("iterations", str(result["iteration"]))
-        table.add_row("best mIoU", f"{100 * result['best_miou']:.2f}")
+        table.add_row("best mIoU", fmt_pct(result["best_miou"]))
         if metrics:
             table.add_row("last mIoU / aAcc / mAcc", " / ".join(
                 f"{100 * metrics[k]:.2f}" for k in ("mIoU", "aAcc", "mAcc")
@@ -65,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
         table.add_row("time", f"{result['seconds'] / 60:.1f} min")
         if result.get("compile_seconds"):
             table.add_row("of which compiling", f"{result['compile_seconds']:.0f} s")
-        table.add_row("best checkpoint", result["checkpoint"])
+        table.add_row(
+            "best checkpoint",
+            result["checkpoint"] or f"none (no labelled validation pixels); use {result['last']}",
+        )
         table.add_row("run dir", result["run_dir"])
         Console().print(table)
     return 0

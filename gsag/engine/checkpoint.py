@@ -39,9 +39,13 @@ VERSION = 1
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save` to a temporary file in the same folder, then `os.replace` onto `path`."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """`torch.save` to a temporary file in the same folder, then `os.replace` onto `path`.
+
+    torch writes through a Python file object, so a full disk surfaces as an `OSError`
+    (ENOSPC), which `atomic_path` turns into the disk-full line naming `path`.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def rng_state() -> dict[str, Any]:

@@ -6,8 +6,10 @@
   process on the same folder fails at once, naming the holder. A lock left by a process that is
   no longer alive on this host is taken over.
 - a folder that already holds a run (metrics.jsonl, checkpoints, TensorBoard events) is only
-  used with `resume=True`, or with `overwrite=True`, which moves the old run aside to
-  `RUN_DIR.old-YYYYmmdd-HHMMSS` (nothing is deleted).
+  used with `resume=True` (and then only when it has a last.pt to resume from), or with
+  `overwrite=True`, which moves the old run aside to `RUN_DIR.old-YYYYmmdd-HHMMSS` (nothing is
+  deleted). The folder is resolved first (`.`, `X/..`, links), and a folder that holds the
+  working directory is never moved aside.
 - temporary files of killed atomic writes are removed.
 
 The lock is released when the context exits, also on exceptions.
@@ -121,8 +123,62 @@ def refuse_message(run_dir: Path) -> str:
     """Why a fresh run may not start in `run_dir`, and the three ways forward."""
     return (
         f"run folder {run_dir} already holds a run; continue it with --resume, choose a new "
-        f"--run-dir, or pass --overwrite to move the old run to {run_dir.name}.old-<time>"
+        f"--run-dir, or pass --overwrite to move the old run to {aside_name(run_dir)}"
     )
+
+
+def aside_name(run_dir: Path) -> str:
+    """Where `--overwrite` moves the run of `run_dir` (a sibling; `.` and `..` resolved)."""
+    return f"{Path(os.path.abspath(run_dir)).name}.old-<time>"
+
+
+def no_resume_message(run_dir: Path) -> str:
+    """Why `--resume` may not go on in `run_dir`: it holds a run but no last.pt."""
+    present = ", ".join(sorted(p.name for p in run_dir.iterdir() if _is_run_file(p)))
+    return (
+        f"run folder {run_dir} holds a run ({present}) but no last.pt to resume from; "
+        f"starting again would replace it. Choose a new --run-dir, or pass --overwrite to move "
+        f"it to {aside_name(run_dir)} and start anew"
+    )
+
+
+def _is_run_file(path: Path) -> bool:
+    return path.name in RUN_FILES or path.name.startswith("events.out.tfevents.")
+
+
+def check_movable(run_dir: Path) -> Path:
+    """`run_dir` resolved (links, `.`, `..`); refuses a folder that `--overwrite` must not move
+    aside: one that holds the working directory, or other runs in its subfolders."""
+    real = run_dir.resolve()
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise RunFolderError(
+            f"run folder {run_dir} is {real}, which holds the working directory {cwd}; "
+            "--overwrite cannot move it aside. Choose a new --run-dir inside it, e.g. runs/NAME"
+        )
+    others = sorted(p.name for p in real.iterdir() if p.is_dir() and holds_run(p))
+    if others:
+        raise RunFolderError(
+            f"run folder {run_dir} holds other runs ({', '.join(others[:3])}); --overwrite "
+            "would move them aside too. Give the run's own folder as --run-dir"
+        )
+    return real
+
+
+def resumable(run_dir: str | os.PathLike) -> bool:
+    """Whether `run_dir` has a last.pt that `--resume` goes on from."""
+    return (Path(run_dir) / "last.pt").is_file()
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Whether the run in `run_dir` must be moved aside first; raises `RunFolderError` when the
+    folder may not be used as asked. Writes nothing."""
+    if not holds_run(run_dir) or (resume and resumable(run_dir)):
+        return False
+    if not overwrite:
+        raise RunFolderError(no_resume_message(run_dir) if resume else refuse_message(run_dir))
+    check_movable(run_dir)
+    return True
 
 
 @contextmanager
@@ -139,13 +195,11 @@ def open_run_dir(
     Yields:
         The folder the old run was moved to (with `overwrite`), else None.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # `X/..` and links: the folder itself, before any move
     lock = acquire_lock(run_dir)
     try:
         aside = None
-        if holds_run(run_dir) and not resume:
-            if not overwrite:
-                raise RunFolderError(refuse_message(run_dir))
+        if check_run_dir(run_dir, resume, overwrite):
             aside = move_aside(run_dir, keep)
         remove_temp_files(run_dir)
         yield aside

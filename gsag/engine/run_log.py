@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,7 @@ from gsag.atomic import write_text as atomic_write_text
 from gsag.engine import distributed
 from gsag.engine.distributed import DistInfo
 from gsag.engine.tb import open_writer
+from gsag.errors import DiskFullError, RunFolderError
 from gsag.visualize import tensorboard_panel
 
 VAL_KEYS = ("mIoU", "aAcc", "mAcc", "FWIoU")
@@ -105,20 +107,48 @@ class RunLog:
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(json_safe(record)) + "\n")
+    """Append one record as a line of standard JSON (NaN and inf as null)."""
+    line = json.dumps(json_safe(record), allow_nan=False) + "\n"
+    try:
+        with open(path, "a") as f:
+            f.write(line)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise DiskFullError(f"disk full while writing {path}; free some space and rerun") from e
 
 
 def _trim_log(path: Path, start: int) -> None:
-    """Keep only the records up to iteration `start` (a killed run may have logged past it)."""
+    """Keep only the records up to iteration `start` (a killed run may have logged past it).
+
+    A last line cut short by a kill or a full disk during its append is dropped with a warning;
+    any other line that is not a JSON record stops the resume, naming it.
+    """
     if not path.exists():
         return
     if start == 0:
         path.unlink()
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln).get("iteration", 0) <= start]
-    atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+    lines = path.read_text().splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:
+            record = None
+            if number == len(lines):
+                note(f"[yellow]warning[/]: dropped the torn last line {number} of {path}")
+                continue
+        if line.strip() and not isinstance(record, dict):
+            raise RunFolderError(
+                f"{path} line {number} is not a JSON record ({line[:40]!r}); repair or delete "
+                "that line, then resume again"
+            )
+        if record is not None and record.get("iteration", 0) <= start:
+            records.append(line)
+    atomic_write_text(path, "".join(ln + "\n" for ln in records))
 
 
 def note(msg: str) -> None:

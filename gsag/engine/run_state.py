@@ -3,6 +3,7 @@ and how both go into last.pt/best.pt and come back on a resume, every process's 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,15 +103,102 @@ def gather_rng(dist: DistInfo) -> list[dict[str, Any]]:
     return states
 
 
-def resume_state(run: Run, show: bool) -> tuple[LoopState, list[dict[str, Any]] | None]:
-    """Load last.pt (if there is one) into `run`: the state to go on from and the RNG states of
-    the processes that saved it (None for a fresh start)."""
-    path = run.last_path
+# Config keys a resume cannot honour, and why; a key ending in "." stands for all below it. Any
+# other key may change on a resume and takes effect from there (docs/training.md, "What resume
+# may change").
+RESUME_REFUSES: dict[str, str] = {
+    **dict.fromkeys(
+        ("model.name", "model.backbone", "model.output_stride", "model.aux", "model.kwargs."),
+        "last.pt holds the weights of the model it was trained as",
+    ),
+    "optim.name": "the optimizer state in last.pt is for the other optimizer",
+    "optim.lr": "the optimizer state in last.pt keeps the learning rate it was trained with",
+    "optim.head_lr_mult": "the optimizer state in last.pt keeps the learning rates it had",
+    "optim.momentum": "the optimizer state in last.pt keeps its momentum",
+    "optim.weight_decay": "the optimizer state in last.pt keeps its weight decay",
+    "train.seed": "the random states are restored from last.pt",
+    "train.batch_size": "the images already seen are counted in batches of the old size",
+    "train.amp": "the gradient scaler state in last.pt is for the old precision",
+}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(old: dict[str, Any], cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (value in `old`, value in `cfg`)} for every key whose value differs; `old`
+    is a checkpoint's config dict, completed with today's defaults where it can be."""
+    from gsag.config import from_dict
+
+    with contextlib.suppress(ValueError):  # keys this version no longer knows: compare as is
+        old = from_dict(old, source="last.pt").to_dict()
+    before, after = _flat(old), _flat(cfg.to_dict())
+    keys = sorted(set(before) | set(after))
+    return {k: (before.get(k), after.get(k)) for k in keys if before.get(k) != after.get(k)}
+
+
+def _refusal(key: str) -> str | None:
+    for rule, why in RESUME_REFUSES.items():
+        if key == rule or (rule.endswith(".") and f"{key}.".startswith(rule)):
+            return why
+    return None
+
+
+def read_resume(cfg: Config, show: bool) -> dict[str, Any] | None:
+    """last.pt of `cfg`'s run folder, checked against `cfg` before anything is written: None
+    when there is none (a fresh start). Prints the config keys that changed since it was saved.
+
+    Raises:
+        ConfigError: a changed key the resume cannot honour (`RESUME_REFUSES`), or `train.iters`
+            below the iterations already done.
+    """
+    from gsag.config import ConfigError
+
+    path = Path(cfg.output.run_dir) / "last.pt"
     if not path.is_file():
         if show:
             note(f"no {path} yet: starting from iteration 0")
-        return LoopState(), None
+        return None
     ckpt = load_checkpoint(path, map_location="cpu")
+    changes = config_changes(ckpt.get("config", {}), cfg)
+    changes.pop("output.run_dir", None)  # a run folder may be moved or renamed
+    refused = [
+        f"{k} {a!r} -> {b!r} ({why})" for k, (a, b) in changes.items() if (why := _refusal(k))
+    ]
+    if refused:
+        raise ConfigError(
+            f"cannot resume {path} with changed settings: {'; '.join(refused)}. Resume with the "
+            "values it was trained with (see config.yaml beside it), or start anew with "
+            "--overwrite or another --run-dir"
+        )
+    done = int(ckpt["iteration"])
+    if cfg.train.iters < done:
+        raise ConfigError(
+            f"train.iters {cfg.train.iters} is below the {done} iterations {path} has done; "
+            f"resume with train.iters >= {done}"
+        )
+    if changes and show:
+        shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        note(f"resuming with changed settings: {shown}")
+    return ckpt
+
+
+def resume_state(
+    run: Run, ckpt: dict[str, Any] | None, show: bool
+) -> tuple[LoopState, list[dict[str, Any]] | None]:
+    """Load `ckpt` (last.pt, from `read_resume`) into `run`: the state to go on from and the RNG
+    states of the processes that saved it (None for a fresh start)."""
+    if ckpt is None:
+        return LoopState(), None
+    path = run.last_path
     load_resume_weights(run.raw_model, ckpt, path, run.cfg)
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.schedule.load_state_dict(ckpt["scheduler"])

@@ -9,6 +9,7 @@ Run directory: config.yaml (resolved), metrics.jsonl and TensorBoard events (see
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -31,6 +32,7 @@ from gsag.engine.run_state import (
     LoopState,
     Run,
     gather_rng,
+    read_resume,
     restore_rng,
     resume_state,
     save_state,
@@ -43,7 +45,8 @@ from gsag.losses import build_loss
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss stayed non-finite for `train.max_bad_steps` iterations in a row."""
+    """The loss stayed non-finite for `train.max_bad_steps` iterations in a row, or the weights
+    became non-finite."""
 
 
 def train(
@@ -71,10 +74,12 @@ def train(
 
     Returns:
         {"run_dir", "best_miou", "metrics" (last evaluation), "checkpoint" (best.pt),
-        "last" (last.pt), "iteration", "bad_steps", "seconds", "compile_seconds"}.
+        "last" (last.pt), "iteration", "bad_steps", "seconds", "compile_seconds"}; "best_miou"
+        is NaN and "checkpoint" None when no evaluation had labelled pixels (no best.pt).
 
     Raises:
-        TrainingDiverged: too many non-finite losses in a row; last.pt is left as it was.
+        TrainingDiverged: too many non-finite losses in a row, or non-finite weights; last.pt
+            is left as it was.
         RunFolderError: the run folder is in use, or holds a run and neither `resume` nor
             `overwrite` is set.
     """
@@ -102,10 +107,12 @@ def _train(
     show = dist.is_main and not quiet
     amp = _check_amp(cfg, dist)
     micro = _micro_batch(cfg, dist)
+    ckpt = read_resume(cfg, show) if resume else None  # refuses before anything is written
     seed_everything(tc.seed + dist.rank)
     train_set, val_set, meta = _datasets(cfg, dist)
     run = _build(cfg, dist, amp, val_set, meta)
-    state, rng_states = resume_state(run, show) if resume else (LoopState(), None)
+    state, rng_states = resume_state(run, ckpt, show)
+    del ckpt
     log = _open_log(run, state.iteration)
     loader = stream_loader(
         train_set, batch_size=tc.batch_size, micro=micro, accum_steps=tc.accum_steps,
@@ -129,11 +136,12 @@ def _train(
     done = state.iteration == tc.iters
     if dist.is_main and cfg.output.safetensors and done and run.best_path.is_file():
         export_safetensors(run.best_path, run.run_dir / "best.safetensors")
+    kept = run.best_path.is_file()  # none when no evaluation had labelled pixels
     return {
         "run_dir": str(run.run_dir),
-        "best_miou": state.best_miou,
+        "best_miou": state.best_miou if kept else math.nan,
         "metrics": state.metrics,
-        "checkpoint": str(run.best_path),
+        "checkpoint": str(run.best_path) if kept else None,
         "last": str(run.last_path),
         "iteration": state.iteration,
         "bad_steps": state.bad_steps,
@@ -161,6 +169,7 @@ def _loop(
         it = state.iteration
         timer.tick()
         _count_bad_step(run, state, stepped)
+        _check_finite_weights(run, state)
         lr = run.schedule.get_last_lr()[0]
         progress.update(it, losses["loss"], lr)
         if it % tc.log_interval == 0 or it == end:
@@ -168,6 +177,9 @@ def _loop(
             progress.log(it, log.train(it, losses, lr, state.bad_steps, times), lr, times)
         if it % tc.eval_interval == 0 or it == tc.iters:
             state.metrics = _evaluate(run, it, log, progress)
+            unlabelled = math.isnan(state.metrics["mIoU"]) and state.best_miou < 0
+            if unlabelled and run.dist.is_main and it <= tc.eval_interval:  # the first only
+                note(no_labels_message(run))
             if run.dist.is_main and state.metrics["mIoU"] > state.best_miou:
                 state.best_miou = state.metrics["mIoU"]
                 save_state(run, run.best_path, state)
@@ -193,6 +205,31 @@ def _count_bad_step(run: Run, state: LoopState, stepped: bool) -> None:
             f"{run.last_path} (if one was saved). Lower optim.lr, set optim.grad_clip, add "
             f"schedule.warmup_iters, or train with train.amp=none"
         )
+
+
+def _check_finite_weights(run: Run, state: LoopState) -> None:
+    """Stop at once when the weights or BatchNorm statistics hold NaN/inf (a step with an
+    enormous learning rate, say), before anything is evaluated or saved from them."""
+    model = run.raw_model
+    tensors = [t.detach() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    if bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors, norm_type=math.inf))):
+        return
+    named = [*model.named_parameters(), *model.named_buffers()]
+    bad = next(n for n, t in named if t.is_floating_point() and not torch.isfinite(t).all())
+    raise TrainingDiverged(
+        f"the weights became NaN/inf at iteration {state.iteration} (first: {bad}). "
+        f"The last good checkpoint is {run.last_path} (if one was saved). Lower optim.lr, set "
+        f"optim.grad_clip, add schedule.warmup_iters, or train with train.amp=none"
+    )
+
+
+def no_labels_message(run: Run) -> str:
+    """Why a run keeps no best.pt: its validation masks hold nothing but ignore_index."""
+    return (
+        f"[yellow]warning[/]: the validation split {run.cfg.data.val_split!r} has no labelled "
+        f"pixels (every mask pixel is {run.meta['ignore_index']}), so mIoU is undefined and no "
+        f"best.pt is kept; {run.last_path} is the checkpoint"
+    )
 
 
 # -- setting up ------------------------------------------------------------------------------

@@ -54,3 +54,39 @@ def test_check_reports_not_a_dataset(tmp_path, capsys):
 
     assert main(["data", "check", str(tmp_path)]) == 1
     assert "not a dataset gsag can read" in capsys.readouterr().out
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_synth_refuses_to_write_over_another_dataset(tmp_path, capsys):
+    """Only an empty folder or an earlier output of the same settings is written into;
+    --overwrite moves anything else aside first."""
+    from gsag.cli import main
+
+    out = tmp_path / "data"
+    small = ["data", "synth", "--out", str(out), "--size", "32", "--workers", "1"]
+    first = [*small, "--num-train", "3", "--num-val", "1"]
+    assert main(first) == 0
+    before = _tree(out)
+    assert main(first) == 0 and _tree(out) == before  # the same settings: the same files
+    capsys.readouterr()
+
+    other = [*small, "--num-train", "2", "--num-val", "2"]
+    assert main(other) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --out ") and "--overwrite" in lines[0]
+    assert "'num_train': 3" in lines[0] and _tree(out) == before
+
+    mine = tmp_path / "mine"  # a dataset that gsag did not generate
+    (mine / "ImageSets").mkdir(parents=True)
+    (mine / "classes.yaml").write_text("classes: [a, b]\n")
+    assert main(["data", "synth", "--out", str(mine), "--num-train", "1", "--num-val", "1"]) == 2
+    assert "holds other files" in capsys.readouterr().err
+    assert (mine / "classes.yaml").read_text() == "classes: [a, b]\n"
+
+    assert main([*other, "--overwrite"]) == 0
+    (aside,) = tmp_path.glob("data.old-*")
+    assert _tree(aside) == before
+    assert len(VOCSegmentation(out, "train")) == 2 and len(VOCSegmentation(out, "val")) == 2

@@ -78,6 +78,7 @@ def test_existing_run_is_refused_or_moved_aside_never_deleted(tmp_path):
         pass
     for fix in ("--resume", "--run-dir", "--overwrite"):
         assert fix in str(err.value)
+    (run / "last.pt").write_bytes(b"a checkpoint")  # --resume needs one (see the test below)
     with open_run_dir(run, resume=True) as aside:
         assert aside is None and (run / "metrics.jsonl").read_text() == "old\n"
     with open_run_dir(run, overwrite=True, keep=[run / "data"]) as aside:
@@ -133,3 +134,108 @@ def test_tensorboard_write_errors_warn_and_never_raise(tmp_path):
             writer.flush()
     writer.close()
     assert async_writer._worker.exception is None  # the thread did not die with a traceback
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != LOCK_NAME}
+
+
+def test_resume_without_last_pt_refuses_and_overwrite_moves_the_run_aside(
+    synth_root, tmp_path, capsys
+):
+    from gsag.cli import main
+    from gsag.config import save_config
+
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run)
+    train(cfg, quiet=True)
+    (run / "last.pt").unlink()  # deleted to save space
+    before = _snapshot(run)
+    with pytest.raises(RunFolderError) as err:
+        train(cfg, quiet=True, resume=True)
+    message = str(err.value)
+    assert "no last.pt to resume from" in message and "--overwrite" in message
+    assert "best.pt" in message and "metrics.jsonl" in message
+    assert _snapshot(run) == before  # nothing replaced, nothing cut
+
+    config = tmp_path / "tiny.yaml"
+    save_config(cfg, config)
+    argv = ["train", str(config), "--out", str(run), "--resume", "--quiet"]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no last.pt to resume from" in lines[0]
+    assert _snapshot(run) == before
+
+    assert main([*argv, "--overwrite"]) == 0
+    (aside,) = tmp_path.glob("run.old-*")
+    assert _snapshot(aside) == before  # the old run, whole
+    assert (run / "last.pt").is_file()
+
+
+def test_overwrite_resolves_odd_paths_and_never_moves_the_working_directory(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    (run / "sub").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("old\n")
+    monkeypatch.chdir(run)
+    for target in (".", "sub/..", str(run)):  # all are the working directory
+        with (
+            pytest.raises(RunFolderError, match="holds the working directory"),
+            open_run_dir(target, overwrite=True),
+        ):
+            pass
+    monkeypatch.chdir(run / "sub")
+    with (
+        pytest.raises(RunFolderError, match="holds the working directory"),
+        open_run_dir("..", overwrite=True),
+    ):
+        pass
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "sub"]
+    assert list(tmp_path.iterdir()) == [run]
+
+    monkeypatch.chdir(tmp_path)
+    (run / "sub" / "last.pt").write_bytes(b"another run, below")
+    with (
+        pytest.raises(RunFolderError, match=r"holds other runs \(sub\)"),
+        open_run_dir("run/sub/..", overwrite=True),
+    ):
+        pass
+    assert (run / "sub" / "last.pt").is_file() and list(tmp_path.iterdir()) == [run]
+    (run / "sub" / "last.pt").unlink()
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    for target in ("run/sub/..", "link"):  # the run folder itself, spelled otherwise
+        (run / "metrics.jsonl").write_text(f"old {target}\n")
+        with open_run_dir(target, overwrite=True) as aside:
+            assert aside.parent == tmp_path and aside.name.startswith("run.old-")
+            assert (aside / "metrics.jsonl").read_text() == f"old {target}\n"
+            assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]
+        (run / "sub").mkdir()
+
+
+def test_torn_last_line_of_metrics_jsonl_is_dropped_on_resume(synth_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "train.eval_interval=4")
+    train(cfg, quiet=True, stop_after=3)  # saved at 2, logged 1-3
+    complete = (run / "metrics.jsonl").read_text()
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"type": "train", "iteration": 4, "lo')  # a kill or a full disk mid-append
+    capsys.readouterr()
+    train(cfg, quiet=True, resume=True)
+    err = capsys.readouterr().err
+    assert err.count("dropped the torn last line 4 of") == 1
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows if r["type"] == "train"] == [1, 2, 3, 4]
+    kept = [json.loads(ln) for ln in complete.splitlines()][:2]  # iterations 1, 2: before the save
+    assert rows[:2] == kept
+
+
+def test_a_damaged_line_before_the_last_stops_the_resume_naming_it(synth_root, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "train.eval_interval=4")
+    train(cfg, quiet=True, stop_after=3)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:10]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RunFolderError, match=r"metrics.jsonl line 2 is not a JSON record"):
+        train(cfg, quiet=True, resume=True)
+    assert (run / "metrics.jsonl").read_text().splitlines() == lines  # left for the user

@@ -295,3 +295,104 @@ def test_cli_trains_and_reports_config_errors(synth_root, tmp_path, capsys):
     assert load_config(run / "config.yaml").train.iters == 1 and (run / "best.pt").is_file()
     assert main(["train", str(config), "--set", "train.itres=1"]) == 2
     assert "did you mean train.iters?" in capsys.readouterr().err
+
+
+def _strict_json(line):
+    """json.loads that refuses NaN and Infinity, which are not JSON."""
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_metrics_jsonl_stays_json_with_infinite_values(tmp_path):
+    from gsag.engine import distributed
+    from gsag.engine.run_log import RunLog
+
+    log = RunLog(tmp_path, 0, distributed.setup("cpu"))
+    log.train(1, {"loss": math.inf, "loss_main": -math.inf}, math.inf, 0, {"x": math.nan})
+    log.close()
+    (line,) = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    record = _strict_json(line)
+    assert record["loss"] is None and record["lr"] is None and record["x"] is None
+
+
+def test_weights_that_went_non_finite_stop_the_run_before_any_save(
+    synth_root, tmp_path, monkeypatch
+):
+    """A step that leaves inf in the weights (what a huge learning rate does) stops the run at
+    that iteration: no evaluation, best.pt and last.pt keep the last finite weights."""
+    make = train_mod.build_optimizer
+
+    def build(cfg, model):
+        optimizer = make(cfg, model)
+        real_step = optimizer.step
+        steps = {"n": 0}
+
+        def step(*args, **kwargs):
+            out = real_step(*args, **kwargs)
+            steps["n"] += 1
+            if steps["n"] == 3:
+                with torch.no_grad():
+                    next(model.parameters()).mul_(math.inf)
+            return out
+
+        optimizer.step = step
+        return optimizer
+
+    monkeypatch.setattr(train_mod, "build_optimizer", build)
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "train.iters=6", "train.eval_interval=1",
+                      "train.save_interval=1", "train.max_bad_steps=5")  # fmt: skip
+    with pytest.raises(TrainingDiverged, match="weights became NaN/inf at iteration 3") as err:
+        train(cfg, quiet=True)
+    assert str(run / "last.pt") in str(err.value)
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(run / name)
+        assert ckpt["iteration"] <= 2, name
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert max(r["iteration"] for r in records(run, "val")) == 2
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        _strict_json(line)
+
+
+def test_all_ignore_validation_keeps_no_best_and_says_so(synth_root, tmp_path, capsys, monkeypatch):
+    """Validation masks that hold nothing but ignore_index: mIoU is undefined, so no best.pt;
+    the summary names no best mIoU and no missing file, but last.pt."""
+    import shutil
+
+    import numpy as np
+
+    from gsag.cli import main
+    from gsag.config import save_config
+    from gsag.data import read_mask, save_mask
+    from gsag.data.synth import SYNTH_PALETTE
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    for mask in (data / "SegmentationClass").glob("val_*.png"):
+        save_mask(mask, np.full_like(read_mask(mask), 255), SYNTH_PALETTE)
+    run = tmp_path / "run"
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny_config(data, run), config)
+    monkeypatch.setenv("COLUMNS", "500")  # no wrapped or shortened paths in rich's table
+    assert main(["train", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert not (run / "best.pt").exists()
+    assert "-100.00" not in captured.out and str(run / "best.pt") not in captured.out
+    assert f"none (no labelled validation pixels); use {run / 'last.pt'}" in captured.out
+    assert "validation split 'val' has no labelled pixels" in " ".join(captured.err.split())
+    result = train(tiny_config(data, tmp_path / "run2"), quiet=True)
+    assert math.isnan(result["best_miou"]) and result["checkpoint"] is None
+
+
+def test_an_enormous_learning_rate_stops_the_run(synth_root, tmp_path):
+    """lr 1e30 overflows the weights in a step or two while the losses are still finite; the
+    run stops instead of finishing with NaN weights and a NaN mIoU."""
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "optim.lr=1e30", "train.iters=6")
+    with pytest.raises(TrainingDiverged, match="weights became NaN/inf at iteration"):
+        train(cfg, quiet=True)
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        _strict_json(line)
