@@ -102,7 +102,7 @@ def train_line(
 def eval_line(it: int, total: int, metrics: dict[str, Any], best: float, seconds: float) -> str:
     """One plain evaluation log line (see the module docstring)."""
     fields = [f"iter={it}/{total}", *(f"{k}={fmt_pct(metrics[k])}%" for k in VAL_KEYS)]
-    fields += [f"best={fmt_pct(best)}%", f"time={seconds:.1f}s"]
+    fields += [f"best={fmt_pct(best if best >= 0 else None)}%", f"time={seconds:.1f}s"]
     return "eval " + " ".join(fields)
 
 
