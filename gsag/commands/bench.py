@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gsag.commands import add_device_argument, add_threads_argument, set_threads
+from gsag.commands import add_device_argument, add_threads_argument, bounded, set_threads
 
 HELP = "benchmark models side by side against a DeepLabV3 baseline (markdown + JSON)"
 
@@ -13,6 +13,8 @@ DOC_END = "<!-- {}:end -->"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gsag.config import MAX_CLASSES
+
     parser.add_argument(
         "--models",
         nargs="+",
@@ -32,11 +34,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=["512"],
         help="input sizes: 512 (square) or 512x1024 (HxW); several make a sweep",
     )
-    parser.add_argument("--batch", type=int, default=1, help="inference batch size")
+    parser.add_argument(
+        "--batch",
+        type=bounded(int, 1, "batch", "--batch 1", high=1024),
+        default=1,
+        help="inference batch size",
+    )
     add_device_argument(parser, default="cpu")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed forwards first")
-    parser.add_argument("--repeats", type=int, default=5, help="timed forwards")
-    parser.add_argument("--train-repeats", type=int, default=2, help="timed training steps")
+    parser.add_argument(
+        "--warmup",
+        type=bounded(int, 0, "warmup", "--warmup 2", high=1000),
+        default=2,
+        help="untimed forwards first",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=bounded(int, 1, "repeats", "--repeats 5", high=1000),
+        default=5,
+        help="timed forwards",
+    )
+    parser.add_argument(
+        "--train-repeats",
+        type=bounded(int, 1, "train repeats", "--train-repeats 2", high=1000),
+        default=2,
+        help="timed training steps (--no-train skips them)",
+    )
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--no-memory", action="store_true", help="skip peak memory")
     add_threads_argument(parser)
@@ -56,14 +78,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="time each model eager and compiled (--compile, default model); keep the faster",
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds (each: every model, --repeats)"
+        "--rounds",
+        type=bounded(int, 1, "rounds", "--rounds 3", high=1000),
+        default=3,
+        help="interleaved rounds (each: every model, --repeats)",
     )
     parser.add_argument(
         "--compile-backend",
         default="inductor",
         help="torch.compile backend; 'eager' traces without generating code (quick checks)",
     )
-    parser.add_argument("--num-classes", type=int, default=21, help="classes of the heads")
+    parser.add_argument(
+        "--num-classes",
+        type=bounded(int, 1, "classes", "--num-classes 21", high=MAX_CLASSES),
+        default=21,
+        help="classes of the heads",
+    )
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json")
     parser.add_argument(
         "--update-doc",

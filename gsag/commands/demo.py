@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gsag.commands import add_device_argument, add_set_argument, add_threads_argument
+from gsag.commands import add_device_argument, add_set_argument, add_threads_argument, bounded
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the repository, for an editable install
 HELP = "end-to-end CPU demo: data, training, evaluation, predictions and a report (~10 min)"
@@ -31,7 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="move an old run in the folder to OUT.old-<time>"
     )
-    parser.add_argument("--images", type=int, default=4, help="validation images to draw")
+    parser.add_argument(
+        "--images",
+        type=bounded(int, 0, "images", "--images 4", high=100),
+        default=4,
+        help="validation images to draw",
+    )
     add_device_argument(parser, default="cpu")
     add_threads_argument(
         parser,

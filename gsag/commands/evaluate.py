@@ -12,6 +12,7 @@ from gsag.commands import (
     add_path_argument,
     add_speed_arguments,
     add_threads_argument,
+    config_type,
     finish_path_argument,
     set_threads,
 )
@@ -24,9 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="dataset root (default: the one it was trained on)")
     parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
     add_inference_arguments(parser, mode_default=None)
-    parser.add_argument("--max-images", type=int, default=0, help="only the first N images")
+    parser.add_argument(
+        "--max-images",
+        type=config_type("eval.max_images", "max images", "--max-images 20"),
+        default=0,
+        help="only the first N images (default 0: all)",
+    )
     add_speed_arguments(parser)
-    parser.add_argument("--workers", type=int, default=2, help="data loader workers")
+    parser.add_argument(
+        "--workers",
+        type=config_type("train.num_workers", "workers", "--workers 2"),
+        default=2,
+        help="data loader workers",
+    )
     add_device_argument(parser)
     add_threads_argument(parser)
     parser.add_argument("--out", help="report folder (default: next to the checkpoint)")

@@ -8,12 +8,14 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from gsag.commands import add_set_argument
+from gsag.commands import add_set_argument, bounded
 
 HELP = "list the models with their parameter count and GFLOPs, or show one model's settings"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gsag.config import MAX_CLASSES, MAX_SIDE, MIN_INPUT, OUTPUT_STRIDES
+
     parser.add_argument(
         "name",
         nargs="?",
@@ -27,15 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backbone", default="resnet50", help="backbone for every row (default: resnet50)"
     )
     parser.add_argument(
-        "--size", type=int, default=512, help="square input size for GFLOPs (default: 512)"
+        "--size",
+        type=bounded(int, MIN_INPUT, "size", "--size 512", high=MAX_SIDE),
+        default=512,
+        help="square input size for GFLOPs (default: 512)",
     )
     parser.add_argument(
         "--num-classes",
-        type=int,
+        type=bounded(int, 1, "classes", "--num-classes 21", high=MAX_CLASSES),
         help="classes (default: the config's dataset with --config, else 21 as in VOC)",
     )
     parser.add_argument(
-        "--output-stride", type=int, default=8, choices=(8, 16, 32), help="default: 8"
+        "--output-stride", type=int, default=8, choices=OUTPUT_STRIDES, help="default: 8"
     )
     parser.add_argument(
         "--models", nargs="+", metavar="NAME", help="only these models (default: all)"
