@@ -230,3 +230,52 @@ def test_debug_shows_the_traceback_and_bugs_are_not_hidden(tmp_path, monkeypatch
     monkeypatch.setattr(engine, "train", bug)
     with pytest.raises(ZeroDivisionError):
         main(["train", "configs/demo.yaml", "--run-dir", str(tmp_path / "r")])
+
+
+def _damaged_checkpoints(run, tmp_path) -> dict[str, str]:
+    """name -> fragment: files with the gsag format marker whose contents are incomplete."""
+    from safetensors.torch import save_file
+
+    from gsag.engine.checkpoint import WEIGHTS_FORMAT, export_safetensors
+
+    good = torch.load(run / "last.pt", weights_only=True)
+    no_classes = {**good["meta"]}
+    del no_classes["num_classes"]
+    variants = {
+        "no_model.pt": ({k: v for k, v in good.items() if k != "model"}, "it has no model"),
+        "no_meta.pt": ({k: v for k, v in good.items() if k != "meta"}, "it has no meta"),
+        "no_num_classes.pt": ({**good, "meta": no_classes}, "no meta.num_classes"),
+        "model_is_text.pt": ({**good, "model": "weights"}, "model is a str, not dict"),
+        "wrong_count.pt": ({**good, "meta": {**good["meta"], "num_classes": 3}}, "num_classes"),
+    }
+    for name, (ckpt, _) in variants.items():
+        torch.save(ckpt, tmp_path / name)
+    export_safetensors(run / "last.pt", tmp_path / "good.safetensors")
+    from safetensors.torch import load_file
+
+    tensors = load_file(tmp_path / "good.safetensors")
+    for name, metadata in {
+        "not_json.safetensors": {"format": WEIGHTS_FORMAT, "config": "{oops", "meta": "{}"},
+        "empty.safetensors": {"format": WEIGHTS_FORMAT, "config": "", "meta": ""},
+        "no_meta.safetensors": {"format": WEIGHTS_FORMAT, "config": "{}"},
+    }.items():
+        save_file(tensors, str(tmp_path / name), metadata=metadata)
+    return {
+        **{name: fragment for name, (_, fragment) in variants.items()},
+        "not_json.safetensors": "its config metadata is not JSON",
+        "empty.safetensors": "its config metadata is empty or missing",
+        "no_meta.safetensors": "its meta metadata is empty or missing",
+    }
+
+
+def test_checkpoints_with_the_marker_but_missing_parts(capsys, trained, synth_root, tmp_path):
+    _, run = trained
+    image = sorted((synth_root / "JPEGImages").glob("*.jpg"))[0]
+    for name, fragment in _damaged_checkpoints(run, tmp_path).items():
+        ck = tmp_path / name
+        code, line = cli(capsys, "eval", ck, "--quiet")
+        assert code == 2 and str(ck) in line and fragment in line, line
+        code, line = cli(capsys, "predict", ck, "--input", image, "--out", tmp_path / "p")
+        assert code == 2 and str(ck) in line and fragment in line, line
+        code, line = cli(capsys, "export", ck, "--out", tmp_path / "m.onnx")
+        assert code == 2 and str(ck) in line, line
