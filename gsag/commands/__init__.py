@@ -196,7 +196,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser, mode_default: str |
         "--scales",
         type=config_type("eval.scales", "scale", "--scales 0.75 1 1.25"),
         nargs="+",
-        help="multi-scale factors for --mode multiscale",
+        help="multi-scale factors; they make any --mode multi-scale (with --mode slide, "
+        "sliding windows at every scale)",
     )
     parser.add_argument("--flip", action="store_true", help="add horizontally flipped passes")
     parser.add_argument(

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.engine import distributed
     from gsag.engine.checkpoint import load_model
     from gsag.engine.compile import CompileClock, apply_compile
-    from gsag.engine.evaluate import evaluate, inference_options, write_report
+    from gsag.engine.evaluate import evaluate, inference_options, resolve_mode, write_report
 
     finish_path_argument(args, "checkpoint")
     set_threads(args.threads)
@@ -62,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         model, meta = load_model(args.checkpoint, map_location=info.device)
         cfg = from_dict(meta["config"], source=args.checkpoint)
+        mode, window = resolve_mode(args.mode or cfg.eval.mode, bool(args.scales))
         for key, value in [
             ("data.root", args.data),
             ("data.val_split", args.split),
-            ("eval.mode", args.mode),
+            ("eval.mode", mode),
             ("eval.crop_size", args.crop_size),
             ("eval.stride", args.stride),
             ("eval.scales", args.scales and f"[{', '.join(map(str, args.scales))}]"),
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 dataset,
                 **inference_options(e),
                 max_pixels=args.max_pixels,
+                window=window,
                 max_images=args.max_images,
                 num_workers=args.workers,
                 amp=e.amp,
@@ -109,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
         "split": cfg.data.val_split,
     }
     settings.update(
-        mode=e.mode, flip=e.flip, scales=e.scales, crop_size=e.crop_size, stride=e.stride,
+        mode=e.mode, window=window, flip=e.flip,
+        scales=e.scales if e.mode == "multiscale" else None,
+        crop_size=e.crop_size, stride=e.stride,
         max_pixels=args.max_pixels, amp=e.amp, compile=e.compile,
         compile_seconds=round(clock.compile_seconds, 2),
     )  # fmt: skip

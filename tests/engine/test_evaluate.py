@@ -189,6 +189,29 @@ def test_cli_whole_mode_over_the_pixel_budget_equals_slide(trained, tmp_path):
     assert data["settings"]["max_pixels"] == 2500
 
 
+@pytest.mark.parametrize("mode", [None, "whole", "slide"])
+def test_cli_scales_make_any_mode_multiscale_and_say_so(trained, tmp_path, mode):
+    """--scales without --mode multiscale runs multi-scale (as gsag predict does), with
+    sliding windows at every scale for --mode slide; metrics.json records what ran."""
+    from gsag.cli import main
+
+    cfg, run = trained
+    out = tmp_path / "scales"
+    argv = ["eval", str(run / "best.safetensors"), "--scales", "0.5", "1.5", "--crop-size", "48",
+            "--stride", "32", "--out", str(out), "--quiet", "--workers", "0"]  # fmt: skip
+    assert main(argv + (["--mode", mode] if mode else [])) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    window = "slide" if mode == "slide" else "whole"
+    assert data["settings"]["mode"] == "multiscale" and data["settings"]["window"] == window
+    assert data["settings"]["scales"] == [0.5, 1.5]
+    model, _ = gsag.engine.checkpoint.load_model(run / "best.safetensors")
+    dataset = make_dataset(cfg, "val", train=False)
+    direct = evaluate(model, dataset, "multiscale", 48, 32, [0.5, 1.5], window=window)
+    assert data["mIoU"] == pytest.approx(direct["mIoU"])
+    whole = evaluate(model, dataset, "whole")
+    assert direct["confusion"] != whole["confusion"]  # the scales changed the result
+
+
 def test_write_report_nan_becomes_null(tmp_path):
     metrics = {"IoU": [0.5, float("nan")], "Acc": [1.0, float("nan")], "mIoU": 0.5, "aAcc": 1.0,
                "mAcc": 1.0, "FWIoU": 0.5, "confusion": [[1, 0], [0, 0]], "pixels": 1}  # fmt: skip
