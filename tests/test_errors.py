@@ -279,3 +279,57 @@ def test_checkpoints_with_the_marker_but_missing_parts(capsys, trained, synth_ro
         assert code == 2 and str(ck) in line and fragment in line, line
         code, line = cli(capsys, "export", ck, "--out", tmp_path / "m.onnx")
         assert code == 2 and str(ck) in line, line
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["models", "gsag_hybird"], "model 'gsag_hybird' is unknown; did you mean gsag_hybrid?"),
+        (["models", "nosuch"], "model 'nosuch' is unknown; valid: fcn, gsag_basic"),
+        (["models", "--models", "fcn", "danat"], "did you mean danet?"),
+        (["models", "fcn", "--backbone", "resnet5"], "did you mean resnet50?"),
+        (["export", "--out", "m.onnx"], "give exactly one of a checkpoint"),
+        (["export", "c.pt", "--model", "fcn", "--out", "m.onnx"], "give exactly one of"),
+    ],
+)
+def test_small_cli_exits_are_one_line(capsys, argv, fragment):
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.startswith("error: ") and fragment in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "intro\n<!-- bench:end -->\ntable\n<!-- bench:start -->\n",
+        "<!-- bench:start -->\nold\n",
+        "<!-- bench:start -->\n<!-- bench:end -->\n<!-- bench:end -->\n",
+    ],
+)
+def test_update_doc_with_misplaced_markers_fails_before_timing(capsys, tmp_path, monkeypatch, text):
+    import gsag.bench
+
+    def timed(*args, **kwargs):
+        raise AssertionError("benchmarked before checking the markers")
+
+    monkeypatch.setattr(gsag.bench, "run_bench", timed)
+    doc = tmp_path / "doc.md"
+    doc.write_text(text)
+    argv = ["bench", "--models", "fcn", "--backbones", "test_resnet", "--update-doc", doc]
+    code, line = cli(capsys, *argv, "--out", tmp_path / "bench")
+    assert code == 2 and f"--update-doc {doc}: found" in line and "fix them" in line, line
+    assert doc.read_text() == text
+
+
+def test_update_doc_replaces_the_table_between_the_markers(tmp_path):
+    from gsag.commands.bench import _update_doc
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("a\n<!-- bench:start -->\nold\n<!-- bench:end -->\nb\n")
+    _update_doc(doc, "| new |\n")
+    assert doc.read_text() == "a\n<!-- bench:start -->\n| new |\n<!-- bench:end -->\nb\n"
+    fresh = tmp_path / "fresh.md"
+    _update_doc(fresh, "| t |\n")
+    assert fresh.read_text() == "\n\n<!-- bench:start -->\n| t |\n<!-- bench:end -->\n"

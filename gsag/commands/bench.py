@@ -138,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
     check_names(args.backbones, list_backbones(), "--backbones")
     set_threads(args.threads)
     sizes = [parse_size(s) for s in args.sizes]
+    section = args.doc_section or ("bench-gpu" if args.device.startswith("cuda") else "bench")
+    if args.update_doc:
+        _doc_around(Path(args.update_doc), section)  # misplaced markers fail before timing
     names = list(dict.fromkeys([*args.models, bench.BASELINE]))
     names += [bench.PEER] if args.torchvision_peer else []
     if args.rounds < 1 or args.repeats < 1:
@@ -176,7 +179,6 @@ def run(args: argparse.Namespace) -> int:
     table = bench.to_markdown(rows, env, settings)
     console.print(table, markup=False, highlight=False)
     if args.update_doc:
-        section = args.doc_section or ("bench-gpu" if args.device.startswith("cuda") else "bench")
         _update_doc(Path(args.update_doc), table, section)
         console.print(f"updated {args.update_doc}")
     console.print(f"wrote {paths['markdown']} and {paths['json']}")
@@ -187,10 +189,28 @@ def _update_doc(path, table: str, section: str = "bench") -> None:
     """Replace what lies between the section's start and end markers (appended if missing)."""
     from gsag.atomic import write_text
 
+    head, tail = _doc_around(path, section)
+    write_text(path, f"{head}{table}{tail}")
+
+
+def _doc_around(path, section: str) -> tuple[str, str]:
+    """(the file up to its start marker and newline, from its end marker on); both markers
+    are appended when neither is there. Raises `UsageError` on markers out of place."""
+    from gsag.errors import UsageError
+
     start, end = DOC_START.format(section), DOC_END.format(section)
-    text = path.read_text() if path.exists() else ""
-    if start not in text or end not in text:
-        text = text.rstrip() + f"\n\n{start}\n{end}\n"
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--update-doc {path}: cannot be read as text ({e})") from e
+    counts = (text.count(start), text.count(end))
+    if counts == (0, 0):
+        return f"{text.rstrip()}\n\n{start}\n", f"{end}\n"
+    if counts != (1, 1) or text.index(end) < text.index(start):
+        raise UsageError(
+            f"--update-doc {path}: found {counts[0]} {start} and {counts[1]} {end}; the table "
+            "goes between one start marker and one end marker after it: fix them, or remove both "
+            "to append the table"
+        )
     head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    write_text(path, f"{head}{start}\n{table}{end}{tail}")
+    return f"{head}{start}\n", end + rest.split(end, 1)[1]

@@ -64,8 +64,12 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     args.checkpoint = args.checkpoint or args.checkpoint_option
     if bool(args.checkpoint) == bool(args.model):
-        raise SystemExit("gsag export: error: give exactly one of a checkpoint (positional or "
-                         "--checkpoint) and --model NAME")  # fmt: skip
+        from gsag.errors import UsageError
+
+        raise UsageError(
+            "gsag export: give exactly one of a checkpoint (positional or --checkpoint) and "
+            "--model NAME"
+        )
     model, meta = _load(args)
     fmt = args.format or ("torch" if Path(args.out).suffix == ".pt2" else "onnx")
     with console.status(f"exporting to {args.out} ..."):

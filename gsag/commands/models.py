@@ -145,6 +145,7 @@ def config_num_classes(cfg) -> int | None:
 def _show_settings(args: argparse.Namespace, console) -> int:
     from rich.table import Table
 
+    from gsag.errors import UsageError
     from gsag.models import ModelArgError
 
     notes = []
@@ -168,8 +169,7 @@ def _show_settings(args: argparse.Namespace, console) -> int:
     try:
         settings = model_settings(name, num_classes, backbone, stride, aux, kwargs)
     except ModelArgError as e:
-        console.print(str(e), style="red", markup=False)
-        return 2
+        raise UsageError(str(e)) from e
     console.print(
         f"{name} on {backbone} ({source}output stride {stride}, {num_classes} classes)",
         highlight=False,
@@ -195,12 +195,14 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     import gsag
+    from gsag.errors import UsageError, check_names
     from gsag.models import ModelArgError, check_model_args
 
     console = Console()
     if args.name and args.config:
-        console.print("give a model name or --config, not both", style="red")
-        return 2
+        raise UsageError("gsag models: give a model name or --config, not both")
+    check_names([args.name] if args.name else [], gsag.list_models(), "model")
+    check_names(args.models or [], gsag.list_models(), "--models")
     if args.name or args.config:
         return _show_settings(args, console)
     names = args.models or gsag.list_models()
@@ -208,8 +210,7 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             check_model_args(name, args.backbone, {})
     except ModelArgError as e:
-        console.print(str(e), style="red", markup=False)
-        return 2
+        raise UsageError(str(e)) from e
     num_classes = args.num_classes or 21
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"counting on {args.backbone}", total=len(names))
