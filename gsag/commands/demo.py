@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from gsag.config import load_config
+    from gsag.data.build import synth_seed
     from gsag.data.synth import generate
     from gsag.engine.run_dir import holds_run, refuse_message
     from gsag.engine.train import train
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             task = bar.add_task(f"generating {root}", total=None)
             generate(
                 root,
-                seed=cfg.train.seed,
+                seed=synth_seed(cfg),
                 workers=2,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
