@@ -83,6 +83,14 @@ def run(args: argparse.Namespace) -> int:
                 f"{cfg.data.root} has {dataset.num_classes} classes but {args.checkpoint} was "
                 f"trained on {meta['num_classes']}; evaluate on the dataset it was trained for"
             )
+        renamed = class_names_differ(list(dataset.classes), list(meta["classes"]))
+        if renamed and info.is_main:
+            console.print(
+                f"warning: {cfg.data.root} names class {renamed[0]} {renamed[1]!r} where "
+                f"{args.checkpoint} has {renamed[2]!r}; the report uses the checkpoint's names",
+                markup=False,
+                highlight=False,
+            )
         e = cfg.eval
         clock = CompileClock(apply_compile(model, e.compile, dynamic=True))
         with _bar(info.is_main and not args.quiet) as progress:
@@ -123,6 +131,15 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"compile ({e.compile}): {clock.compile_seconds:.1f} s")
     console.print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
     return 0
+
+
+def class_names_differ(data: list[str], checkpoint: list[str]) -> tuple[int, str, str] | None:
+    """(index, the dataset's name, the checkpoint's name) of the first class they name
+    differently, or None when the names agree."""
+    for i, (a, b) in enumerate(zip(data, checkpoint, strict=False)):
+        if a != b:
+            return i, a, b
+    return None
 
 
 def _print_table(metrics: dict, classes: list[str], tag: str) -> None:

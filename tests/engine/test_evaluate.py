@@ -212,6 +212,29 @@ def test_cli_scales_make_any_mode_multiscale_and_say_so(trained, tmp_path, mode)
     assert direct["confusion"] != whole["confusion"]  # the scales changed the result
 
 
+def test_cli_warns_when_the_dataset_names_classes_differently(trained, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    from gsag.cli import main
+
+    cfg, run = trained
+    data = shutil.copytree(cfg.data.root, tmp_path / "data")
+    info = yaml.safe_load((data / "classes.yaml").read_text())
+    info["classes"][3], info["classes"][5] = "zebra", "yacht"
+    (data / "classes.yaml").write_text(yaml.safe_dump(info))
+    argv = ["eval", str(run / "last.pt"), "--data", str(data), "--out", str(tmp_path / "e"),
+            "--quiet", "--workers", "0", "--max-images", "1"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    warning = f"warning: {data} names class 3 'zebra' where {run / 'last.pt'} has 'horse'"
+    assert warning in err.replace("\n", " ") and "yacht" not in err
+    assert main([*argv[:3], str(cfg.data.root), *argv[4:], "--out", str(tmp_path / "f")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_write_report_nan_becomes_null(tmp_path):
     metrics = {"IoU": [0.5, float("nan")], "Acc": [1.0, float("nan")], "mIoU": 0.5, "aAcc": 1.0,
                "mAcc": 1.0, "FWIoU": 0.5, "confusion": [[1, 0], [0, 0]], "pixels": 1}  # fmt: skip
