@@ -237,9 +237,16 @@ def _check_mode(mode: str) -> None:
 
 
 def _eval_config(config: Any) -> dict:
-    """The `eval` section of a resolved config dict (empty when absent)."""
+    """The `eval` section of a checkpoint's resolved config dict (empty when absent), its
+    values checked against their rules (`gsag.config.RULES`)."""
+    from gsag.config import RULES, check_value
+
     section = config.get("eval") if isinstance(config, dict) else None
-    return section if isinstance(section, dict) else {}
+    section = section if isinstance(section, dict) else {}
+    for key, value in section.items():
+        if f"eval.{key}" in RULES:
+            check_value(f"eval.{key}", value, "the checkpoint's config")
+    return section
 
 
 def list_images(path: str | os.PathLike) -> list[Path]:

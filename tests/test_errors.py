@@ -333,3 +333,24 @@ def test_update_doc_replaces_the_table_between_the_markers(tmp_path):
     fresh = tmp_path / "fresh.md"
     _update_doc(fresh, "| t |\n")
     assert fresh.read_text() == "\n\n<!-- bench:start -->\n| t |\n<!-- bench:end -->\n"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("eval", "crop_size", 0), ("eval", "scales", [float("nan")]), ("data", "std", [0, 0, 0])],
+)
+def test_bad_values_in_a_checkpoints_config(
+    capsys, trained, synth_root, tmp_path, section, key, value
+):
+    """The config stored in a checkpoint is checked by the same rules as a config file."""
+    _, run = trained
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["config"][section][key] = value
+    bad = tmp_path / "tampered.pt"
+    torch.save(ckpt, bad)
+    code, line = cli(capsys, "eval", bad, "--quiet", "--workers", "0")
+    assert code == 2 and f"{section}.{key} is" in line, line
+    if section == "eval":
+        image = sorted((synth_root / "JPEGImages").glob("*.jpg"))[0]
+        code, line = cli(capsys, "predict", bad, "--input", image, "--out", tmp_path / "p")
+        assert code == 2 and f"{section}.{key} is" in line, line
