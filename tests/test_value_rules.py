@@ -231,6 +231,8 @@ def test_the_probes_values_are_refused_by_train(capsys, tmp_path, no_work, args)
         ["predict", "x.pt", "--scales", "inf"],
         ["bench", "--batch", "0"],
         ["bench", "--num-classes", "0"],
+        ["bench", "--sizes", "99999"],
+        ["bench", "--sizes", "16x16"],
     ],
 )
 def test_the_probes_options_are_refused(capsys, no_work, argv):

@@ -108,6 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_size(text: str) -> tuple[int, int]:
     """'512' -> (512, 512); '512x1024' -> (512, 1024)."""
+    from gsag.config import MAX_SIDE, MIN_INPUT
     from gsag.errors import UsageError
 
     parts = text.lower().split("x")
@@ -115,8 +116,13 @@ def parse_size(text: str) -> tuple[int, int]:
         values = [int(p) for p in parts]
     except ValueError:
         values = []
-    if len(values) not in (1, 2) or min(values, default=0) < 32:
-        raise UsageError(f"--sizes {text!r} is not like 512 or 512x1024 (each >= 32)")
+    if (
+        len(values) not in (1, 2)
+        or not MIN_INPUT <= min(values, default=0) <= max(values) <= MAX_SIDE
+    ):
+        raise UsageError(
+            f"--sizes {text!r} is not like 512 or 512x1024 (each in [{MIN_INPUT}, {MAX_SIDE}])"
+        )
     return (values[0], values[-1])
 
 
