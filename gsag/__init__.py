@@ -10,11 +10,22 @@ from typing import TYPE_CHECKING
 from gsag.lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from gsag.hub import load_pretrained, push_to_hub
     from gsag.models import create_model, list_backbones, list_models
     from gsag.predict import Predictor
+    from gsag.pretrained import save_pretrained
 
 __version__ = "0.1.0"
-__all__ = ["Predictor", "__version__", "create_model", "list_backbones", "list_models"]
+__all__ = [
+    "Predictor",
+    "__version__",
+    "create_model",
+    "list_backbones",
+    "list_models",
+    "load_pretrained",
+    "push_to_hub",
+    "save_pretrained",
+]
 
 __getattr__, __dir__ = lazy_attributes(
     __name__,
@@ -23,5 +34,8 @@ __getattr__, __dir__ = lazy_attributes(
         "create_model": "gsag.models",
         "list_backbones": "gsag.models",
         "list_models": "gsag.models",
+        "load_pretrained": "gsag.hub",
+        "push_to_hub": "gsag.hub",
+        "save_pretrained": "gsag.pretrained",
     },
 )

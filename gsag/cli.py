@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "eval": "evaluate",
     "predict": "predict",
     "export": "export",
+    "save": "save",
+    "push": "push",
     "bench": "bench",
     "ablate": "ablate",
     "demo": "demo",

@@ -92,7 +92,8 @@ class Predictor:
     """A trained model ready to segment single images.
 
     Args:
-        checkpoint: a `.pt` checkpoint or `.safetensors` weights written by gsag.
+        checkpoint: a `.pt` checkpoint or `.safetensors` weights written by gsag, a folder
+            written by `gsag.save_pretrained`, or `hf://owner/name[@revision]` on the Hub.
         device: "cpu", "cuda", "cuda:1", ...
         mode: "whole" (one pass on the full image), "slide" (overlapping crops) or "multiscale"
             (one pass per scale in `scales`).
@@ -124,10 +125,10 @@ class Predictor:
         amp: str | None = None,
         compile: str | None = None,
     ) -> None:
-        from gsag.engine.checkpoint import load_model
+        from gsag.hub import load_trained_model
 
         _check_mode(mode)  # before the checkpoint loads
-        model, meta = load_model(checkpoint, map_location=device)
+        model, meta = load_trained_model(checkpoint, map_location=device)
         self._setup(model, meta, device, mode, tta, crop_size, stride, scales, flip, max_pixels)
         self._speed(amp, compile)
 
@@ -146,6 +147,33 @@ class Predictor:
         self._setup(model, meta, device, **options)
         self._speed(amp, compile)
         return self
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        repo_id_or_folder: str | os.PathLike,
+        revision: str | None = None,
+        device: str | torch.device = "cpu",
+        token: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        **options: Any,
+    ) -> Predictor:
+        """A predictor for a model shared with `gsag push` / `gsag.save_pretrained`.
+
+        Args:
+            repo_id_or_folder: "owner/name" or "hf://owner/name[@revision]" on the Hugging Face
+                Hub (fetched into its cache; HF_HUB_OFFLINE=1 uses the cache alone), or a local
+                pretrained folder. Only its model.safetensors is loaded, never pickled weights.
+            revision: a branch, tag or commit of the repo.
+            token: for private repos (default: HF_TOKEN or `hf auth login`'s).
+            options: as for the constructor (mode, tta, crop_size, stride, ...).
+        """
+        from gsag.hub import as_source, load_trained_model
+
+        _check_mode(options.get("mode", "whole"))
+        source = as_source(repo_id_or_folder)
+        model, meta = load_trained_model(source, device, revision, token, cache_dir)
+        return cls.from_model(model, meta, device=device, **options)
 
     def _setup(
         self,

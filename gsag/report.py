@@ -74,6 +74,37 @@ def _iteration(record: dict) -> float:
     return float("nan")
 
 
+def training_facts(metrics_log: str | os.PathLike) -> dict[str, float]:
+    """What a run's `metrics.jsonl` says about its training, whenever it is read (so a report
+    written again later keeps them): {"iterations": the last logged iteration, "train_s": the
+    sum over log intervals of iterations x `sec_per_iter` (evaluation and saving excluded),
+    "eval_s": the evaluations' wall time (NaN when the log predates `eval_s`)}."""
+    train, evals = read_metrics_log(metrics_log)
+    last, train_s = 0.0, 0.0
+    for r in train:
+        it = _iteration(r)
+        sec = r.get("sec_per_iter")
+        if isinstance(sec, (int, float)) and math.isfinite(sec):
+            train_s += (it - last) * sec
+        last = it
+    eval_s = [r.get("eval_s") for r in evals]
+    finite = [float(v) for v in eval_s if isinstance(v, (int, float)) and math.isfinite(v)]
+    known = len(finite) == len(eval_s)
+    return {
+        "iterations": last,
+        "train_s": train_s,
+        "eval_s": math.fsum(finite) if known else float("nan"),
+    }
+
+
+def training_line(facts: dict[str, float], total: int) -> str:
+    """The report's line for `training_facts`."""
+    line = f"training: {facts['iterations']:.0f} of {total} iterations, {facts['train_s'] / 60:.1f} min"
+    if math.isfinite(facts["eval_s"]):
+        line += f" + {facts['eval_s'] / 60:.1f} min of evaluation during training"
+    return line + " (from the run's metrics.jsonl)"
+
+
 def plot_training_curve(
     metrics_log: str | os.PathLike, path: str | os.PathLike, title: str = ""
 ) -> Path:
@@ -240,6 +271,7 @@ def write_run_report(
     title: str = "gsag run report",
     notes: Sequence[str] = (),
     progress=None,
+    metrics: dict[str, Any] | None = None,
 ) -> Path:
     """Evaluate a checkpoint on its config's validation split and write a report folder.
 
@@ -256,6 +288,9 @@ def write_run_report(
         title: the report's heading.
         notes: extra lines for the report's header (e.g. training time).
         progress: optional `(done, total)` callable for the evaluation.
+        metrics: the checkpoint's evaluation (`gsag.engine.evaluate.evaluate`'s result with its
+            "confusion") on the whole validation split with the config's `eval` settings and no
+            autocast, when the caller has it (training's last evaluation): not evaluated again.
 
     Returns:
         The path of report.md.
@@ -272,24 +307,40 @@ def write_run_report(
     model, meta = load_model(checkpoint, map_location=device)
     cfg = from_dict(meta["config"], source=str(checkpoint))
     val_set = make_dataset(cfg, cfg.data.val_split, train=False)
-    metrics = evaluate(
-        model,
-        val_set,
-        **inference_options(cfg.eval),
-        num_classes=meta["num_classes"],
-        ignore_index=meta["ignore_index"],
-        progress=progress,
-    )
+    if metrics is None:
+        metrics = evaluate(
+            model,
+            val_set,
+            **inference_options(cfg.eval),
+            num_classes=meta["num_classes"],
+            ignore_index=meta["ignore_index"],
+            progress=progress,
+        )
     classes = list(meta["classes"])
-    write_metrics(metrics, classes, out)
+    e = cfg.eval
+    settings = {"checkpoint": str(checkpoint), "data": cfg.data.root, "split": cfg.data.val_split,
+                "device": describe_device(device), "mode": e.mode, "flip": e.flip}  # fmt: skip
+    write_metrics(metrics, classes, out, extra={"settings": settings})
     panels = _write_panels(model, meta, val_set, num_images, device, out)
     log = checkpoint.parent / "metrics.jsonl"
     curve = plot_training_curve(log, out / "curve.png", title) if log.is_file() else None
     lines = [f"# {title}", ""]
     lines += _run_lines(cfg, model.params_line(), checkpoint, meta, metrics["images"], device)
+    if log.is_file():
+        lines.append(f"- {training_line(training_facts(log), cfg.train.iters)}")
     lines += [f"- {n}" for n in notes]
     lines += _result_lines(metrics, classes, curve is not None, panels)
     return write_text(out / "report.md", "\n".join(lines))
+
+
+def describe_device(device: Any) -> str:
+    """A device in words for metrics.json and reports: "cpu (2 threads, torch 2.4.1)"."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"{device.type} ({torch.get_num_threads()} threads, torch {torch.__version__})"
 
 
 def _write_panels(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gsag.commands import (
+    CHECKPOINT_HELP,
     add_device_argument,
     add_inference_arguments,
     add_path_argument,
@@ -21,7 +22,7 @@ HELP = "evaluate a checkpoint: whole / sliding-window / multi-scale + flip infer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_path_argument(parser, "checkpoint", "a gsag .pt checkpoint or exported .safetensors")
+    add_path_argument(parser, "checkpoint", CHECKPOINT_HELP)
     parser.add_argument("--data", help="dataset root (default: the one it was trained on)")
     parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
     add_inference_arguments(parser, mode_default=None)
@@ -50,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from gsag.config import ConfigError, apply_override, from_dict
     from gsag.data.build import make_dataset
     from gsag.engine import distributed
-    from gsag.engine.checkpoint import load_model
     from gsag.engine.compile import CompileClock, apply_compile
     from gsag.engine.evaluate import evaluate, inference_options, resolve_mode, write_report
+    from gsag.hub import load_trained_model, output_parent
+    from gsag.report import describe_device
 
     finish_path_argument(args, "checkpoint")
     set_threads(args.threads)
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)
     info = distributed.setup(args.device)
     try:
-        model, meta = load_model(args.checkpoint, map_location=info.device)
+        model, meta = load_trained_model(args.checkpoint, map_location=info.device)
         cfg = from_dict(meta["config"], source=args.checkpoint)
         mode, window = resolve_mode(args.mode or cfg.eval.mode, bool(args.scales))
         for key, value in [
@@ -112,11 +114,12 @@ def run(args: argparse.Namespace) -> int:
     if not info.is_main:
         return 0
     tag = f"{cfg.data.val_split}_{e.mode}" + ("_flip" if e.flip else "")
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{tag}"
+    out = Path(args.out) if args.out else output_parent(args.checkpoint) / f"eval_{tag}"
     settings: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         "data": cfg.data.root,
         "split": cfg.data.val_split,
+        "device": describe_device(info.device),
     }
     settings.update(
         mode=e.mode, window=window, flip=e.flip,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gsag.commands import add_path_argument, bounded
+from gsag.commands import CHECKPOINT_HELP, add_path_argument, bounded
 from gsag.config import DEFAULT_OPSET, MAX_CLASSES, MAX_SIDE, MIN_INPUT
 
 HELP = (
@@ -13,7 +13,7 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_path_argument(parser, "checkpoint", "a gsag .pt checkpoint or .safetensors weights")
+    add_path_argument(parser, "checkpoint", CHECKPOINT_HELP)
     parser.add_argument("--model", help="export an untrained model by name (see `gsag models`)")
     parser.add_argument("--backbone", default="resnet50", help="backbone for --model")
     parser.add_argument(
@@ -102,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):
     """(model in eval mode, checkpoint meta): a checkpoint's model, or an untrained one."""
-    from gsag.engine.checkpoint import load_model
+    from gsag.hub import load_trained_model
     from gsag.models.segmentor import model_from_args
 
     if args.checkpoint:
-        return load_model(args.checkpoint)
+        return load_trained_model(args.checkpoint)
     untrained = dict(name=args.model, num_classes=args.num_classes, backbone=args.backbone)
     return model_from_args({**untrained, "aux": False}).eval(), {}
 

@@ -1,6 +1,11 @@
-"""`gsag models`: the model table (name, backbone, params, GFLOPs at a given input size), or one
-model's settings: its head options with their defaults (`gsag models NAME`) or as a config
-resolves them (`gsag models --config FILE`), and its parameters with and without the aux head."""
+"""`gsag models`: the model table (name, backbone, params; GFLOPs at a given input size with
+`--flops`), or one model's settings: its head options with their defaults (`gsag models NAME`) or
+as a config resolves them (`gsag models --config FILE`), and its parameters with and without the
+aux head.
+
+Parameters are counted on models built on the meta device (shapes only, no memory, no weight
+initialisation), so the table and the settings print in seconds. GFLOPs need a real forward pass
+per model (tens of seconds for ResNet-50 at 512x512 on a CPU), hence only with `--flops`."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import Any
 
 from gsag.commands import add_set_argument, bounded
 
-HELP = "list the models with their parameter count and GFLOPs, or show one model's settings"
+HELP = "list the models with their parameter count (and GFLOPs), or show one model's settings"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backbone", default="resnet50", help="backbone for every row (default: resnet50)"
     )
     parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="add GFLOPs at --size (one forward pass per model: slow on a CPU, with a progress bar)",
+    )
+    parser.add_argument(
         "--size",
         type=bounded(int, MIN_INPUT, "size", "--size 512", high=MAX_SIDE),
         default=512,
-        help="square input size for GFLOPs (default: 512)",
+        help="square input size for --flops (default: 512)",
     )
     parser.add_argument(
         "--num-classes",
@@ -55,9 +65,12 @@ def model_table(
     output_stride: int = 8,
     names: list[str] | None = None,
     progress: Callable[[int, str], object] | None = None,
+    flops: bool = False,
 ) -> list[dict]:
-    """One row per model: name, backbone, params (M, inference: no aux head), GFLOPs.
+    """One row per model: name, backbone, params (M, inference: no aux head) and, with `flops`,
+    GFLOPs at `size` x `size`.
 
+    Without `flops` the models are built on the meta device (no memory, no initialisation).
     `progress(done, name)` is called before each model is built and measured."""
     import gsag
     from gsag.flops import count_gflops, count_params
@@ -66,30 +79,32 @@ def model_table(
     for done, name in enumerate(names or gsag.list_models()):
         if progress is not None:
             progress(done, name)
-        model = gsag.create_model(
-            name, num_classes, backbone=backbone, output_stride=output_stride, aux=False
-        )
-        rows.append(
-            {
-                "model": name,
-                "backbone": backbone,
-                "params_m": count_params(model) / 1e6,
-                "gflops": count_gflops(model, size),
-            }
-        )
+        with _build_device(flops):
+            model = gsag.create_model(
+                name, num_classes, backbone=backbone, output_stride=output_stride, aux=False
+            )
+        row = {"model": name, "backbone": backbone, "params_m": count_params(model) / 1e6}
+        if flops:
+            row["gflops"] = count_gflops(model, size)
+        rows.append(row)
     return rows
 
 
+def _build_device(real: bool):
+    """Where to build a model: the CPU when it must run, else the meta device (shapes only)."""
+    import torch
+
+    return torch.device("cpu" if real else "meta")
+
+
 def to_markdown(rows: list[dict], size: int) -> str:
-    """The rows as a Markdown table."""
-    lines = [
-        f"| model | backbone | params (M) | GFLOPs @ {size}x{size} |",
-        "| --- | --- | ---: | ---: |",
-    ]
-    lines += [
-        f"| {r['model']} | {r['backbone']} | {r['params_m']:.2f} | {r['gflops']:.2f} |"
-        for r in rows
-    ]
+    """The rows as a Markdown table (a GFLOPs column when the rows have one)."""
+    flops = bool(rows) and "gflops" in rows[0]
+    head = "| model | backbone | params (M) |" + (f" GFLOPs @ {size}x{size} |" if flops else "")
+    lines = [head, "| --- | --- | ---: |" + (" ---: |" if flops else "")]
+    for r in rows:
+        line = f"| {r['model']} | {r['backbone']} | {r['params_m']:.2f} |"
+        lines.append(line + (f" {r['gflops']:.2f} |" if flops else ""))
     return "\n".join(lines)
 
 
@@ -113,9 +128,10 @@ def model_settings(
     from gsag.models.backbone import DEFAULT_LEVELS
 
     kwargs = kwargs or {}
-    model = create_model(
-        name, num_classes, backbone=backbone, output_stride=output_stride, aux=aux, **kwargs
-    )
+    with _build_device(False):  # only counted: shapes are enough
+        model = create_model(
+            name, num_classes, backbone=backbone, output_stride=output_stride, aux=aux, **kwargs
+        )
     defaults = {**head_defaults(name), "levels": list(DEFAULT_LEVELS)}
     args = model.model_args
     return {
@@ -192,7 +208,6 @@ def _show_settings(args: argparse.Namespace, console) -> int:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     import gsag
     from gsag.errors import UsageError, check_names
@@ -212,8 +227,9 @@ def run(args: argparse.Namespace) -> int:
     except ModelArgError as e:
         raise UsageError(str(e)) from e
     num_classes = args.num_classes or 21
+    what = "counting GFLOPs of" if args.flops else "counting"
     with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(f"counting on {args.backbone}", total=len(names))
+        task = progress.add_task(f"{what} models on {args.backbone}", total=len(names))
         rows = model_table(
             args.backbone,
             args.size,
@@ -221,20 +237,33 @@ def run(args: argparse.Namespace) -> int:
             args.output_stride,
             names,
             progress=lambda done, name: progress.update(
-                task, completed=done, description=f"counting {name} on {args.backbone}"
+                task, completed=done, description=f"{what} {name} on {args.backbone}"
             ),
+            flops=args.flops,
         )
     if args.markdown:
         print(to_markdown(rows, args.size))
         return 0
+    console.print(_table(rows, args))
+    if args.flops:
+        console.print("GFLOPs: 1 multiply-add = 2 FLOPs; counted by gsag.flops.count_gflops.")
+    else:
+        console.print(f"add --flops for GFLOPs at {args.size}x{args.size} (one forward pass each)")
+    return 0
+
+
+def _table(rows: list[dict], args: argparse.Namespace):
+    """The rows as a rich table; a GFLOPs column with --flops."""
+    from rich.table import Table
+
+    size = f"input {args.size}x{args.size}, " if args.flops else ""
     table = Table(
-        title=f"gsag models (inference, no aux head; input {args.size}x{args.size}, "
-        f"output stride {args.output_stride})"
+        title=f"gsag models (inference, no aux head; {size}output stride {args.output_stride})"
     )
-    for col in ("model", "backbone", "params (M)", f"GFLOPs @ {args.size}"):
+    cols = ["model", "backbone", "params (M)"] + ([f"GFLOPs @ {args.size}"] if args.flops else [])
+    for col in cols:
         table.add_column(col, justify="right" if "(" in col or "@" in col else "left")
     for r in rows:
-        table.add_row(r["model"], r["backbone"], f"{r['params_m']:.2f}", f"{r['gflops']:.2f}")
-    console.print(table)
-    console.print("GFLOPs: 1 multiply-add = 2 FLOPs; counted by gsag.flops.count_gflops.")
-    return 0
+        cells = [r["model"], r["backbone"], f"{r['params_m']:.2f}"]
+        table.add_row(*cells, *([f"{r['gflops']:.2f}"] if args.flops else []))
+    return table

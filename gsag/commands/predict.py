@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gsag.commands import (
+    CHECKPOINT_HELP,
     add_device_argument,
     add_inference_arguments,
     add_path_argument,
@@ -20,7 +21,7 @@ HELP = "predict masks (palette PNGs), overlays and optionally probabilities for 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gsag.config import DEFAULT_SCALES
 
-    add_path_argument(parser, "checkpoint", "a gsag .pt checkpoint or .safetensors weights")
+    add_path_argument(parser, "checkpoint", CHECKPOINT_HELP)
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--out", required=True, help="output folder (masks/, overlays/, probs/)")
     add_device_argument(parser, default="cpu")

@@ -123,6 +123,8 @@ def infer(
     for s in use_scales:
         hw = (max(1, round(size[0] * s)), max(1, round(size[1] * s))) if s != 1.0 else size
         plan.append((hw, slide or _over_budget(hw, crop, max_pixels)))
+        if slide:
+            _check_crop_fits(hw, crop)
     passes = 2 if flip else 1
     total = passes * sum(_num_windows(hw, crop, step) if sl else 1 for hw, sl in plan)
     done = [0]
@@ -166,6 +168,27 @@ def _over_budget(hw: Sequence[int], crop: tuple[int, int], max_pixels: int | Non
         f"windows ({crop[1]}x{crop[0]}) instead of one whole-image pass (--max-pixels to change)"
     )
     return True
+
+
+_warned: set[str] = set()  # notices already logged by this process
+
+
+def _check_crop_fits(hw: Sequence[int], crop: tuple[int, int]) -> None:
+    """A one-line notice (once per image size and crop) when a sliding window is larger than
+    the image on both sides: each image is then padded into a single window, which costs more
+    than a whole-image pass and scores lower."""
+    if crop[0] <= hw[0] or crop[1] <= hw[1]:
+        return
+    fit = max(1, min(hw) * 3 // 4)  # e.g. 96-pixel windows every 64 pixels on 128x128 images
+    msg = (
+        f"slide crop {crop[1]}x{crop[0]} is larger than the {hw[1]}x{hw[0]} image on both sides: "
+        f"each image is padded into one {crop[1]}x{crop[0]} window (slower than --mode whole, "
+        f"and the padding lowers the scores); use a crop that fits, e.g. --crop-size {fit} "
+        f"--stride {max(1, fit * 2 // 3)}, or --mode whole"
+    )
+    if msg not in _warned:
+        _warned.add(msg)
+        log.warning(msg)
 
 
 def _num_windows(hw: Sequence[int], crop: tuple[int, int], step: tuple[int, int]) -> int:

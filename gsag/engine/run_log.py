@@ -1,11 +1,11 @@
-"""What a training run reports as it goes: metrics.jsonl, TensorBoard scalars and image panels
-(through `gsag.engine.tb`'s failure-proof writer), the progress bar and one-line notes."""
+"""What a training run records as it goes: metrics.jsonl, TensorBoard scalars and image panels
+(through `gsag.engine.tb`'s failure-proof writer), and one-line notes (the progress display is
+`gsag.engine.progress`)."""
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from gsag.atomic import json_safe
 from gsag.atomic import write_text as atomic_write_text
 from gsag.engine import distributed
 from gsag.engine.distributed import DistInfo
-from gsag.engine.evaluate import fmt_pct
 from gsag.engine.tb import open_writer
 from gsag.visualize import tensorboard_panel
 
@@ -39,15 +38,15 @@ class RunLog:
 
     def train(
         self, it: int, losses: dict[str, float], lr: float, bad_steps: int, times: dict[str, float]
-    ) -> None:
+    ) -> dict[str, float]:
         """One "train" record: losses averaged over processes, lr, skipped steps, rank 0's timing
-        (seconds per iteration, data share, images/s, memory)."""
+        (seconds per iteration, data share, images/s, memory). Returns the averaged losses."""
         losses = {
             k: float(distributed.mean_over_processes(torch.tensor(v, device=self.dist.device)))
             for k, v in losses.items()
         }
         if not self.dist.is_main:
-            return
+            return losses
         record = {
             "type": "train",
             "iteration": it,
@@ -65,6 +64,7 @@ class RunLog:
                     self.writer.add_scalar(f"time/{k}", v, it)
             self.writer.add_scalar("train/lr", lr, it)
             self.writer.add_scalar("train/bad_steps", bad_steps, it)
+        return losses
 
     def val(
         self,
@@ -72,9 +72,10 @@ class RunLog:
         metrics: dict[str, Any],
         samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         meta: dict[str, Any],
+        seconds: float = float("nan"),
     ) -> None:
-        """One "val" record (per-class IoU by name) and `samples`' (image, mask, prediction)
-        panels; main process only."""
+        """One "val" record (per-class IoU by name, the evaluation's wall time `eval_s`) and
+        `samples`' (image, mask, prediction) panels; main process only."""
         if not self.dist.is_main:
             return
         record = {
@@ -82,6 +83,7 @@ class RunLog:
             "iteration": it,
             **{k: metrics[k] for k in VAL_KEYS},
             "IoU": dict(zip(meta["classes"], metrics["IoU"], strict=True)),
+            "eval_s": seconds,
         }
         _append_jsonl(self.path, record)
         if self.writer is None:
@@ -120,88 +122,8 @@ def _trim_log(path: Path, start: int) -> None:
 
 
 def note(msg: str) -> None:
-    """One line on stderr (rich markup)."""
+    """One line on stderr (rich markup), never folded at 80 columns: in a log file a path
+    stays whole and greppable; a terminal wraps it itself."""
     from rich.console import Console
 
-    Console(stderr=True).print(msg)
-
-
-class Progress:
-    """A rich progress bar with loss, lr, it/s and ETA (nothing when `enabled` is false)."""
-
-    def __init__(self, enabled: bool, start: int, total: int) -> None:
-        self.enabled = enabled
-        self.bar = None
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as Bar
-
-        self.bar = Bar(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
-            TextColumn("{task.fields[speed]}"),
-            TextColumn("{task.fields[timing]}"),
-            TextColumn("mIoU {task.fields[miou]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[note]}"),
-        )
-        self.bar.start()
-        self.task = self.bar.add_task(
-            "train",
-            total=total,
-            completed=start,
-            loss=math.nan,
-            lr=0.0,
-            speed="",
-            timing="",
-            miou="–",
-            note="",
-        )
-        self.t_last, self.it_last = time.perf_counter(), start
-
-    def update(self, it: int, loss: float, lr: float) -> None:
-        if self.bar is None:
-            return
-        now = time.perf_counter()
-        fields: dict[str, Any] = {"loss": loss, "lr": lr}
-        if now - self.t_last >= 1.0:
-            fields["speed"] = f"{(it - self.it_last) / (now - self.t_last):.2f} it/s"
-            self.t_last, self.it_last = now, it
-        self.bar.update(self.task, completed=it, **fields)
-
-    def timing(self, times: dict[str, float]) -> None:
-        """Shows the last log interval's s/it, images/s, data-wait share and peak memory."""
-        if self.bar is None or times["sec_per_iter"] != times["sec_per_iter"]:
-            return
-        text = (
-            f"{times['sec_per_iter']:.3f} s/it  {times['images_per_s']:.1f} img/s  "
-            f"data {100 * times['data_share']:.0f}%"
-        )
-        if "peak_mem_gib" in times:
-            text += f"  mem {times['peak_mem_gib']:.1f} GiB"
-        self.bar.update(self.task, timing=text)
-
-    def pause(self, note: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, note=note)
-
-    def resume(self, miou: float) -> None:
-        if self.bar is not None:
-            shown = fmt_pct(miou, digits=1)
-            self.bar.update(self.task, note="", miou=shown)
-            self.t_last = time.perf_counter()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    Console(stderr=True, soft_wrap=True).print(msg)

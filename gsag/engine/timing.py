@@ -19,7 +19,7 @@ import torch
 from gsag.engine.compile import compiled_graphs
 
 # metrics.jsonl keys that measure time or memory (they differ between otherwise equal runs)
-TIMING_KEYS = ("sec_per_iter", "data_share", "images_per_s", "peak_mem_gib", "compile_s")
+TIMING_KEYS = ("sec_per_iter", "data_share", "images_per_s", "peak_mem_gib", "compile_s", "eval_s")
 
 
 class IterationTimer:

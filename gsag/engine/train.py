@@ -24,8 +24,9 @@ from gsag.engine.checkpoint import export_safetensors, rng_state, set_rng_state
 from gsag.engine.compile import apply_compile, compile_mode, resolve_amp
 from gsag.engine.distributed import DistInfo
 from gsag.engine.evaluate import evaluate, inference_options
+from gsag.engine.progress import Progress, open_progress
 from gsag.engine.run_dir import claim_run_dir
-from gsag.engine.run_log import Progress, RunLog
+from gsag.engine.run_log import RunLog, note
 from gsag.engine.run_state import (
     LoopState,
     Run,
@@ -115,7 +116,11 @@ def _train(
     batches = timer.wrap(iter(loader))
     restore_rng(rng_states, dist, show)  # after the loader: it draws nothing from them
     end = tc.iters if stop_after is None else min(tc.iters, stop_after)
-    progress = Progress(show, state.iteration, tc.iters)
+    if show and state.iteration >= end:
+        note(f"{run.last_path} is at iteration {state.iteration} of {tc.iters}: nothing to train")
+    progress = open_progress(
+        show and state.iteration < end, state.iteration, tc.iters, state.best_miou
+    )
     try:
         _loop(run, state, batches, end, timer, log, progress)
     finally:
@@ -160,8 +165,7 @@ def _loop(
         progress.update(it, losses["loss"], lr)
         if it % tc.log_interval == 0 or it == end:
             times = timer.summary()
-            progress.timing(times)
-            log.train(it, losses, lr, state.bad_steps, times)
+            progress.log(it, log.train(it, losses, lr, state.bad_steps, times), lr, times)
         if it % tc.eval_interval == 0 or it == tc.iters:
             state.metrics = _evaluate(run, it, log, progress)
             if run.dist.is_main and state.metrics["mIoU"] > state.best_miou:
@@ -331,7 +335,8 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
 def _evaluate(run: Run, it: int, log: RunLog, progress: Progress) -> dict[str, Any]:
     """Evaluate `run.raw_model` on the validation set (shared over processes) and log it."""
     e = run.cfg.eval
-    progress.pause(f"evaluating at iteration {it}")
+    progress.eval_start(it)
+    t0 = time.perf_counter()
     distributed.broadcast_buffers(run.raw_model)  # every rank evaluates the model rank 0 saves
     metrics = evaluate(
         run.raw_model,
@@ -346,7 +351,8 @@ def _evaluate(run: Run, it: int, log: RunLog, progress: Progress) -> dict[str, A
         world_size=run.dist.world_size,
         keep_samples=run.cfg.train.tb_images if run.dist.is_main else 0,
     )
-    progress.resume(metrics["mIoU"])
+    seconds = time.perf_counter() - t0
     samples = metrics.pop("samples", [])
-    log.val(it, metrics, samples, run.meta)
+    progress.eval_done(it, metrics, seconds)
+    log.val(it, metrics, samples, run.meta, seconds)
     return metrics

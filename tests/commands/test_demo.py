@@ -51,7 +51,15 @@ def test_demo_generates_data_trains_and_writes_a_report(tmp_path, monkeypatch, c
     assert main([*args, "--resume"]) == 0
     assert len(generated) == 1
     again = json.loads((run / "report" / "metrics.json").read_text())
-    assert again["mIoU"] == pytest.approx(metrics["mIoU"])
+    # the first report took training's last evaluation; this one evaluated last.pt anew
+    assert again["confusion"] == metrics["confusion"] and again["mIoU"] == metrics["mIoU"]
+    out, err = capsys.readouterr()
+    assert "is at iteration 2 of 2: nothing to train" in err
+    assert "nan" not in out and "train iter=" not in out  # no empty progress display
+    # re-evaluation keeps the run's training facts (from its metrics.jsonl), not this call's
+    facts = [ln for ln in text.splitlines() if ln.startswith("- training: ")]
+    assert len(facts) == 1 and facts[0].startswith("- training: 2 of 2 iterations, ")
+    assert facts[0] in report.read_text().splitlines()
 
     # --out is the run folder: training, checkpoints and report all go there
     other = tmp_path / "other"

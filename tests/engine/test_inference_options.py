@@ -77,6 +77,21 @@ def test_whole_pass_over_the_pixel_budget_slides_with_a_notice(caplog):
     assert model.sizes == [(48, 64)]
 
 
+def test_slide_crop_larger_than_the_image_on_both_sides_is_noticed_once(caplog):
+    model = Recorder()
+    with caplog.at_level(logging.WARNING, logger="gsag.engine.evaluate"):
+        infer(model, torch.randn(1, 3, 40, 56), "slide", crop_size=48, stride=32)  # one side
+        infer(model, torch.randn(1, 3, 40, 56), "slide", crop_size=32, stride=24)  # fits
+        assert caplog.records == []
+        for _ in range(3):  # once per image size and crop, not once per image
+            infer(model, torch.randn(1, 3, 36, 52), "slide", crop_size=96, stride=64)
+        infer(model, torch.randn(1, 3, 36, 52), "slide", crop_size=27, stride=18)  # the advice
+    assert len(caplog.records) == 1
+    assert "slide crop 96x96 is larger than the 52x36 image on both sides" in caplog.text
+    assert "e.g. --crop-size 27 --stride 18, or --mode whole" in caplog.text
+    assert (96, 96) in model.sizes  # padded into one window, as the notice says
+
+
 def test_pixel_budget_smaller_than_a_window_fails_saying_so():
     with pytest.raises(ValueError, match="raise --max-pixels"):
         infer(Recorder(), torch.randn(1, 3, 48, 64), "whole", 32, 24, max_pixels=1000)
