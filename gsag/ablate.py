@@ -10,10 +10,14 @@ Layout of the output folder:
     OUT/miou.png, OUT/curves.png, OUT/per_class_iou.png
 
 The fingerprint is a hash of the run's resolved config without the settings that cannot change
-its results (`FINGERPRINT_IGNORES`). A rerun skips every combination whose `result.json` exists
-under the same fingerprint, so an interrupted ablation resumes where it stopped (the unfinished
-combination continues from its last checkpoint), while a changed config or override trains into
-new folders and never reuses an old run; old runs stay where they are.
+its results (`FINGERPRINT_IGNORES`), and of the dataset's identity (`data_identity`: its
+classes.yaml, which names the generator settings of generated data, and the ids of the training
+and validation splits). A rerun skips every combination whose `result.json` exists under the
+same fingerprint, so an interrupted ablation resumes where it stopped (the unfinished
+combination continues from its last checkpoint), while a changed config, override or dataset
+trains into new folders and never reuses an old run; old runs stay where they are. Runs recorded
+before the fingerprint held the data (their `result.json` has no `data` entry) are found under
+their config-only fingerprint and trusted as they are.
 
 The reported mIoU of a run is its final evaluation (the last iteration), not the best over
 evaluations: picking the best on the validation set would flatter every model.
@@ -118,14 +122,38 @@ def combo_overrides(combo: Combo) -> list[str]:
     ]
 
 
-def fingerprint(config: dict[str, Any]) -> str:
-    """8 hex digits of SHA-256 over a resolved config dict, minus `FINGERPRINT_IGNORES`."""
+def fingerprint(config: dict[str, Any], data: str | None = None) -> str:
+    """8 hex digits of SHA-256 over a resolved config dict, minus `FINGERPRINT_IGNORES`, and
+    the dataset identity `data` (None: the config alone, as runs were fingerprinted before)."""
     kept = json.loads(json.dumps(config))  # a deep copy
     for key in FINGERPRINT_IGNORES:
         section, name = key.split(".")
         kept.get(section, {}).pop(name, None)
+    if data is not None:
+        kept["data_identity"] = data
     text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def data_identity(cfg: Any) -> str | None:
+    """16 hex digits of SHA-256 over the dataset at `cfg.data.root`: its classes.yaml (with the
+    generator settings of generated data) and the ids of the training and validation splits;
+    None when the dataset is not there (yet)."""
+    from gsag.data.errors import DataError
+    from gsag.data.layout import open_dataset
+
+    d = cfg.data
+    root = Path(d.root)
+    digest = hashlib.sha256()
+    try:
+        for split in (d.train_split, d.val_split):
+            ids = open_dataset(root, split, layout=d.layout).ids
+            digest.update(json.dumps([split, [str(i) for i in ids]]).encode())
+        classes = root / "classes.yaml"
+        digest.update(classes.read_bytes() if classes.is_file() else b"")
+    except (DataError, OSError):
+        return None
+    return digest.hexdigest()[:16]
 
 
 def resolve_combo(
@@ -141,7 +169,13 @@ def resolve_combo(
         None if config is None else str(config), [*overrides, *combo_overrides(combo)]
     )
     cfg.model.kwargs, dropped = model_kwargs_for(combo.model, cfg.model.kwargs)
-    run_dir = Path(out_dir) / "runs" / f"{combo.name}__{fingerprint(cfg.to_dict())}"
+    runs = Path(out_dir) / "runs"
+    data = data_identity(cfg)
+    run_dir = runs / f"{combo.name}__{fingerprint(cfg.to_dict(), data)}"
+    legacy = runs / f"{combo.name}__{fingerprint(cfg.to_dict())}" / RESULT_FILE
+    recorded = not (run_dir / RESULT_FILE).is_file() and legacy.is_file()
+    if recorded and "data" not in json.loads(legacy.read_text()):  # before the data counted
+        run_dir = legacy.parent
     cfg.output.run_dir = str(run_dir)
     return cfg, dropped
 
@@ -214,6 +248,7 @@ def run_combo(
         "classes": _checkpoint_classes(out.get("checkpoint")),
         "model_kwargs": cfg.model.kwargs,
         "dropped_kwargs": dropped,
+        "data": data_identity(cfg),
     }
     write_json(done, result)
     return result
@@ -412,6 +447,10 @@ def run_ablation(
         {"results": per-run results, "summary": per-group summary, "paths": written files}.
     """
     combos = grid(models, backbones, seeds, variants)
+    if not report_only and combos:  # generated data first: the fingerprints hash it
+        from gsag.data.build import ensure_data
+
+        ensure_data(resolve_combo(config, combos[0], out_dir, overrides)[0])
     results, covered = [], []
     for combo in combos:
         cfg, _ = resolve_combo(config, combo, out_dir, overrides)

@@ -21,6 +21,7 @@ import yaml
 
 from gsag.atomic import write_text
 from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
+from gsag.rules import Rule
 
 #: Image scales of multi-scale inference (`eval.scales`, `gsag predict --tta`).
 DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -166,15 +167,102 @@ class Config:
         return dataclasses.asdict(self)
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.layout": ("auto", "voc", "folder", "cityscapes", "ade20k", "context59", "context60"),
-    "loss.type": ("ce", "ohem"),
-    "optim.name": ("sgd", "adamw"),
-    "train.amp": ("none", "bf16", "fp16", "auto"),
-    "train.compile": ("none", "head", "model"),
-    "eval.amp": ("none", "bf16", "fp16", "auto"),
-    "eval.compile": ("none", "head", "model"),
-    "eval.mode": EVAL_MODES,
+LAYOUTS = ("auto", "voc", "folder", "cityscapes", "ade20k", "context59", "context60")
+AMP_MODES = ("auto", "bf16", "fp16", "none")
+COMPILE_MODES = ("none", "head", "model")
+#: Output strides the backbones support (`gsag.models.backbone`).
+OUTPUT_STRIDES = (8, 16, 32)
+#: Largest image side, crop, stride or resize target in pixels.
+MAX_SIDE = 16384
+#: Largest resize factor of training (`data.scale_range`) and inference (`eval.scales`).
+MAX_SCALE = 16.0
+#: Most torch CPU threads (`train.num_threads`, `--threads`): a fixed cap, not the CPU count
+#: of this machine, so that a config written on a large machine loads on any other.
+MAX_THREADS = 1024
+#: Most data loader worker processes (`train.num_workers`, `--workers`).
+MAX_WORKERS = 256
+#: Most classes of a model built by name (`--num-classes`; 16-bit masks hold up to 65535).
+MAX_CLASSES = 65535
+#: Smallest input side of `gsag bench`, `gsag export` and `gsag models` (the deepest stride).
+MIN_INPUT = 32
+
+_SIZE = Rule(low=1, high=MAX_SIDE, lengths=(2,), hint="one side, or [height, width]")
+_COUNT = Rule(low=1)
+_ANY = Rule()  # strings, flags and names checked elsewhere (model names: gsag.models)
+#: The rule of every config key beyond its type (the type is the dataclass field's). Floats
+#: must be finite and ints fit a C int everywhere; `tests/test_value_rules.py` checks that
+#: every key has a rule here and that each rule refuses what it should.
+RULES: dict[str, Rule] = {
+    "data.root": _ANY,
+    "data.layout": Rule(choices=LAYOUTS),
+    "data.train_split": _ANY,
+    "data.val_split": _ANY,
+    "data.synthetic": _ANY,
+    "data.crop_size": _SIZE,
+    "data.base_size": Rule(
+        low=1, high=MAX_SIDE, lengths=(0, 2), hint="[long edge, short edge], or [] to keep"
+    ),
+    "data.scale_range": Rule(
+        low=0, high=MAX_SCALE, low_open=True, lengths=(2,), increasing=True, hint="[low, high]"
+    ),
+    "data.cat_max_ratio": Rule(low=0, high=1, low_open=True),
+    "data.hflip": Rule(low=0, high=1, hint="a probability"),
+    "data.photometric": _ANY,
+    "data.eval_scale": Rule(
+        low=1,
+        high=MAX_SIDE,
+        lengths=(0, 2),
+        hint="[long edge, short edge], e.g. [2048, 512], or [] for the original size",
+    ),
+    "data.mean": Rule(low=0, high=1, lengths=(3,), hint="R, G, B of images scaled to [0, 1]"),
+    "data.std": Rule(
+        low=0, high=1, low_open=True, lengths=(3,), hint="R, G, B of images scaled to [0, 1]"
+    ),
+    "model.name": _ANY,
+    "model.backbone": _ANY,
+    "model.pretrained": _ANY,
+    "model.output_stride": Rule(choices=OUTPUT_STRIDES),
+    "model.aux": _ANY,
+    "model.kwargs": _ANY,  # each head option is checked by gsag.models.check_model_args
+    "loss.type": Rule(choices=("ce", "ohem")),
+    "loss.thresh": Rule(low=0, high=1, low_open=True),
+    "loss.min_kept": _COUNT,
+    "loss.aux_weight": Rule(low=0),
+    "optim.name": Rule(choices=("sgd", "adamw")),
+    "optim.lr": Rule(low=0),  # 0 freezes the weights (a check of the seeding)
+    "optim.momentum": Rule(low=0, high=1, high_open=True),
+    "optim.weight_decay": Rule(low=0),
+    "optim.head_lr_mult": Rule(low=0, low_open=True),
+    "optim.grad_clip": Rule(low=0),
+    "schedule.power": Rule(low=0),
+    "schedule.min_lr": Rule(low=0),
+    "schedule.warmup_iters": Rule(low=0),
+    "schedule.warmup_ratio": Rule(low=0, high=1),
+    "train.iters": _COUNT,
+    "train.batch_size": _COUNT,
+    "train.accum_steps": _COUNT,
+    "train.amp": Rule(choices=AMP_MODES),
+    "train.channels_last": _ANY,
+    "train.compile": Rule(choices=COMPILE_MODES),
+    "train.eval_interval": _COUNT,
+    "train.save_interval": _COUNT,
+    "train.log_interval": _COUNT,
+    "train.num_workers": Rule(low=0, high=MAX_WORKERS),
+    "train.seed": Rule(low=0),
+    "train.skip_bad": _ANY,
+    "train.max_bad_steps": _COUNT,
+    "train.num_threads": Rule(low=0, high=MAX_THREADS),
+    "train.tb_images": Rule(low=0),
+    "eval.mode": Rule(choices=EVAL_MODES),
+    "eval.crop_size": _SIZE,
+    "eval.stride": _SIZE,
+    "eval.scales": Rule(low=0, high=MAX_SCALE, low_open=True, nonempty=True),
+    "eval.flip": _ANY,
+    "eval.max_images": Rule(low=0),
+    "eval.amp": Rule(choices=AMP_MODES),
+    "eval.compile": Rule(choices=COMPILE_MODES),
+    "output.run_dir": _ANY,
+    "output.safetensors": _ANY,
 }
 
 
@@ -198,7 +286,14 @@ def load_config(path: str | os.PathLike | None, overrides: typing.Sequence[str] 
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; see configs/ for examples")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{p}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                "save the config as UTF-8"
+            ) from e
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot be read ({e.strerror or e})") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from e
         if not isinstance(raw, dict):
@@ -238,6 +333,7 @@ def apply_override(cfg: Config, item: str) -> None:
         raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
     # model.kwargs.<name>=value sets one builder keyword.
     if len(parts) == 3 and parts[:2] == ["model", "kwargs"]:
+        check_value(key.strip(), value, f"override {item!r}")
         cfg.model.kwargs[parts[2]] = value
         return
     if len(parts) != 2:
@@ -252,59 +348,63 @@ def apply_override(cfg: Config, item: str) -> None:
         f"override {item!r}",
     )
     hint = typing.get_type_hints(type(section))[name]
-    setattr(section, name, _convert(value, hint, f"{section_name}.{name}", f"override {item!r}"))
+    where = f"override {item!r}"
+    full = f"{section_name}.{name}"
+    setattr(section, name, _checked(full, _convert(value, hint, full, where), where))
 
 
 def validate(cfg: Config, source: str = "config") -> None:
-    """Check values beyond their types (choices, positive sizes)."""
-    if isinstance(cfg.train.compile, bool):  # configs written before compile modes existed
-        cfg.train.compile = "model" if cfg.train.compile else "none"
-    for key, options in CHOICES.items():
+    """Check every value against its rule in `RULES`, then the rules between keys."""
+    cfg.train.compile = _upgrade("train.compile", cfg.train.compile)
+    for key in RULES:
         section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in options:
-            raise ConfigError(f"{source}: {key} is {value!r}; choose one of {', '.join(options)}")
-    positive = [
-        "train.iters",
-        "train.batch_size",
-        "train.accum_steps",
-        "train.eval_interval",
-        "train.save_interval",
-        "train.log_interval",
-        "data.crop_size",
-        "eval.crop_size",
-        "eval.stride",
-    ]
-    for key in positive:
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        values = value if isinstance(value, list) else [value]
-        if isinstance(value, list) and len(value) != 2:
-            raise ConfigError(f"{source}: {key} is {value}; give one size or [height, width]")
-        if min(values) <= 0:
-            raise ConfigError(f"{source}: {key} is {value}; it must be > 0")
-    if cfg.data.eval_scale and len(cfg.data.eval_scale) != 2:
-        raise ConfigError(
-            f"{source}: data.eval_scale is {cfg.data.eval_scale}; give [long edge, short edge], "
-            "e.g. [2048, 512], or [] to evaluate at the original size"
-        )
+        check_value(key, getattr(getattr(cfg, section), name), source)
     if cfg.train.batch_size % cfg.train.accum_steps:
         raise ConfigError(
             f"{source}: train.batch_size {cfg.train.batch_size} is not divisible by "
             f"train.accum_steps {cfg.train.accum_steps}; change one of them"
         )
-    for key in ("data.mean", "data.std"):
+
+
+def check_value(key: str, value: Any, source: str = "config") -> None:
+    """Raise `ConfigError` naming the key, the value, its rule and default when `value` breaks
+    the rule of `key` in `RULES` (keys without one, like `model.kwargs.*`, must be finite)."""
+    problem = RULES.get(key, _ANY).problem(value)
+    if problem is None:
+        return
+    section, _, name = key.partition(".")
+    default = getattr(getattr(Config(), section, None), name, None)
+    rule = RULES.get(key, _ANY)
+    note = f": {rule.hint}" if rule.hint else ""
+    default = "" if "kwargs" in key else f" (default {default!r}{note})"
+    raise ConfigError(f"{source}: {key} is {value!r}; it {problem}{default}")
+
+
+def _upgrade(key: str, value: Any) -> Any:
+    """Old spellings still accepted: `train.compile: true/false` (before compile modes)."""
+    if key == "train.compile" and isinstance(value, bool):
+        return "model" if value else "none"
+    return value
+
+
+def _checked(key: str, value: Any, source: str) -> Any:
+    value = _upgrade(key, value)
+    check_value(key, value, source)
+    return value
+
+
+def rules_markdown() -> str:
+    """`RULES` as a Markdown table (key, type, values); docs/training.md holds a copy."""
+    rows = ["| key | type | values |", "| --- | --- | --- |"]
+    for key, rule in RULES.items():
+        if rule == _ANY:
+            continue
         section, name = key.split(".")
-        if len(getattr(getattr(cfg, section), name)) != 3:
-            raise ConfigError(f"{source}: {key} needs 3 values (R, G, B)")
-    if not cfg.eval.scales:
-        raise ConfigError(f"{source}: eval.scales is empty; give at least one scale, e.g. [1.0]")
-    bad = [v for v in cfg.eval.scales if not 0 < v < float("inf")]
-    if bad:
-        raise ConfigError(
-            f"{source}: eval.scales {cfg.eval.scales} holds {bad[0]}; every scale must be > 0, "
-            "e.g. [0.75, 1.0, 1.25]"
-        )
+        hint = typing.get_type_hints(type(getattr(Config(), section)))[name]
+        kind = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+        note = f" ({rule.hint})" if rule.hint else ""
+        rows.append(f"| `{key}` | {kind.replace('|', 'or')} | {rule.text()}{note} |")
+    return "\n".join(rows)
 
 
 def _check_key(key: str, valid: list[str], prefix: str, where: str) -> None:
@@ -330,7 +430,8 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
                 hint, value if value is not None else {}, f"{prefix}{key}.", source
             )
         else:
-            kwargs[key] = _convert(value, hint, f"{prefix}{key}", source)
+            full = f"{prefix}{key}"
+            kwargs[key] = _checked(full, _convert(value, hint, full, source), source)
     return cls(**kwargs)
 
 

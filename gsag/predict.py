@@ -189,7 +189,7 @@ class Predictor:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
-        from gsag.engine.evaluate import check_inference_options
+        from gsag.engine.evaluate import check_inference_options, resolve_mode
 
         _check_mode(mode)
         self.device = torch.device(device)
@@ -205,10 +205,7 @@ class Predictor:
         self.stride = stride or eval_cfg.get("stride") or default_stride
         #: value written for each class index (Cityscapes: its labelId); None: the index itself
         self.prediction_ids: list[int] | None = meta.get("prediction_ids")
-        # multi-scale when asked for by mode, by tta or by explicit scales; "slide" then slides
-        # at every scale instead of being dropped
-        self.window = "slide" if mode == "slide" else "whole"
-        self.mode = "multiscale" if tta or scales or mode == "multiscale" else mode
+        self.mode, self.window = resolve_mode(mode, bool(scales), tta)
         self.scales = tuple(
             scales or (DEFAULT_SCALES if tta else eval_cfg.get("scales") or DEFAULT_SCALES)
         )
@@ -268,9 +265,16 @@ def _check_mode(mode: str) -> None:
 
 
 def _eval_config(config: Any) -> dict:
-    """The `eval` section of a resolved config dict (empty when absent)."""
+    """The `eval` section of a checkpoint's resolved config dict (empty when absent), its
+    values checked against their rules (`gsag.config.RULES`)."""
+    from gsag.config import RULES, check_value
+
     section = config.get("eval") if isinstance(config, dict) else None
-    return section if isinstance(section, dict) else {}
+    section = section if isinstance(section, dict) else {}
+    for key, value in section.items():
+        if f"eval.{key}" in RULES:
+            check_value(f"eval.{key}", value, "the checkpoint's config")
+    return section
 
 
 def list_images(path: str | os.PathLike) -> list[Path]:

@@ -217,3 +217,45 @@ def test_a_combination_killed_before_its_first_save_is_redone(tmp_path, synth_ro
     assert (run / "result.json").is_file() and result["mIoU"] == result["mIoU"]
     (aside,) = run.parent.glob(f"{run.name}.old-*")
     assert (aside / "metrics.jsonl").read_text().startswith('{"type": "train", "iteration": 1,')
+
+
+def test_changed_data_at_the_same_path_is_not_reused(tmp_path, synth_root):
+    """The fingerprint holds the dataset's identity: the same config over other data trains
+    anew; unchanged data finds the finished run."""
+    import shutil
+
+    from gsag.config import load_config
+
+    data = shutil.copytree(synth_root, tmp_path / "data")
+    sets = [f"data.root={data}", "data.synthetic=false"]
+    combo = ablate.Combo("fcn", "test_resnet", 0)
+    first, _ = ablate.resolve_combo(None, combo, tmp_path / "abl", sets)
+    identity = ablate.data_identity(first)
+    assert identity == ablate.data_identity(load_config(None, sets))  # stable
+    run = (
+        tmp_path / "abl" / "runs" / f"{combo.name}__{ablate.fingerprint(first.to_dict(), identity)}"
+    )
+    assert first.output.run_dir == str(run)
+    run.mkdir(parents=True)
+    (run / ablate.RESULT_FILE).write_text(json.dumps({"data": identity}))
+    assert ablate.resolve_combo(None, combo, tmp_path / "abl", sets)[0].output.run_dir == str(run)
+
+    lists = data / "ImageSets" / "Segmentation"
+    (lists / "val.txt").write_text("".join(f"val_{i:05d}\n" for i in range(3)))  # one fewer
+    changed, _ = ablate.resolve_combo(None, combo, tmp_path / "abl", sets)
+    assert changed.output.run_dir != str(run)
+    (lists / "val.txt").write_text("".join(f"val_{i:05d}\n" for i in range(4)))
+    text = (data / "classes.yaml").read_text()
+    (data / "classes.yaml").write_text(text.replace("seed: 0", "seed: 7"))  # regenerated
+    assert ablate.resolve_combo(None, combo, tmp_path / "abl", sets)[0].output.run_dir != str(run)
+
+
+def test_runs_recorded_before_the_data_counted_are_still_found(tmp_path, synth_root):
+    sets = [f"data.root={synth_root}", "data.synthetic=false"]
+    combo = ablate.Combo("fcn", "test_resnet", 1)
+    cfg, _ = ablate.resolve_combo(None, combo, tmp_path, sets)
+    old = tmp_path / "runs" / f"{combo.name}__{ablate.fingerprint(cfg.to_dict())}"
+    assert cfg.output.run_dir != str(old)
+    old.mkdir(parents=True)
+    (old / ablate.RESULT_FILE).write_text(json.dumps({"mIoU": 0.5}))  # no "data" entry
+    assert ablate.resolve_combo(None, combo, tmp_path, sets)[0].output.run_dir == str(old)

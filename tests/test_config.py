@@ -70,9 +70,9 @@ def test_unknown_keys_suggest_nearest(tmp_path, text, override, expected):
     ("override", "fragment"),
     [
         ("train.iters=ten", "train.iters is 'ten'; expected int"),
-        ("train.amp=fp8", "train.amp is 'fp8'; choose one of none, bf16, fp16"),
-        ("train.iters=0", "train.iters is 0; it must be > 0"),
-        ("data.mean=[0.5, 0.5]", "data.mean needs 3 values"),
+        ("train.amp=fp8", "train.amp is 'fp8'; it must be one of auto, bf16, fp16, none"),
+        ("train.iters=0", "train.iters is 0; it must be >= 1"),
+        ("data.mean=[0.5, 0.5]", "data.mean is [0.5, 0.5]; it must be in [0, 1], a list of 3"),
         ("train.batch_size=6", "not divisible by train.accum_steps"),
         ("train.iters", "must look like section.key=value"),
     ],
@@ -149,9 +149,16 @@ def test_dataset_recipe_configs(prefix, count, crop, batch, lr, iters, eval_mode
 def test_crop_sizes_take_height_and_width():
     cfg = load_config(None, ["data.crop_size=[512, 1024]", "eval.stride=[341, 682]"])
     assert (cfg.data.crop_size, cfg.eval.stride) == ([512, 1024], [341, 682])
-    with pytest.raises(ConfigError, match="height, width"):
+    with pytest.raises(ConfigError, match=r"a list of 2 values .*one side, or \[height, width\]"):
         load_config(None, ["data.crop_size=[1, 2, 3]"])
-    with pytest.raises(ConfigError, match="must be > 0"):
+    with pytest.raises(ConfigError, match=r"holds 0; each value must be in \[1, 16384\]"):
         load_config(None, ["eval.crop_size=[0, 5]"])
     with pytest.raises(ConfigError, match="long edge, short edge"):
         load_config(None, ["data.eval_scale=[512]"])
+
+
+def test_docs_list_every_rule():
+    from gsag.config import rules_markdown
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    assert rules_markdown() in text, "regenerate the table in docs/training.md: rules_markdown()"

@@ -231,3 +231,127 @@ def test_debug_shows_the_traceback_and_bugs_are_not_hidden(tmp_path, monkeypatch
     monkeypatch.setattr(engine, "train", bug)
     with pytest.raises(ZeroDivisionError):
         main(["train", "configs/demo.yaml", "--run-dir", str(tmp_path / "r")])
+
+
+def _damaged_checkpoints(run, tmp_path) -> dict[str, str]:
+    """name -> fragment: files with the gsag format marker whose contents are incomplete."""
+    from safetensors.torch import save_file
+
+    from gsag.engine.checkpoint import WEIGHTS_FORMAT, export_safetensors
+
+    good = torch.load(run / "last.pt", weights_only=True)
+    no_classes = {**good["meta"]}
+    del no_classes["num_classes"]
+    variants = {
+        "no_model.pt": ({k: v for k, v in good.items() if k != "model"}, "it has no model"),
+        "no_meta.pt": ({k: v for k, v in good.items() if k != "meta"}, "it has no meta"),
+        "no_num_classes.pt": ({**good, "meta": no_classes}, "no meta.num_classes"),
+        "model_is_text.pt": ({**good, "model": "weights"}, "model is a str, not dict"),
+        "wrong_count.pt": ({**good, "meta": {**good["meta"], "num_classes": 3}}, "num_classes"),
+    }
+    for name, (ckpt, _) in variants.items():
+        torch.save(ckpt, tmp_path / name)
+    export_safetensors(run / "last.pt", tmp_path / "good.safetensors")
+    from safetensors.torch import load_file
+
+    tensors = load_file(tmp_path / "good.safetensors")
+    for name, metadata in {
+        "not_json.safetensors": {"format": WEIGHTS_FORMAT, "config": "{oops", "meta": "{}"},
+        "empty.safetensors": {"format": WEIGHTS_FORMAT, "config": "", "meta": ""},
+        "no_meta.safetensors": {"format": WEIGHTS_FORMAT, "config": "{}"},
+    }.items():
+        save_file(tensors, str(tmp_path / name), metadata=metadata)
+    return {
+        **{name: fragment for name, (_, fragment) in variants.items()},
+        "not_json.safetensors": "its config metadata is not JSON",
+        "empty.safetensors": "its config metadata is empty or missing",
+        "no_meta.safetensors": "its meta metadata is empty or missing",
+    }
+
+
+def test_checkpoints_with_the_marker_but_missing_parts(capsys, trained, synth_root, tmp_path):
+    _, run = trained
+    image = sorted((synth_root / "JPEGImages").glob("*.jpg"))[0]
+    for name, fragment in _damaged_checkpoints(run, tmp_path).items():
+        ck = tmp_path / name
+        code, line = cli(capsys, "eval", ck, "--quiet")
+        assert code == 2 and str(ck) in line and fragment in line, line
+        code, line = cli(capsys, "predict", ck, "--input", image, "--out", tmp_path / "p")
+        assert code == 2 and str(ck) in line and fragment in line, line
+        code, line = cli(capsys, "export", ck, "--out", tmp_path / "m.onnx")
+        assert code == 2 and str(ck) in line, line
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["models", "gsag_hybird"], "model 'gsag_hybird' is unknown; did you mean gsag_hybrid?"),
+        (["models", "nosuch"], "model 'nosuch' is unknown; valid: fcn, gsag_basic"),
+        (["models", "--models", "fcn", "danat"], "did you mean danet?"),
+        (["models", "fcn", "--backbone", "resnet5"], "did you mean resnet50?"),
+        (["export", "--out", "m.onnx"], "give exactly one of a checkpoint"),
+        (["export", "c.pt", "--model", "fcn", "--out", "m.onnx"], "give exactly one of"),
+    ],
+)
+def test_small_cli_exits_are_one_line(capsys, argv, fragment):
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.startswith("error: ") and fragment in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "intro\n<!-- bench:end -->\ntable\n<!-- bench:start -->\n",
+        "<!-- bench:start -->\nold\n",
+        "<!-- bench:start -->\n<!-- bench:end -->\n<!-- bench:end -->\n",
+    ],
+)
+def test_update_doc_with_misplaced_markers_fails_before_timing(capsys, tmp_path, monkeypatch, text):
+    import gsag.bench
+
+    def timed(*args, **kwargs):
+        raise AssertionError("benchmarked before checking the markers")
+
+    monkeypatch.setattr(gsag.bench, "run_bench", timed)
+    doc = tmp_path / "doc.md"
+    doc.write_text(text)
+    argv = ["bench", "--models", "fcn", "--backbones", "test_resnet", "--update-doc", doc]
+    code, line = cli(capsys, *argv, "--out", tmp_path / "bench")
+    assert code == 2 and f"--update-doc {doc}: found" in line and "fix them" in line, line
+    assert doc.read_text() == text
+
+
+def test_update_doc_replaces_the_table_between_the_markers(tmp_path):
+    from gsag.commands.bench import _update_doc
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("a\n<!-- bench:start -->\nold\n<!-- bench:end -->\nb\n")
+    _update_doc(doc, "| new |\n")
+    assert doc.read_text() == "a\n<!-- bench:start -->\n| new |\n<!-- bench:end -->\nb\n"
+    fresh = tmp_path / "fresh.md"
+    _update_doc(fresh, "| t |\n")
+    assert fresh.read_text() == "\n\n<!-- bench:start -->\n| t |\n<!-- bench:end -->\n"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("eval", "crop_size", 0), ("eval", "scales", [float("nan")]), ("data", "std", [0, 0, 0])],
+)
+def test_bad_values_in_a_checkpoints_config(
+    capsys, trained, synth_root, tmp_path, section, key, value
+):
+    """The config stored in a checkpoint is checked by the same rules as a config file."""
+    _, run = trained
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["config"][section][key] = value
+    bad = tmp_path / "tampered.pt"
+    torch.save(ckpt, bad)
+    code, line = cli(capsys, "eval", bad, "--quiet", "--workers", "0")
+    assert code == 2 and f"{section}.{key} is" in line, line
+    if section == "eval":
+        image = sorted((synth_root / "JPEGImages").glob("*.jpg"))[0]
+        code, line = cli(capsys, "predict", bad, "--input", image, "--out", tmp_path / "p")
+        assert code == 2 and f"{section}.{key} is" in line, line

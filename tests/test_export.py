@@ -91,7 +91,12 @@ def test_dynamo_onnx_exporter(tmp_path):
         assert c.argmax_agreement >= 0.999
 
 
-def test_export_cli_checks_and_fails_below_the_agreement_threshold(tmp_path, synth_root):
+def test_export_cli_checks_and_fails_below_the_agreement_threshold(
+    tmp_path, synth_root, monkeypatch
+):
+    import dataclasses
+
+    import gsag.export
     from gsag.cli import main
 
     out = tmp_path / "m.onnx"
@@ -99,5 +104,14 @@ def test_export_cli_checks_and_fails_below_the_agreement_threshold(tmp_path, syn
             "--out", str(out), "--height", "64", "--width", "64",
             "--check-images", str(synth_root / "JPEGImages")]  # fmt: skip
     assert main(args) == 0 and out.is_file()
-    # agreement can never exceed 100 %, so this threshold must fail the command
-    assert main([*args, "--min-agreement", "1.01"]) == 1
+    # a threshold above 100 % is refused when parsed; an agreement below it fails the command
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--min-agreement", "1.01"])
+    assert exc.value.code == 2
+    real = gsag.export.check_onnx
+
+    def worse(*a, **kw):
+        return [dataclasses.replace(c, argmax_agreement=0.99) for c in real(*a, **kw)]
+
+    monkeypatch.setattr(gsag.export, "check_onnx", worse)
+    assert main(args) == 1

@@ -13,7 +13,10 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gsag.rules import Rule
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 # what `gsag predict`, `eval` and `export` accept as CHECKPOINT (see gsag.hub.load_trained_model)
@@ -78,22 +81,57 @@ def add_set_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
     )
 
 
-def bounded(kind: Callable[[str], Any], low: float, what: str, example: str):
-    """An argparse type: `kind(text)` that must be >= `low` (> 0 for floats when low is 0)."""
+class Bounded:
+    """An argparse type: `kind(text)` that must satisfy `rule` (a `gsag.rules.Rule`); floats
+    must be finite. Tests read `kind` and `rule` to walk every option through bad values."""
 
-    def parse(text: str):
+    def __init__(self, kind: Callable[[str], Any], rule: Rule, what: str, example: str) -> None:
+        self.kind, self.rule, self.what, self.example = kind, rule, what, example
+        self.__name__ = what  # argparse names the type in its messages
+
+    def __call__(self, text: str) -> Any:
         try:
-            value = kind(text)
+            value = self.kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number; e.g. {example}") from None
-        strict = kind is float and low == 0
-        if value != value or (value <= low if strict else value < low):
-            sign = "> 0" if strict else f">= {low}"
-            raise argparse.ArgumentTypeError(f"{what} {text} must be {sign}; e.g. {example}")
+            noun = "a whole number" if self.kind is int else "a number"
+            raise argparse.ArgumentTypeError(
+                f"{self.what} {text!r} is not {noun}; e.g. {self.example}"
+            ) from None
+        problem = self.rule.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{self.what} {text} {problem}; e.g. {self.example}")
         return value
 
-    parse.__name__ = what  # argparse names the type in its messages
-    return parse
+
+def bounded(
+    kind: Callable[[str], Any],
+    low: float,
+    what: str,
+    example: str,
+    high: float | None = None,
+    low_open: bool | None = None,
+) -> Bounded:
+    """An argparse type: a finite `kind(text)` in [low, high] (> low for floats when low is 0,
+    unless `low_open` says otherwise; ints are at most 2**31-1 in any case)."""
+    from gsag.rules import Rule
+
+    if low_open is None:
+        low_open = kind is float and low == 0
+    return Bounded(kind, Rule(low=low, high=high, low_open=low_open), what, example)
+
+
+def config_type(key: str, what: str, example: str) -> Bounded:
+    """An argparse type for an option that sets config key `key`: the key's rule in
+    `gsag.config.RULES`, so the flag and the config accept the same values."""
+    import typing
+
+    from gsag.config import RULES, Config
+
+    section, name = key.split(".")
+    hint = typing.get_type_hints(type(getattr(Config(), section)))[name]
+    while typing.get_args(hint):  # int | list[int] -> int, list[float] -> float
+        hint = typing.get_args(hint)[0]
+    return Bounded(hint, RULES[key], what, example)
 
 
 def device_type(text: str) -> str:
@@ -119,7 +157,7 @@ def add_threads_argument(
     """`--threads N`: torch CPU threads; `note` says what the default means."""
     parser.add_argument(
         "--threads",
-        type=bounded(int, 0, "threads", "--threads 1"),
+        type=config_type("train.num_threads", "threads", "--threads 1"),
         default=default,
         help=f"torch CPU threads (default {default}: {note})",
     )
@@ -149,25 +187,30 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_inference_arguments(parser: argparse.ArgumentParser, mode_default: str | None) -> None:
     """The inference flags shared by `gsag eval` and `gsag predict`."""
-    from gsag.config import DEFAULT_MAX_PIXELS, EVAL_MODES
+    from gsag.config import DEFAULT_MAX_PIXELS, EVAL_MODES, MAX_SIDE
 
     parser.add_argument("--mode", choices=EVAL_MODES, default=mode_default, help="inference mode")
     parser.add_argument(
-        "--crop-size", type=bounded(int, 1, "crop size", "--crop-size 512"), help="slide window"
+        "--crop-size",
+        type=config_type("eval.crop_size", "crop size", "--crop-size 512"),
+        help="slide window",
     )
     parser.add_argument(
-        "--stride", type=bounded(int, 1, "stride", "--stride 341"), help="slide window step"
+        "--stride",
+        type=config_type("eval.stride", "stride", "--stride 341"),
+        help="slide window step",
     )
     parser.add_argument(
         "--scales",
-        type=bounded(float, 0, "scale", "--scales 0.75 1 1.25"),
+        type=config_type("eval.scales", "scale", "--scales 0.75 1 1.25"),
         nargs="+",
-        help="multi-scale factors for --mode multiscale",
+        help="multi-scale factors; they make any --mode multi-scale (with --mode slide, "
+        "sliding windows at every scale)",
     )
     parser.add_argument("--flip", action="store_true", help="add horizontally flipped passes")
     parser.add_argument(
         "--max-pixels",
-        type=bounded(int, 1, "max pixels", "--max-pixels 16777216"),
+        type=bounded(int, 1, "max pixels", "--max-pixels 16777216", high=MAX_SIDE**2),
         default=DEFAULT_MAX_PIXELS,
         help="whole-image passes on larger images use sliding windows instead "
         f"(default {DEFAULT_MAX_PIXELS}, 4096x4096)",

@@ -10,6 +10,7 @@ from gsag.commands import (
     add_set_argument,
     add_threads_argument,
     check_output,
+    config_type,
     finish_path_argument,
 )
 
@@ -32,7 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="named configurations run for every model (default: base = the config as is); "
         "GSAG hybrid ablations: no_group no_pointwise no_mapping no_gate k3 k11 ce",
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=config_type("train.seed", "seed", "--seeds 0 1 2"),
+        default=[0, 1, 2],
+        help="seeds",
+    )
     parser.add_argument("--out", required=True, help="report folder (runs go to OUT/runs/)")
     add_set_argument(parser, " for every run")
     add_device_argument(parser)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from gsag.commands import add_device_argument, add_threads_argument, check_output, set_threads
+from gsag.commands import (
+    add_device_argument,
+    add_threads_argument,
+    bounded,
+    check_output,
+    set_threads,
+)
 
 HELP = "benchmark models side by side against a DeepLabV3 baseline (markdown + JSON)"
 
@@ -13,6 +19,8 @@ DOC_END = "<!-- {}:end -->"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gsag.config import MAX_CLASSES
+
     parser.add_argument(
         "--models",
         nargs="+",
@@ -32,11 +40,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=["512"],
         help="input sizes: 512 (square) or 512x1024 (HxW); several make a sweep",
     )
-    parser.add_argument("--batch", type=int, default=1, help="inference batch size")
+    parser.add_argument(
+        "--batch",
+        type=bounded(int, 1, "batch", "--batch 1", high=1024),
+        default=1,
+        help="inference batch size",
+    )
     add_device_argument(parser, default="cpu")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed forwards first")
-    parser.add_argument("--repeats", type=int, default=5, help="timed forwards")
-    parser.add_argument("--train-repeats", type=int, default=2, help="timed training steps")
+    parser.add_argument(
+        "--warmup",
+        type=bounded(int, 0, "warmup", "--warmup 2", high=1000),
+        default=2,
+        help="untimed forwards first",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=bounded(int, 1, "repeats", "--repeats 5", high=1000),
+        default=5,
+        help="timed forwards",
+    )
+    parser.add_argument(
+        "--train-repeats",
+        type=bounded(int, 1, "train repeats", "--train-repeats 2", high=1000),
+        default=2,
+        help="timed training steps (--no-train skips them)",
+    )
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--no-memory", action="store_true", help="skip peak memory")
     add_threads_argument(parser)
@@ -56,14 +84,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="time each model eager and compiled (--compile, default model); keep the faster",
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds (each: every model, --repeats)"
+        "--rounds",
+        type=bounded(int, 1, "rounds", "--rounds 3", high=1000),
+        default=3,
+        help="interleaved rounds (each: every model, --repeats)",
     )
     parser.add_argument(
         "--compile-backend",
         default="inductor",
         help="torch.compile backend; 'eager' traces without generating code (quick checks)",
     )
-    parser.add_argument("--num-classes", type=int, default=21, help="classes of the heads")
+    parser.add_argument(
+        "--num-classes",
+        type=bounded(int, 1, "classes", "--num-classes 21", high=MAX_CLASSES),
+        default=21,
+        help="classes of the heads",
+    )
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json")
     parser.add_argument(
         "--update-doc",
@@ -78,6 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_size(text: str) -> tuple[int, int]:
     """'512' -> (512, 512); '512x1024' -> (512, 1024)."""
+    from gsag.config import MAX_SIDE, MIN_INPUT
     from gsag.errors import UsageError
 
     parts = text.lower().split("x")
@@ -85,8 +122,13 @@ def parse_size(text: str) -> tuple[int, int]:
         values = [int(p) for p in parts]
     except ValueError:
         values = []
-    if len(values) not in (1, 2) or min(values, default=0) < 32:
-        raise UsageError(f"--sizes {text!r} is not like 512 or 512x1024 (each >= 32)")
+    if (
+        len(values) not in (1, 2)
+        or not MIN_INPUT <= min(values, default=0) <= max(values) <= MAX_SIDE
+    ):
+        raise UsageError(
+            f"--sizes {text!r} is not like 512 or 512x1024 (each in [{MIN_INPUT}, {MAX_SIDE}])"
+        )
     return (values[0], values[-1])
 
 
@@ -109,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     sizes = [parse_size(s) for s in args.sizes]
     check_output(args.out, "--out")
+    section = args.doc_section or ("bench-gpu" if args.device.startswith("cuda") else "bench")
     if args.update_doc:
         check_output(args.update_doc, "--update-doc", file=True)
+        _doc_around(Path(args.update_doc), section)  # misplaced markers fail before timing
     names = list(dict.fromkeys([*args.models, bench.BASELINE]))
     names += [bench.PEER] if args.torchvision_peer else []
     if args.rounds < 1 or args.repeats < 1:
@@ -149,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
     table = bench.to_markdown(rows, env, settings)
     console.print(table, markup=False, highlight=False)
     if args.update_doc:
-        section = args.doc_section or ("bench-gpu" if args.device.startswith("cuda") else "bench")
         _update_doc(Path(args.update_doc), table, section)
         console.print(f"updated {args.update_doc}")
     console.print(f"wrote {paths['markdown']} and {paths['json']}")
@@ -160,10 +203,28 @@ def _update_doc(path, table: str, section: str = "bench") -> None:
     """Replace what lies between the section's start and end markers (appended if missing)."""
     from gsag.atomic import write_text
 
+    head, tail = _doc_around(path, section)
+    write_text(path, f"{head}{table}{tail}")
+
+
+def _doc_around(path, section: str) -> tuple[str, str]:
+    """(the file up to its start marker and newline, from its end marker on); both markers
+    are appended when neither is there. Raises `UsageError` on markers out of place."""
+    from gsag.errors import UsageError
+
     start, end = DOC_START.format(section), DOC_END.format(section)
-    text = path.read_text() if path.exists() else ""
-    if start not in text or end not in text:
-        text = text.rstrip() + f"\n\n{start}\n{end}\n"
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--update-doc {path}: cannot be read as text ({e})") from e
+    counts = (text.count(start), text.count(end))
+    if counts == (0, 0):
+        return f"{text.rstrip()}\n\n{start}\n", f"{end}\n"
+    if counts != (1, 1) or text.index(end) < text.index(start):
+        raise UsageError(
+            f"--update-doc {path}: found {counts[0]} {start} and {counts[1]} {end}; the table "
+            "goes between one start marker and one end marker after it: fix them, or remove both "
+            "to append the table"
+        )
     head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    write_text(path, f"{head}{start}\n{table}{end}{tail}")
+    return f"{head}{start}\n", end + rest.split(end, 1)[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from gsag.commands import add_alias, check_output
+from gsag.commands import add_alias, bounded, check_output, config_type
 
 #: gsag.data.synth.VERSIONS, repeated so that building the parser imports no NumPy/SciPy
 SYNTH_VERSIONS = (1, 2)
@@ -20,10 +20,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("synth", help="write the generated context benchmark as a VOC tree")
     p.add_argument("--out", default="data/synth", help="output folder (default: data/synth)")
-    p.add_argument("--num-train", type=int, default=600, help="training images (default: 600)")
-    p.add_argument("--num-val", type=int, default=150, help="validation images (default: 150)")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels (default: 128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    from gsag.config import MAX_SIDE, MAX_WORKERS, MIN_INPUT
+
+    count = bounded(int, 1, "images", "--num-train 600")
+    p.add_argument("--num-train", type=count, default=600, help="training images (default: 600)")
+    p.add_argument("--num-val", type=count, default=150, help="validation images (default: 150)")
+    p.add_argument(
+        "--size",
+        type=bounded(int, MIN_INPUT, "size", "--size 128", high=MAX_SIDE),
+        default=128,
+        help="image side in pixels (default: 128)",
+    )
+    p.add_argument(
+        "--seed",
+        type=config_type("train.seed", "seed", "--seed 0"),
+        default=0,
+        help="random seed (default: 0)",
+    )
     p.add_argument(
         "--version",
         type=int,
@@ -32,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="generating rules (default: 2; 1 = the first benchmark, see docs/data.md)",
     )
     p.add_argument(
-        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default: 2)"
+        "--workers",
+        type=bounded(int, 1, "workers", "--workers 2", high=MAX_WORKERS),
+        default=min(2, os.cpu_count() or 1),
+        help="processes (default: 2)",
     )
     p.add_argument(
         "--overwrite",
@@ -43,7 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("check", help="open every image/mask pair and report problems")
     p.add_argument("root", help="a VOC tree or an images/ + masks/ + classes.yaml folder")
     p.add_argument("--split", action="append", help="split to check (repeatable; default all)")
-    p.add_argument("--show", type=int, default=50, help="issues to list (default: 50)")
+    p.add_argument(
+        "--show",
+        type=bounded(int, 0, "show", "--show 50"),
+        default=50,
+        help="issues to list (default: 50)",
+    )
     p.add_argument(
         "--layout",
         default="auto",

@@ -10,6 +10,7 @@ from gsag.commands import (
     add_device_argument,
     add_set_argument,
     add_threads_argument,
+    bounded,
     check_output,
 )
 
@@ -37,7 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="move an old run in the folder to OUT.old-<time>"
     )
-    parser.add_argument("--images", type=int, default=4, help="validation images to draw")
+    parser.add_argument(
+        "--images",
+        type=bounded(int, 0, "images", "--images 4", high=100),
+        default=4,
+        help="validation images to draw",
+    )
     add_device_argument(parser, default="cpu")
     add_threads_argument(
         parser,
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from gsag.config import load_config
+    from gsag.data.build import synth_seed
     from gsag.data.synth import generate
     from gsag.engine.run_dir import check_run_dir
     from gsag.engine.train import train
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             task = bar.add_task(f"generating {root}", total=None)
             generate(
                 root,
-                seed=cfg.train.seed,
+                seed=synth_seed(cfg),
                 workers=2,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )

@@ -14,6 +14,7 @@ from gsag.commands import (
     add_speed_arguments,
     add_threads_argument,
     check_output,
+    config_type,
     finish_path_argument,
     set_threads,
 )
@@ -26,9 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="dataset root (default: the one it was trained on)")
     parser.add_argument("--split", help="split to evaluate (default: the config's val split)")
     add_inference_arguments(parser, mode_default=None)
-    parser.add_argument("--max-images", type=int, default=0, help="only the first N images")
+    parser.add_argument(
+        "--max-images",
+        type=config_type("eval.max_images", "max images", "--max-images 20"),
+        default=0,
+        help="only the first N images (default 0: all)",
+    )
     add_speed_arguments(parser)
-    parser.add_argument("--workers", type=int, default=2, help="data loader workers")
+    parser.add_argument(
+        "--workers",
+        type=config_type("train.num_workers", "workers", "--workers 2"),
+        default=2,
+        help="data loader workers",
+    )
     add_device_argument(parser)
     add_threads_argument(parser)
     parser.add_argument("--out", help="report folder (default: next to the checkpoint)")
@@ -42,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.data.build import make_dataset
     from gsag.engine import distributed
     from gsag.engine.compile import CompileClock, apply_compile
-    from gsag.engine.evaluate import evaluate, inference_options, write_report
+    from gsag.engine.evaluate import evaluate, inference_options, resolve_mode, write_report
     from gsag.errors import GsagError
     from gsag.hub import load_trained_model, output_parent
     from gsag.report import describe_device
@@ -55,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         model, meta = load_trained_model(args.checkpoint, map_location=info.device)
         cfg = from_dict(meta["config"], source=args.checkpoint)
+        mode, window = resolve_mode(args.mode or cfg.eval.mode, bool(args.scales))
         for key, value in [
             ("data.root", args.data),
             ("data.val_split", args.split),
-            ("eval.mode", args.mode),
+            ("eval.mode", mode),
             ("eval.crop_size", args.crop_size),
             ("eval.stride", args.stride),
             ("eval.scales", args.scales and f"[{', '.join(map(str, args.scales))}]"),
@@ -75,6 +87,14 @@ def run(args: argparse.Namespace) -> int:
                 f"{cfg.data.root} has {dataset.num_classes} classes but {args.checkpoint} was "
                 f"trained on {meta['num_classes']}; evaluate on the dataset it was trained for"
             )
+        renamed = class_names_differ(list(dataset.classes), list(meta["classes"]))
+        if renamed and info.is_main:
+            console.print(
+                f"warning: {cfg.data.root} names class {renamed[0]} {renamed[1]!r} where "
+                f"{args.checkpoint} has {renamed[2]!r}; the report uses the checkpoint's names",
+                markup=False,
+                highlight=False,
+            )
         e = cfg.eval
         tag = f"{cfg.data.val_split}_{e.mode}" + ("_flip" if e.flip else "")
         out = Path(args.out) if args.out else output_parent(args.checkpoint) / f"eval_{tag}"
@@ -87,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
                 dataset,
                 **inference_options(e),
                 max_pixels=args.max_pixels,
+                window=window,
                 max_images=args.max_images,
                 num_workers=args.workers,
                 amp=e.amp,
@@ -105,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         "device": describe_device(info.device),
     }
     settings.update(
-        mode=e.mode, flip=e.flip, scales=e.scales, crop_size=e.crop_size, stride=e.stride,
+        mode=e.mode, window=window, flip=e.flip,
+        scales=e.scales if e.mode == "multiscale" else None,
+        crop_size=e.crop_size, stride=e.stride,
         max_pixels=args.max_pixels, amp=e.amp, compile=e.compile,
         compile_seconds=round(clock.compile_seconds, 2),
     )  # fmt: skip
@@ -123,6 +146,15 @@ def run(args: argparse.Namespace) -> int:
         ) from err
     console.print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
     return 0
+
+
+def class_names_differ(data: list[str], checkpoint: list[str]) -> tuple[int, str, str] | None:
+    """(index, the dataset's name, the checkpoint's name) of the first class they name
+    differently, or None when the names agree."""
+    for i, (a, b) in enumerate(zip(data, checkpoint, strict=False)):
+        if a != b:
+            return i, a, b
+    return None
 
 
 def _print_table(metrics: dict, classes: list[str], tag: str) -> None:

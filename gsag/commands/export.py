@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from gsag.commands import CHECKPOINT_HELP, add_path_argument, check_output
-from gsag.config import DEFAULT_OPSET
+from gsag.commands import CHECKPOINT_HELP, add_path_argument, bounded, check_output
+from gsag.config import DEFAULT_OPSET, MAX_CLASSES, MAX_SIDE, MIN_INPUT
 
 HELP = (
     "export a model to ONNX (dynamic batch/height/width) or torch.export, checked against PyTorch"
@@ -16,14 +16,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_path_argument(parser, "checkpoint", CHECKPOINT_HELP)
     parser.add_argument("--model", help="export an untrained model by name (see `gsag models`)")
     parser.add_argument("--backbone", default="resnet50", help="backbone for --model")
-    parser.add_argument("--num-classes", type=int, default=21, help="classes for --model")
+    parser.add_argument(
+        "--num-classes",
+        type=bounded(int, 1, "classes", "--num-classes 21", high=MAX_CLASSES),
+        default=21,
+        help="classes for --model",
+    )
     parser.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
     parser.add_argument(
         "--format", choices=["onnx", "torch"], default=None, help="default: from --out's suffix"
     )
-    parser.add_argument("--height", type=int, default=512, help="example input height")
-    parser.add_argument("--width", type=int, default=512, help="example input width")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
+    side = bounded(int, MIN_INPUT, "size", "--height 512", high=MAX_SIDE)
+    parser.add_argument("--height", type=side, default=512, help="example input height")
+    parser.add_argument("--width", type=side, default=512, help="example input width")
+    parser.add_argument(
+        "--opset",
+        type=bounded(int, 14, "opset", f"--opset {DEFAULT_OPSET}", high=20),
+        default=DEFAULT_OPSET,
+        help="ONNX opset, 14 to 20 (default %(default)s)",
+    )
     parser.add_argument(
         "--dynamo", action="store_true", help="use the torch.export-based ONNX exporter"
     )
@@ -36,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-agreement",
-        type=float,
+        type=bounded(float, 0, "min agreement", "--min-agreement 0.999", high=1),
         default=0.999,
         help="fail when fewer pixels than this share the argmax class (default 0.999)",
     )
@@ -53,8 +64,12 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     args.checkpoint = args.checkpoint or args.checkpoint_option
     if bool(args.checkpoint) == bool(args.model):
-        raise SystemExit("gsag export: error: give exactly one of a checkpoint (positional or "
-                         "--checkpoint) and --model NAME")  # fmt: skip
+        from gsag.errors import UsageError
+
+        raise UsageError(
+            "gsag export: give exactly one of a checkpoint (positional or --checkpoint) and "
+            "--model NAME"
+        )
     check_output(args.out, "--out", file=True)
     model, meta = _load(args)
     fmt = args.format or ("torch" if Path(args.out).suffix == ".pt2" else "onnx")

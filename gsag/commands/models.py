@@ -13,12 +13,14 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from gsag.commands import add_set_argument
+from gsag.commands import add_set_argument, bounded
 
 HELP = "list the models with their parameter count (and GFLOPs), or show one model's settings"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gsag.config import MAX_CLASSES, MAX_SIDE, MIN_INPUT, OUTPUT_STRIDES
+
     parser.add_argument(
         "name",
         nargs="?",
@@ -37,15 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add GFLOPs at --size (one forward pass per model: slow on a CPU, with a progress bar)",
     )
     parser.add_argument(
-        "--size", type=int, default=512, help="square input size for --flops (default: 512)"
+        "--size",
+        type=bounded(int, MIN_INPUT, "size", "--size 512", high=MAX_SIDE),
+        default=512,
+        help="square input size for --flops (default: 512)",
     )
     parser.add_argument(
         "--num-classes",
-        type=int,
+        type=bounded(int, 1, "classes", "--num-classes 21", high=MAX_CLASSES),
         help="classes (default: the config's dataset with --config, else 21 as in VOC)",
     )
     parser.add_argument(
-        "--output-stride", type=int, default=8, choices=(8, 16, 32), help="default: 8"
+        "--output-stride", type=int, default=8, choices=OUTPUT_STRIDES, help="default: 8"
     )
     parser.add_argument(
         "--models", nargs="+", metavar="NAME", help="only these models (default: all)"
@@ -156,6 +161,7 @@ def config_num_classes(cfg) -> int | None:
 def _show_settings(args: argparse.Namespace, console) -> int:
     from rich.table import Table
 
+    from gsag.errors import UsageError
     from gsag.models import ModelArgError
 
     notes = []
@@ -179,8 +185,7 @@ def _show_settings(args: argparse.Namespace, console) -> int:
     try:
         settings = model_settings(name, num_classes, backbone, stride, aux, kwargs)
     except ModelArgError as e:
-        console.print(str(e), style="red", markup=False)
-        return 2
+        raise UsageError(str(e)) from e
     console.print(
         f"{name} on {backbone} ({source}output stride {stride}, {num_classes} classes)",
         highlight=False,
@@ -205,12 +210,14 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     import gsag
+    from gsag.errors import UsageError, check_names
     from gsag.models import ModelArgError, check_model_args
 
     console = Console()
     if args.name and args.config:
-        console.print("give a model name or --config, not both", style="red")
-        return 2
+        raise UsageError("gsag models: give a model name or --config, not both")
+    check_names([args.name] if args.name else [], gsag.list_models(), "model")
+    check_names(args.models or [], gsag.list_models(), "--models")
     if args.name or args.config:
         return _show_settings(args, console)
     names = args.models or gsag.list_models()
@@ -218,8 +225,7 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             check_model_args(name, args.backbone, {})
     except ModelArgError as e:
-        console.print(str(e), style="red", markup=False)
-        return 2
+        raise UsageError(str(e)) from e
     num_classes = args.num_classes or 21
     what = "counting GFLOPs of" if args.flops else "counting"
     with Progress(console=Console(stderr=True), transient=True) as progress:

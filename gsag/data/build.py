@@ -10,6 +10,13 @@ from gsag.config import Config
 from gsag.data.base import SegmentationDataset
 
 
+def synth_seed(cfg: Config) -> int:
+    """The generator seed of `data.synthetic` data, for `gsag train` and `gsag demo` alike: 0,
+    whatever `train.seed` is, so that the runs of a seed grid share one dataset (other data:
+    `gsag data synth --seed N` into a folder, and `data.synthetic=false`)."""
+    return 0
+
+
 def ensure_data(cfg: Config) -> None:
     """Generate the synthetic dataset at `data.root` when it is missing and `data.synthetic`.
 
@@ -29,7 +36,7 @@ def ensure_data(cfg: Config) -> None:
         )
     from gsag.data.synth import generate
 
-    generate(root, seed=0)  # the current generator version
+    generate(root, seed=synth_seed(cfg))  # the current generator version
 
 
 def make_dataset(cfg: Config, split: str, train: bool) -> SegmentationDataset:

@@ -55,8 +55,25 @@ def voc_splits(root: Path) -> list[str]:
 
 
 def read_split(path: Path) -> list[str]:
-    """Ids listed one per line (blank lines and anything after the first word ignored)."""
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    """Ids listed one per line (blank lines and anything after the first word ignored).
+
+    Raises:
+        DataError: the list is not UTF-8 text, or an id is an absolute path or climbs out with
+            `..` (reads stay inside the dataset root).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (offset {e.start}); one id per line") from e
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+    for number, sample_id in enumerate(ids, 1):
+        parts = sample_id.replace("\\", "/").split("/")
+        if sample_id.startswith(("/", "\\")) or ".." in parts or Path(sample_id).is_absolute():
+            raise DataError(
+                f"{path}: id {sample_id!r} (entry {number}) points outside the dataset; ids are "
+                "file names inside it, like 2007_000032"
+            )
+    return ids
 
 
 class VOCSegmentation(SegmentationDataset):

@@ -101,7 +101,57 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"{path} is not a gsag checkpoint (no format={FORMAT!r} entry); "
             "train one with `gsag train` or load .safetensors weights exported by gsag"
         )
+    check_contents(ckpt, path)
     return ckpt
+
+
+#: What every gsag checkpoint holds, with the type each entry must have.
+CHECKPOINT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "model": dict,
+    "config": dict,
+    "meta": dict,
+    "iteration": int,
+    "best_miou": (int, float),
+}
+#: What every checkpoint's `meta` (and a .safetensors file's) holds.
+META_KEYS: dict[str, type | tuple[type, ...]] = {
+    "classes": list,
+    "palette": list,
+    "num_classes": int,
+    "ignore_index": int,
+}
+
+
+def check_contents(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """Raise `CheckpointError` naming the first entry a checkpoint lacks or holds wrongly
+    (`model`, `config`, `meta`, `meta.num_classes`, ...), before anything uses it."""
+    _check_entries(ckpt, CHECKPOINT_KEYS, "", path)
+    meta = ckpt["meta"]
+    _check_entries(meta, META_KEYS, "meta.", path)
+    num_classes, classes = meta["num_classes"], meta["classes"]
+    if num_classes < 1 or len(classes) != num_classes or len(meta["palette"]) < num_classes:
+        raise CheckpointError(
+            f"{path} is damaged: meta.num_classes is {num_classes} but it names "
+            f"{len(classes)} classes and {len(meta['palette'])} colours; use another checkpoint"
+        )
+
+
+def _check_entries(
+    d: dict[str, Any], keys: dict[str, type | tuple[type, ...]], prefix: str, path: Any
+) -> None:
+    for key, kind in keys.items():
+        if key not in d:
+            raise CheckpointError(
+                f"{path} is damaged or incomplete: it has no {prefix}{key}; use another "
+                "checkpoint (last.pt or best.pt of the run) or re-export it"
+            )
+        value = d[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise CheckpointError(
+                f"{path} is damaged: {prefix}{key} is a {type(value).__name__}, not {names}; "
+                "use another checkpoint"
+            )
 
 
 def _load_failure(e: Exception) -> str:
@@ -156,6 +206,11 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Segm
         model = model_from_args(model_args(config, meta))
     except ValueError as e:  # ModelArgError: a model this version of gsag cannot build
         raise CheckpointError(f"{path}: its model cannot be rebuilt ({e})") from e
+    except (KeyError, TypeError) as e:  # no model_args, and a config without its model section
+        raise CheckpointError(
+            f"{path} is damaged: its model cannot be rebuilt, meta.model_args and "
+            f"config.model lack {e}; use another checkpoint"
+        ) from e
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -220,4 +275,19 @@ def _read_safetensors(path: Path) -> tuple[dict, dict, dict]:
             f"{path} has no gsag metadata (format={WEIGHTS_FORMAT!r}); export it from a gsag "
             "checkpoint with gsag.engine.checkpoint.export_safetensors"
         )
-    return load_file(str(path)), json.loads(metadata["config"]), json.loads(metadata["meta"])
+    parsed = {}
+    for key in ("config", "meta"):
+        try:
+            parsed[key] = json.loads(metadata.get(key) or "")
+        except json.JSONDecodeError as e:
+            given = "empty or missing" if not metadata.get(key) else f"not JSON ({e.msg})"
+            raise CheckpointError(
+                f"{path} is damaged: its {key} metadata is {given}; re-export it with "
+                "`gsag export` or use the .pt checkpoint"
+            ) from e
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # SafetensorError: the header is fine, the tensors are not
+        raise CheckpointError(f"{path}: its tensors cannot be read ({e})") from e
+    check_contents({**parsed, "model": state, "iteration": 0, "best_miou": 0.0}, path)
+    return state, parsed["config"], parsed["meta"]

@@ -45,6 +45,14 @@ WINDOWS = ("whole", "slide")
 log = logging.getLogger(__name__)
 
 
+def resolve_mode(mode: str, scales_given: bool, tta: bool = False) -> tuple[str, str]:
+    """The (mode, window) that runs, one meaning for `gsag eval` and `gsag predict`: scales
+    given explicitly (or `tta`) make any mode multi-scale, and "slide" then slides its windows at
+    every scale instead of being dropped."""
+    window = "slide" if mode == "slide" else "whole"
+    return ("multiscale" if scales_given or tta else mode), window
+
+
 def check_inference_options(
     mode: str,
     crop_size: int | Sequence[int],
@@ -278,6 +286,7 @@ def evaluate(
     keep_samples: int = 0,
     progress: Callable[[int, int], None] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    window: str = "whole",
 ) -> dict[str, Any]:
     """Evaluate a model on a dataset whose samples are (normalised image, mask).
 
@@ -298,12 +307,13 @@ def evaluate(
         keep_samples: return the first N (image, mask, prediction) triples as "samples" (rank 0).
         progress: called with (done, total) after each image on this process.
         max_pixels: whole-image passes on larger images use sliding windows (see `infer`).
+        window: how "multiscale" runs each scale, "whole" or "slide" (see `resolve_mode`).
 
     Returns:
         `ConfusionMatrix.compute()` plus "confusion" (the matrix as nested lists) and
         "images" (number evaluated).
     """
-    check_inference_options(mode, crop_size, stride, scales)  # fail before loading any image
+    check_inference_options(mode, crop_size, stride, scales, window)  # before loading images
     num_classes = num_classes if num_classes is not None else dataset.num_classes
     ignore_index = ignore_index if ignore_index is not None else dataset.ignore_index
     length = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
@@ -320,9 +330,7 @@ def evaluate(
         image = image.to(device, non_blocking=True)
         mask = mask.to(device, non_blocking=True)
         with autocast(device, amp):
-            logits = infer(
-                model, image, mode, crop_size, stride, scales, flip, max_pixels=max_pixels
-            )
+            logits = infer(model, image, mode, crop_size, stride, scales, flip, window, max_pixels)
         if logits.shape[-2:] != mask.shape[-2:]:
             logits = F.interpolate(
                 logits, size=mask.shape[-2:], mode="bilinear", align_corners=False

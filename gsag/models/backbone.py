@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import Tensor, nn
 
+from gsag.config import OUTPUT_STRIDES
 from gsag.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ BACKBONES: dict[str, str] = {
     "test_resnet": "test_resnet",  # ~0.4 M parameters, random init only: for unit tests
 }
 
-OUTPUT_STRIDES = (8, 16, 32)
 DEFAULT_LEVELS = (2, 3, 4)
 
 

@@ -87,19 +87,19 @@ def test_threads_everywhere(command, capsys):
     assert _parse([command, *NEEDS[command], "--threads", "3"]).threads == 3
     with pytest.raises(SystemExit):
         _parse([command, *NEEDS[command], "--threads", "-1"])
-    assert "threads -1 must be >= 0" in capsys.readouterr().err
+    assert "threads -1 must be in [0, 1024]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["eval", "predict"])
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--scales", "0"], "scale 0 must be > 0"),
-        (["--scales", "1", "-1"], "scale -1 must be > 0"),
-        (["--scales", "nan"], "scale nan must be > 0"),
-        (["--stride", "0"], "stride 0 must be >= 1"),
-        (["--crop-size", "0"], "crop size 0 must be >= 1"),
-        (["--max-pixels", "0"], "max pixels 0 must be >= 1"),
+        (["--scales", "0"], "scale 0 must be in (0, 16]"),
+        (["--scales", "1", "-1"], "scale -1 must be in (0, 16]"),
+        (["--scales", "nan"], "scale nan must be a finite number in (0, 16]"),
+        (["--stride", "0"], "stride 0 must be in [1, 16384]"),
+        (["--crop-size", "0"], "crop size 0 must be in [1, 16384]"),
+        (["--max-pixels", "0"], "max pixels 0 must be in [1, 268435456]"),
     ],
 )
 def test_inference_options_are_checked_when_parsed(command, option, message, capsys):

@@ -77,3 +77,36 @@ def test_full_demo_config(tmp_path):
     assert main(args) == 0
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     assert metrics["mIoU"] > 0.2  # far above chance on the 8-class benchmark
+
+
+def test_demo_and_train_generate_the_same_data_whatever_train_seed(tmp_path, monkeypatch):
+    """Generated data uses generator seed 0 in `gsag demo` as in `gsag train`, whatever
+    train.seed is (the seed of a run changes its training, not its data)."""
+    import gsag.data.synth as synth
+    import gsag.engine.train as engine
+    from gsag.cli import main
+    from gsag.config import load_config
+    from gsag.data.build import ensure_data
+
+    seeds = []
+
+    def record(out_dir, seed=0, **kwargs):
+        seeds.append(seed)
+        out_dir.mkdir(parents=True)
+        (out_dir / "classes.yaml").write_text("classes: [a, b]\n")
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(synth, "generate", record)
+    monkeypatch.setattr(engine, "train", stop)
+    args = ["demo", "--set", f"data.root={tmp_path / 'demo'}", "--set", "train.seed=3",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    with pytest.raises(Stop):
+        main(args)
+    ensure_data(load_config("configs/demo.yaml", [f"data.root={tmp_path / 'train'}",
+                                                  "train.seed=3"]))  # fmt: skip
+    assert seeds == [0, 0]

@@ -146,3 +146,17 @@ def test_iteration_stops_at_the_end(synth_root):
     with pytest.raises(IndexError):
         ds[len(ds)]
     assert torch.equal(ds[-1][1], ds[len(ds) - 1][1])
+
+
+@pytest.mark.parametrize(
+    "line", ["../JPEGImages/train_00000", "/etc/passwd", "a/../../outside", "..\\windows"]
+)
+def test_split_ids_cannot_leave_the_dataset(tmp_path, synth_root, line):
+    root = shutil.copytree(synth_root, tmp_path / "voc")
+    lists = root / "ImageSets" / "Segmentation"
+    (lists / "evil.txt").write_text(f"train_00000\n{line}\n")
+    with pytest.raises(DataError, match=r"evil.txt: id .* \(entry 2\) points outside the dataset"):
+        VOCSegmentation(root, "evil")
+    (lists / "latin.txt").write_bytes("train_00000 Größe\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin\.txt: not UTF-8 text"):
+        VOCSegmentation(root, "latin")

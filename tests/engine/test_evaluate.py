@@ -189,6 +189,52 @@ def test_cli_whole_mode_over_the_pixel_budget_equals_slide(trained, tmp_path):
     assert data["settings"]["max_pixels"] == 2500
 
 
+@pytest.mark.parametrize("mode", [None, "whole", "slide"])
+def test_cli_scales_make_any_mode_multiscale_and_say_so(trained, tmp_path, mode):
+    """--scales without --mode multiscale runs multi-scale (as gsag predict does), with
+    sliding windows at every scale for --mode slide; metrics.json records what ran."""
+    from gsag.cli import main
+
+    cfg, run = trained
+    out = tmp_path / "scales"
+    argv = ["eval", str(run / "best.safetensors"), "--scales", "0.5", "1.5", "--crop-size", "48",
+            "--stride", "32", "--out", str(out), "--quiet", "--workers", "0"]  # fmt: skip
+    assert main(argv + (["--mode", mode] if mode else [])) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    window = "slide" if mode == "slide" else "whole"
+    assert data["settings"]["mode"] == "multiscale" and data["settings"]["window"] == window
+    assert data["settings"]["scales"] == [0.5, 1.5]
+    model, _ = gsag.engine.checkpoint.load_model(run / "best.safetensors")
+    dataset = make_dataset(cfg, "val", train=False)
+    direct = evaluate(model, dataset, "multiscale", 48, 32, [0.5, 1.5], window=window)
+    assert data["mIoU"] == pytest.approx(direct["mIoU"])
+    whole = evaluate(model, dataset, "whole")
+    assert direct["confusion"] != whole["confusion"]  # the scales changed the result
+
+
+def test_cli_warns_when_the_dataset_names_classes_differently(trained, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    from gsag.cli import main
+
+    cfg, run = trained
+    data = shutil.copytree(cfg.data.root, tmp_path / "data")
+    info = yaml.safe_load((data / "classes.yaml").read_text())
+    info["classes"][3], info["classes"][5] = "zebra", "yacht"
+    (data / "classes.yaml").write_text(yaml.safe_dump(info))
+    argv = ["eval", str(run / "last.pt"), "--data", str(data), "--out", str(tmp_path / "e"),
+            "--quiet", "--workers", "0", "--max-images", "1"]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    warning = f"warning: {data} names class 3 'zebra' where {run / 'last.pt'} has 'horse'"
+    assert warning in err.replace("\n", " ") and "yacht" not in err
+    assert main([*argv[:3], str(cfg.data.root), *argv[4:], "--out", str(tmp_path / "f")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_write_report_nan_becomes_null(tmp_path):
     metrics = {"IoU": [0.5, float("nan")], "Acc": [1.0, float("nan")], "mIoU": 0.5, "aAcc": 1.0,
                "mAcc": 1.0, "FWIoU": 0.5, "confusion": [[1, 0], [0, 0]], "pixels": 1}  # fmt: skip

@@ -121,5 +121,5 @@ def test_predictor_slide_with_tta_keeps_the_window(tmp_path):
 def test_config_refuses_non_positive_eval_scales():
     from gsag.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match=r"eval.scales \[1.0, 0.0\] holds 0.0"):
+    with pytest.raises(ConfigError, match=r"eval.scales is \[1.0, 0.0\]; it holds 0.0"):
         load_config(None, ["eval.scales=[1.0, 0.0]"])

@@ -223,4 +223,5 @@ def test_models_command_rejects_unknown_backbone(capsys):
     from gsag.cli import main
 
     assert main(["models", "--backbone", "vgg16"]) == 2
-    assert "resnet50" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "resnet50" in err
