@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from gsag.commands import add_device_argument, add_threads_argument, set_threads
+from gsag.commands import (
+    add_device_argument,
+    add_quiet_argument,
+    add_threads_argument,
+    set_threads,
+)
 
 HELP = "benchmark models side by side against a DeepLabV3 baseline (markdown + JSON)"
 
@@ -33,13 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="input sizes: 512 (square) or 512x1024 (HxW); several make a sweep",
     )
     parser.add_argument("--batch", type=int, default=1, help="inference batch size")
-    add_device_argument(parser, default="cpu")
+    add_device_argument(parser)
     parser.add_argument("--warmup", type=int, default=2, help="untimed forwards first")
     parser.add_argument("--repeats", type=int, default=5, help="timed forwards")
     parser.add_argument("--train-repeats", type=int, default=2, help="timed training steps")
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--no-memory", action="store_true", help="skip peak memory")
     add_threads_argument(parser)
+    add_quiet_argument(parser)
     parser.add_argument(
         "--amp",
         choices=["auto", "bf16", "fp16", "none"],
@@ -131,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     total = len(names) * len(args.backbones) * len(sizes)
     console.print(bench.settings_line(settings), markup=False, highlight=False)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+    with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
         task = bar.add_task("benchmarking", total=total)
 
         def done(row: bench.BenchRow) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gsag.commands import add_device_argument, add_set_argument, add_threads_argument
+from gsag.commands import (
+    add_device_argument,
+    add_quiet_argument,
+    add_set_argument,
+    add_threads_argument,
+    set_threads,
+)
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the repository, for an editable install
 HELP = "end-to-end CPU demo: data, training, evaluation, predictions and a report (~10 min)"
@@ -32,13 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="move an old run in the folder to OUT.old-<time>"
     )
     parser.add_argument("--images", type=int, default=4, help="validation images to draw")
-    add_device_argument(parser, default="cpu")
-    add_threads_argument(
-        parser,
-        default=1,
-        note="on 2 cores the data-loading worker needs the other one, and more threads than "
-        "free cores make PyTorch's thread pool spin and crawl",
-    )
+    add_device_argument(parser)
+    add_threads_argument(parser)
+    add_quiet_argument(parser)
 
 
 def demo_config(path: str | None) -> str:
@@ -61,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
-    import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -74,19 +75,20 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     start = time.perf_counter()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    overrides = [f"train.num_threads={args.threads}", *args.overrides]
+    overrides = list(args.overrides)
+    if args.threads:
+        overrides.append(f"train.num_threads={args.threads}")
     if args.out:
         overrides.append(f"output.run_dir={args.out}")
     cfg = load_config(demo_config(args.config), overrides)
+    set_threads(args.threads, cfg.train.num_threads)  # for the report's evaluation too
     if holds_run(cfg.output.run_dir) and not (args.resume or args.overwrite):
         raise RunFolderError(refuse_message(Path(cfg.output.run_dir)))  # before any work
     root = Path(cfg.data.root)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
 
     if cfg.data.synthetic and not (root.exists() and any(root.iterdir())):
-        with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+        with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
             task = bar.add_task(f"generating {root}", total=None)
             generate(
                 root,
@@ -101,11 +103,13 @@ def run(args: argparse.Namespace) -> int:
         f"training {cfg.model.name} on {cfg.model.backbone} for {cfg.train.iters} iterations "
         f"-> {cfg.output.run_dir}"
     )
-    result = train(cfg, device=args.device, resume=args.resume, overwrite=args.overwrite)
+    result = train(
+        cfg, device=args.device, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet
+    )
     trained = time.perf_counter() - start
 
     out = Path(cfg.output.run_dir) / "report"
-    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+    with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
         task = bar.add_task("evaluating + drawing", total=None)
         report = write_run_report(
             result["last"],

@@ -10,6 +10,7 @@ from gsag.commands import (
     add_device_argument,
     add_inference_arguments,
     add_path_argument,
+    add_quiet_argument,
     add_speed_arguments,
     add_threads_argument,
     finish_path_argument,
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser)
     add_threads_argument(parser)
     parser.add_argument("--out", help="report folder (default: next to the checkpoint)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

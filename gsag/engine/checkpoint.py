@@ -174,7 +174,7 @@ def load_resume_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, conf
         raise CheckpointError(
             f"{path} holds a {theirs.get('name')} on {theirs.get('backbone')} that does not fit "
             f"this config's {mine.name} on {mine.backbone} ({str(e).splitlines()[0]}); "
-            "resume with the config it was trained with, or start anew with another --run-dir "
+            "resume with the config it was trained with, or start anew with another --out "
             "or --overwrite"
         ) from e
 

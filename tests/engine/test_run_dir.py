@@ -76,7 +76,7 @@ def test_existing_run_is_refused_or_moved_aside_never_deleted(tmp_path):
     (run / "metrics.jsonl").write_text("old\n")
     with pytest.raises(RunFolderError) as err, open_run_dir(run):
         pass
-    for fix in ("--resume", "--run-dir", "--overwrite"):
+    for fix in ("--resume", "--out", "--overwrite"):
         assert fix in str(err.value)
     with open_run_dir(run, resume=True) as aside:
         assert aside is None and (run / "metrics.jsonl").read_text() == "old\n"
