@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         distributed.cleanup(info)
     if not info.is_main:
         return 0
-    tag = f"{cfg.data.val_split}_{e.mode}" + ("_flip" if e.flip else "")
+    tag = eval_tag(cfg.data.val_split, e, args.max_images)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{tag}"
     settings: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
@@ -99,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
         "split": cfg.data.val_split,
     }
     settings.update(
-        mode=e.mode, flip=e.flip, scales=e.scales, crop_size=e.crop_size, stride=e.stride,
-        max_pixels=args.max_pixels, amp=e.amp, compile=e.compile,
-        compile_seconds=round(clock.compile_seconds, 2),
+        mode=e.mode, crop_size=e.crop_size, stride=e.stride, scales=e.scales, flip=e.flip,
+        images=metrics["images"], max_images=args.max_images, max_pixels=args.max_pixels,
+        amp=e.amp, compile=e.compile, compile_seconds=round(clock.compile_seconds, 2),
     )  # fmt: skip
     paths = write_report(metrics, meta["classes"], out, extra={"settings": settings})
     _print_table(metrics, meta["classes"], tag)
@@ -109,6 +109,28 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"compile ({e.compile}): {clock.compile_seconds:.1f} s")
     console.print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
     return 0
+
+
+def eval_tag(split: str, e: Any, max_images: int = 0) -> str:
+    """The name of an evaluation's folder (`eval_<tag>`): every setting that changes its numbers.
+
+    e.g. "val_whole", "val_slide_crop512_stride341_flip", "val_multiscale_s0.75-1-1.25_first20".
+    `e` is a config's `eval` section (mode, crop_size, stride, scales, flip).
+    """
+
+    def size(value: Any) -> str:
+        return "x".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+    parts = [split, e.mode]
+    if e.mode == "slide":
+        parts += [f"crop{size(e.crop_size)}", f"stride{size(e.stride)}"]
+    if e.mode == "multiscale":
+        parts.append("s" + "-".join(f"{float(s):g}" for s in e.scales))
+    if e.flip:
+        parts.append("flip")
+    if max_images > 0:
+        parts.append(f"first{max_images}")
+    return "_".join(parts)
 
 
 def _print_table(metrics: dict, classes: list[str], tag: str) -> None:
