@@ -1,5 +1,5 @@
-"""Masks in colour: class colours for index masks, overlays on photos, image | truth | prediction
-panels (PIL), titled report figures with a class legend (matplotlib) and TensorBoard panels.
+"""Masks in colour: class colours for index masks, overlays on photos, titled image | truth |
+prediction | overlay report figures with a class legend (matplotlib) and TensorBoard panels.
 
 Every picture colours a mask the same way (`colour_mask`): class `i` in `palette[i]`, the ignore
 label white, any other index black. (Mask files are palette PNGs instead: `gsag.data.save_mask`.)
@@ -7,7 +7,6 @@ label white, any other index black. (Mask files are palette PNGs instead: `gsag.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -119,26 +118,6 @@ def report_figure(
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.2, wspace=0.04)
     return fig
-
-
-def prediction_panel(
-    rgb: np.ndarray,
-    truth: np.ndarray,
-    pred: np.ndarray,
-    palette: Palette,
-    ignore_index: int = 255,
-    min_height: int = 192,
-) -> Image.Image:
-    """PIL image: the input | ground truth in colour | prediction overlaid on the input (alpha
-    0.6), side by side; panels lower than `min_height` are enlarged (nearest, by a whole factor)
-    so that small images can be read."""
-    panel = Image.fromarray(_side_by_side(rgb, truth, pred, palette, ignore_index, alpha=0.6))
-    if panel.height < min_height:
-        factor = math.ceil(min_height / panel.height)
-        panel = panel.resize(
-            (panel.width * factor, panel.height * factor), Image.Resampling.NEAREST
-        )
-    return panel
 
 
 def tensorboard_panel(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gsag.visualize import colour_mask, prediction_panel, tensorboard_panel
+from gsag.visualize import colour_mask, overlay, tensorboard_panel
 
 PALETTE = [(0, 0, 0), (200, 0, 0), (0, 90, 10)]
 
@@ -19,16 +19,12 @@ def test_colour_mask_marks_ignore_white_and_unknown_black():
     assert tuple(colour_mask(mask, PALETTE, ignore_index=None)[1, 0]) == (0, 0, 0)
 
 
-def test_prediction_panel_shows_image_truth_and_overlay():
-    rgb = np.full((4, 5, 3), 100, dtype=np.uint8)
-    truth = np.array([[0, 1, 255, 1, 0]] * 4)
-    pred = np.ones((4, 5), dtype=np.int64)
-    palette = [(0, 0, 0), (200, 0, 0)]
-    panel = np.asarray(prediction_panel(rgb, truth, pred, palette, min_height=4))
-    assert panel.shape == (4, 15, 3)
-    np.testing.assert_array_equal(panel[:, :5], rgb)
-    assert tuple(panel[0, 5 + 1]) == (200, 0, 0) and tuple(panel[0, 5 + 2]) == (255, 255, 255)
-    assert tuple(panel[0, 10]) == (160, 40, 40)  # 0.4 * 100 + 0.6 * (200, 0, 0)
+def test_overlay_tints_foreground_only():
+    rgb = np.full((1, 3, 3), 100, dtype=np.uint8)
+    mask = np.array([[0, 1, 255]])
+    shown = np.asarray(overlay(rgb, mask, [(0, 0, 0), (200, 0, 0)], alpha=0.6))
+    assert tuple(shown[0, 1]) == (160, 40, 40)  # 0.4 * 100 + 0.6 * (200, 0, 0)
+    assert tuple(shown[0, 0]) == tuple(shown[0, 2]) == (100, 100, 100)  # background, ignore
 
 
 def test_tensorboard_panel_unnormalises_resizes_and_colours_both_masks():
@@ -71,8 +67,6 @@ def test_report_figure_has_titles_and_a_legend_of_the_classes_present():
 
 def test_outlined_overlay_keeps_a_grey_class_visible_on_a_grey_photo():
     """VOC's class 7 is (128, 128, 128): blended over a grey photo it vanishes; its outline not."""
-    from gsag.visualize import overlay
-
     palette = [(0, 0, 0)] * 7 + [(128, 128, 128)]
     rgb = np.full((12, 12, 3), 128, dtype=np.uint8)
     mask = np.zeros((12, 12), dtype=np.int64)
