@@ -13,6 +13,8 @@ import argparse
 import importlib
 import sys
 
+from gsag import __version__
+
 # name on the command line -> module in gsag.commands
 COMMANDS: dict[str, str] = {
     "models": "models",
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gsag", description="Semantic segmentation with the GSAG head and its baselines."
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"gsag {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"gsag.commands.{module_name}")
@@ -70,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        check_device(getattr(args, "device", None))
+        if hasattr(args, "device"):  # one default for every command: cuda if available
+            from gsag.commands import resolve_device
+
+            args.device = resolve_device(args.device)
+            check_device(args.device)
         return int(args._run(args) or 0)
     except (Exception, KeyboardInterrupt) as e:
         known = describe(e)

@@ -113,8 +113,8 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
     if _is_out_of_memory(exc):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return (
-            f"out of memory ({first}); lower train.batch_size or the image size, use "
-            "--mode slide for large images, or run on a device with more memory",
+            f"out of memory ({first}); lower train.batch_size or the image size, evaluate "
+            "large images with `gsag eval --mode slide`, or run on a device with more memory",
             RUN_FAILED,
         )
     return None

@@ -317,9 +317,9 @@ def write_run_report(
             progress=progress,
         )
     classes = list(meta["classes"])
-    e = cfg.eval
     settings = {"checkpoint": str(checkpoint), "data": cfg.data.root, "split": cfg.data.val_split,
-                "device": describe_device(device), "mode": e.mode, "flip": e.flip}  # fmt: skip
+                "device": describe_device(device), **inference_options(cfg.eval),
+                "images": metrics["images"]}  # fmt: skip
     write_metrics(metrics, classes, out, extra={"settings": settings})
     panels = _write_panels(model, meta, val_set, num_images, device, out)
     log = checkpoint.parent / "metrics.jsonl"
@@ -351,9 +351,10 @@ def _write_panels(
     device: str,
     out: Path,
 ) -> list[Path]:
-    """predictions/<id>.png (input | ground truth | prediction) for the first `num_images`."""
+    """predictions/<id>.png (image | truth | prediction | overlay, with a class legend) for the
+    first `num_images`."""
     from gsag.predict import Predictor
-    from gsag.visualize import prediction_panel
+    from gsag.visualize import report_figure
 
     predictor = Predictor.from_model(model, meta, device=device)
     panels = []
@@ -361,11 +362,10 @@ def _write_panels(
         image_path = val_set.image_path(i)
         rgb, truth, _ = val_set.load(i)  # upright image and its aligned mask
         pred = predictor.predict(rgb)
-        panel = prediction_panel(rgb, truth, pred, predictor.palette, meta["ignore_index"])
-        target = out / "predictions" / f"{image_path.stem}.png"
-        with atomic_path(target) as tmp:
-            panel.save(tmp)
-        panels.append(target)
+        figure = report_figure(
+            rgb, truth, pred, meta["classes"], predictor.palette, meta["ignore_index"]
+        )
+        panels.append(save_figure(figure, out / "predictions" / f"{image_path.stem}.png"))
     return panels
 
 
@@ -404,7 +404,12 @@ def _result_lines(
     if curve:
         lines += ["## Training curve", "", "![training curve](curve.png)", ""]
     if panels:
-        lines += ["## Predictions", "", "input | ground truth | prediction (overlay)", ""]
+        lines += [
+            "## Predictions",
+            "",
+            "image | truth | prediction | overlay, with the classes present",
+            "",
+        ]
         lines += [f"![{p.stem}](predictions/{p.name})" for p in panels]
         lines.append("")
     lines += ["## Confusion matrix (row-normalised)", "", "![confusion matrix](confusion.png)", ""]

@@ -1,5 +1,5 @@
-"""Masks in colour: class colours for index masks, overlays on photos, image | truth | prediction
-panels for reports (PIL) and TensorBoard (tensors).
+"""Masks in colour: class colours for index masks, overlays on photos, titled image | truth |
+prediction | overlay report figures with a class legend (matplotlib) and TensorBoard panels.
 
 Every picture colours a mask the same way (`colour_mask`): class `i` in `palette[i]`, the ignore
 label white, any other index black. (Mask files are palette PNGs instead: `gsag.data.save_mask`.)
@@ -7,7 +7,6 @@ label white, any other index black. (Mask files are palette PNGs instead: `gsag.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,37 +32,92 @@ def colour_mask(mask, palette: Palette, ignore_index: int | None = 255) -> np.nd
     return palette_lut(palette, ignore_index)[np.clip(np.asarray(mask), 0, 255)]
 
 
-def overlay(rgb: np.ndarray, mask: np.ndarray, palette: Palette, alpha: float = 0.5) -> Image.Image:
+def overlay(
+    rgb: np.ndarray, mask: np.ndarray, palette: Palette, alpha: float = 0.5, outline: bool = False
+) -> Image.Image:
     """Blend each foreground pixel's class colour over the image (alpha = weight of the colour).
 
     Background (class 0) and pixels outside the palette (the ignore label 255) are left
-    untinted, so the photo is not dimmed where nothing was found.
+    untinted, so the photo is not dimmed where nothing was found. `outline` draws the edge of
+    every foreground region in black or white, whichever contrasts with its class colour, so
+    that dull colours (the grey of VOC's class 7) stay visible on a photo.
     """
     colours = palette_lut(palette, ignore_index=None).astype(np.float32)
     index = np.clip(mask, 0, 255)  # (H, W)
-    weight = np.where((index > 0) & (index < len(palette)), alpha, 0.0)[..., None]  # (H, W, 1)
+    foreground = (index > 0) & (index < len(palette))
+    weight = np.where(foreground, alpha, 0.0)[..., None]  # (H, W, 1)
     blended = (1.0 - weight) * rgb.astype(np.float32) + weight * colours[index]
+    if outline:
+        edge = foreground & _edges(index)
+        light = colours[index] @ np.array([0.299, 0.587, 0.114], dtype=np.float32) > 100
+        blended[edge & light] = 0.0
+        blended[edge & ~light] = 255.0
     return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
 
 
-def prediction_panel(
+def _edges(index: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels with a 4-neighbour of another index (the image border is no edge)."""
+    edge = np.zeros(index.shape, dtype=bool)
+    vertical = index[1:] != index[:-1]
+    horizontal = index[:, 1:] != index[:, :-1]
+    edge[1:] |= vertical
+    edge[:-1] |= vertical
+    edge[:, 1:] |= horizontal
+    edge[:, :-1] |= horizontal
+    return edge
+
+
+def _rgb01(colour: Sequence[int]) -> tuple[float, float, float]:
+    r, g, b = (float(v) / 255 for v in colour)
+    return (r, g, b)
+
+
+#: the titles of the four pictures of `report_figure`
+REPORT_TITLES = ("image", "truth", "prediction", "overlay")
+
+
+def report_figure(
     rgb: np.ndarray,
     truth: np.ndarray,
     pred: np.ndarray,
+    classes: Sequence[str],
     palette: Palette,
     ignore_index: int = 255,
-    min_height: int = 192,
-) -> Image.Image:
-    """PIL image: the input | ground truth in colour | prediction overlaid on the input (alpha
-    0.6), side by side; panels lower than `min_height` are enlarged (nearest, by a whole factor)
-    so that small images can be read."""
-    panel = Image.fromarray(_side_by_side(rgb, truth, pred, palette, ignore_index, alpha=0.6))
-    if panel.height < min_height:
-        factor = math.ceil(min_height / panel.height)
-        panel = panel.resize(
-            (panel.width * factor, panel.height * factor), Image.Resampling.NEAREST
-        )
-    return panel
+):
+    """A matplotlib figure: image | truth | prediction | overlay, titled, with a legend of the
+    classes present in the truth or the prediction (and "ignore", white, where the truth has it).
+
+    The overlay blends the prediction over the image (alpha 0.6) with outlined regions; the
+    caller saves and closes the figure (`gsag.report.save_figure`).
+    """
+    from matplotlib.patches import Patch
+
+    from gsag.report import pyplot
+
+    pictures = (
+        rgb,
+        colour_mask(truth, palette, ignore_index),
+        colour_mask(pred, palette, ignore_index),
+        np.asarray(overlay(rgb, pred, palette, alpha=0.6, outline=True)),
+    )
+    height, width = rgb.shape[:2]
+    side = 2.6  # inches per picture
+    fig, axes = pyplot().subplots(1, 4, figsize=(4 * side, side * height / width + 0.9))
+    for ax, title, picture in zip(axes, REPORT_TITLES, pictures, strict=True):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_axis_off()
+    present = sorted(set(np.unique(truth).tolist()) | set(np.unique(pred).tolist()))
+    handles = [
+        Patch(facecolor=_rgb01(palette[c]), edgecolor="black", label=classes[c])
+        for c in present
+        if 0 <= c < len(classes)
+    ]
+    if ignore_index in present:
+        handles.append(Patch(facecolor="white", edgecolor="black", label="ignore"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.2, wspace=0.04)
+    return fig
 
 
 def tensorboard_panel(

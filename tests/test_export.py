@@ -115,3 +115,103 @@ def test_export_cli_checks_and_fails_below_the_agreement_threshold(
 
     monkeypatch.setattr(gsag.export, "check_onnx", worse)
     assert main(args) == 1
+
+
+def _checkpoint(tmp_path, backbone: str = TINY):
+    """A gsag .pt checkpoint with its own normalisation, classes and palette (not the defaults)."""
+    from gsag.engine.checkpoint import FORMAT, VERSION, atomic_save
+
+    model = _model("fcn", 3) if backbone == TINY else _resnet18_model("fcn", 3)
+    meta = {
+        "classes": ["sky", "road", "walker"],
+        "palette": [[10, 20, 30], [40, 50, 60], [70, 80, 90]],
+        "num_classes": 3,
+        "ignore_index": 254,
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.25, 0.3],
+    }
+    config = {"model": {"name": "fcn", "backbone": backbone, "output_stride": 8, "aux": False}}
+    path = tmp_path / "best.pt"
+    atomic_save({"format": FORMAT, "version": VERSION, "iteration": 1, "best_miou": 0.0,
+                 "model": model.state_dict(), "config": config, "meta": meta}, path)  # fmt: skip
+    return path, meta
+
+
+def _resnet18_model(name: str, num_classes: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return gsag.create_model(name, num_classes, backbone="resnet18", aux=False).eval()
+
+
+def _expect_metadata(props: dict, meta: dict) -> None:
+    import json
+
+    assert props["gsag_version"] == gsag.__version__
+    assert json.loads(props["mean"]) == meta["mean"] and json.loads(props["std"]) == meta["std"]
+    assert props["input_channel_order"] == "RGB" and props["input_range"].startswith("0-1")
+    assert json.loads(props["classes"]) == meta["classes"]
+    assert json.loads(props["palette"]) == meta["palette"]
+    assert props["ignore_index"] == str(meta["ignore_index"])
+    args = json.loads(props["model_args"])
+    assert (args["name"], args["num_classes"]) == ("fcn", 3)
+
+
+def test_onnx_export_carries_the_preprocessing_metadata(tmp_path):
+    """Read back with onnx itself (not gsag's reader) and with onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+
+    from gsag.cli import main
+
+    ckpt, meta = _checkpoint(tmp_path)
+    out = tmp_path / "m.onnx"
+    argv = ["export", str(ckpt), "--out", str(out), "--height", "64", "--width", "64", "--quiet"]
+    assert main(argv) == 0
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    _expect_metadata(props, meta)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map == props
+
+
+def test_pt2_export_carries_metadata_and_is_checked_like_onnx(tmp_path, capsys):
+    import json
+
+    from gsag.cli import main
+    from gsag.export import PT2_METADATA
+
+    ckpt, meta = _checkpoint(tmp_path, backbone="resnet18")
+    out = tmp_path / "m.pt2"
+    argv = ["export", str(ckpt), "--out", str(out), "--height", "64", "--width", "64", "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "the loaded .pt2 program vs PyTorch" in printed and "100.000 %" in printed
+    extra = {PT2_METADATA: ""}
+    torch.export.load(str(out), extra_files=extra)  # torch's own reader
+    _expect_metadata(json.loads(extra[PT2_METADATA]), meta)
+
+
+def test_check_program_agrees_with_a_direct_run(tmp_path):
+    from gsag.export import check_program
+
+    model = _resnet18_model("gsag_hybrid", 5)
+    path = export_program(model, tmp_path / "p.pt2", height=64, width=64)
+    x = torch.randn(2, 3, 72, 56, generator=torch.Generator().manual_seed(1))
+    (check,) = check_program(model, path, inputs=[x])
+    with torch.no_grad():
+        got = torch.export.load(str(path)).module()(x)
+        ref = model(x)["out"]
+    assert check.shape == (2, 3, 72, 56)
+    assert check.max_abs_diff == pytest.approx((got - ref).abs().max().item(), abs=1e-7)
+    assert check.argmax_agreement == pytest.approx((got.argmax(1) == ref.argmax(1)).float().mean())
+
+
+@pytest.mark.parametrize("name", ["m.xyz", "m", "m.onnx.tmp"])
+def test_export_refuses_an_unknown_suffix(tmp_path, capsys, name):
+    from gsag.cli import main
+
+    out = tmp_path / name
+    assert main(["export", "--model", "fcn", "--backbone", TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: --out {out}: unknown suffix") and ".onnx" in err and ".pt2" in err
+    )
+    assert list(tmp_path.iterdir()) == []

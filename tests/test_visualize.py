@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gsag.visualize import colour_mask, prediction_panel, tensorboard_panel
+from gsag.visualize import colour_mask, overlay, tensorboard_panel
 
 PALETTE = [(0, 0, 0), (200, 0, 0), (0, 90, 10)]
 
@@ -19,16 +19,12 @@ def test_colour_mask_marks_ignore_white_and_unknown_black():
     assert tuple(colour_mask(mask, PALETTE, ignore_index=None)[1, 0]) == (0, 0, 0)
 
 
-def test_prediction_panel_shows_image_truth_and_overlay():
-    rgb = np.full((4, 5, 3), 100, dtype=np.uint8)
-    truth = np.array([[0, 1, 255, 1, 0]] * 4)
-    pred = np.ones((4, 5), dtype=np.int64)
-    palette = [(0, 0, 0), (200, 0, 0)]
-    panel = np.asarray(prediction_panel(rgb, truth, pred, palette, min_height=4))
-    assert panel.shape == (4, 15, 3)
-    np.testing.assert_array_equal(panel[:, :5], rgb)
-    assert tuple(panel[0, 5 + 1]) == (200, 0, 0) and tuple(panel[0, 5 + 2]) == (255, 255, 255)
-    assert tuple(panel[0, 10]) == (160, 40, 40)  # 0.4 * 100 + 0.6 * (200, 0, 0)
+def test_overlay_tints_foreground_only():
+    rgb = np.full((1, 3, 3), 100, dtype=np.uint8)
+    mask = np.array([[0, 1, 255]])
+    shown = np.asarray(overlay(rgb, mask, [(0, 0, 0), (200, 0, 0)], alpha=0.6))
+    assert tuple(shown[0, 1]) == (160, 40, 40)  # 0.4 * 100 + 0.6 * (200, 0, 0)
+    assert tuple(shown[0, 0]) == tuple(shown[0, 2]) == (100, 100, 100)  # background, ignore
 
 
 def test_tensorboard_panel_unnormalises_resizes_and_colours_both_masks():
@@ -42,3 +38,53 @@ def test_tensorboard_panel_unnormalises_resizes_and_colours_both_masks():
     truth = panel[:, 0, 6:12].T.tolist()
     assert truth == [[0, 0, 0], [200, 0, 0], [0, 90, 10], [255, 255, 255], [200, 0, 0], [0, 0, 0]]
     assert panel[:, 0, 12:].T.tolist()[0] == [0, 90, 10]
+
+
+def test_report_figure_has_titles_and_a_legend_of_the_classes_present():
+    from gsag.report import pyplot
+    from gsag.visualize import REPORT_TITLES, report_figure
+
+    classes = ["background", "red", "green", "unused"]
+    palette = [*PALETTE, (1, 2, 3)]
+    rgb = np.full((8, 10, 3), 90, dtype=np.uint8)
+    truth = np.zeros((8, 10), dtype=np.int64)
+    truth[:2] = 255
+    truth[4:, 4:] = 1
+    pred = np.zeros((8, 10), dtype=np.int64)
+    pred[5:, 5:] = 2
+    fig = report_figure(rgb, truth, pred, classes, palette)
+    assert [ax.get_title() for ax in fig.axes] == list(REPORT_TITLES) == [
+        "image", "truth", "prediction", "overlay"]  # fmt: skip
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["background", "red", "green", "ignore"]  # "unused" is in neither mask
+    colours = [tuple(round(255 * c) for c in p.get_facecolor()[:3]) for p in legend.get_patches()]
+    assert colours == [(0, 0, 0), (200, 0, 0), (0, 90, 10), (255, 255, 255)]
+    shown = [ax.get_images()[0].get_array() for ax in fig.axes]
+    np.testing.assert_array_equal(shown[2], colour_mask(pred, palette))
+    pyplot().close(fig)
+
+
+def test_outlined_overlay_keeps_a_grey_class_visible_on_a_grey_photo():
+    """VOC's class 7 is (128, 128, 128): blended over a grey photo it vanishes; its outline not."""
+    palette = [(0, 0, 0)] * 7 + [(128, 128, 128)]
+    rgb = np.full((12, 12, 3), 128, dtype=np.uint8)
+    mask = np.zeros((12, 12), dtype=np.int64)
+    mask[3:9, 3:9] = 7
+    plain = np.asarray(overlay(rgb, mask, palette, alpha=0.6)).astype(int)
+    drawn = np.asarray(overlay(rgb, mask, palette, alpha=0.6, outline=True)).astype(int)
+    assert np.abs(plain - rgb).max() == 0  # the problem: nothing to see
+    ring = np.zeros((12, 12), dtype=bool)
+    ring[3:9, 3:9] = True
+    ring[4:8, 4:8] = False  # the region's own border pixels
+    assert (np.abs(drawn - 128).max(axis=2)[ring] >= 100).all()
+    np.testing.assert_array_equal(drawn[~ring], plain[~ring])  # inside and outside unchanged
+    white = np.asarray(overlay(rgb, np.where(mask, 1, 0), [(0, 0, 0), (0, 0, 120)], outline=True))
+    assert tuple(white[3, 3]) == (255, 255, 255)  # a dark class gets a white edge
+
+
+def test_confusion_cells_show_row_percentages():
+    from gsag.engine.evaluate import confusion_labels
+
+    norm = torch.tensor([[0.875, 0.125, 0.0], [0.002, 0.998, 0.0], [0.0, 0.0, 0.0]])
+    assert confusion_labels(norm) == {(0, 0): "88", (0, 1): "12", (1, 0): "<1", (1, 1): "100"}

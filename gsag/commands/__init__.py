@@ -1,9 +1,9 @@
 """One module per `gsag` sub-command: `HELP`, `add_arguments(parser)` and `run(args)`.
 
-The helpers below give each idea one spelling across commands: the checkpoint and config
-(positional or `--NAME`), `--set` / `--cfg-options`, `--threads`, `--device`, the inference
-options shared by `gsag eval` and `gsag predict`, and the check of an output path
-(`check_output`) every command makes before it starts working.
+The helpers below give each idea one spelling and one default across commands: the checkpoint
+and config (positional or `--NAME`), `--set` / `--cfg-options`, `--threads`, `--device`,
+`--quiet`, the inference options shared by `gsag eval` and `gsag predict`, and the check of an
+output path (`check_output`) every command makes before it starts working.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def add_set_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help=f"override config values{what}, e.g. --set train.iters=100 train.lr=0.01 "
+        help=f"override config values{what}, e.g. --set train.iters=100 optim.lr=0.01 "
         "(repeatable; --cfg-options is the same)",
     )
 
@@ -141,34 +141,55 @@ def device_type(text: str) -> str:
     return text
 
 
-def add_device_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """`--device cpu|cuda|cuda:N` (default: CUDA when available unless `default` is given)."""
-    when = default or "cuda if available"
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """`--device cpu|cuda|cuda:N`; one rule for every command: CUDA when available, else CPU
+    (`resolve_device`, applied by `gsag.cli.main`)."""
     parser.add_argument(
-        "--device", type=device_type, default=default, help=f"cpu, cuda or cuda:N (default: {when})"
+        "--device",
+        type=device_type,
+        help="cpu, cuda or cuda:N (default: cuda if available, else cpu)",
     )
 
 
-def add_threads_argument(
-    parser: argparse.ArgumentParser,
-    default: int = 0,
-    note: str = "torch's own choice; on a loaded machine 1 is often fastest",
-) -> None:
-    """`--threads N`: torch CPU threads; `note` says what the default means."""
+def resolve_device(device: str | None) -> str:
+    """`--device` as given, or the default of every command: "cuda" when available, else "cpu"."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """`--threads N`; one rule for every command: 0 (default) leaves the count to the config's
+    `train.num_threads` where the command trains (train, ablate, demo), else to torch (one per
+    core). See `resolve_threads`."""
     parser.add_argument(
         "--threads",
         type=config_type("train.num_threads", "threads", "--threads 1"),
-        default=default,
-        help=f"torch CPU threads (default {default}: {note})",
+        default=0,
+        help="torch CPU threads (default 0: the config's train.num_threads where the command "
+        "trains, else torch's default of one per core; on a loaded machine 1 is often fastest)",
     )
 
 
-def set_threads(threads: int) -> None:
-    """Apply `--threads` (0 keeps torch's default)."""
+def resolve_threads(threads: int, config_threads: int = 0) -> int:
+    """The thread count to use: `--threads`, else the config's `train.num_threads` (0 = torch's)."""
+    return threads or config_threads
+
+
+def set_threads(threads: int, config_threads: int = 0) -> None:
+    """Apply `resolve_threads(threads, config_threads)`; 0 keeps torch's default."""
+    threads = resolve_threads(threads, config_threads)
     if threads > 0:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    """`--quiet`: no progress bars or spinners (results and errors are still printed)."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or spinners")
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="report folder (runs go to OUT/runs/)")
     add_set_argument(parser, " for every run")
     add_device_argument(parser)
-    add_threads_argument(parser, note="keep the config's train.num_threads")
+    add_threads_argument(parser)
     parser.add_argument(
         "--report-only",
         action="store_true",

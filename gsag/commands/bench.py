@@ -6,6 +6,7 @@ import argparse
 
 from gsag.commands import (
     add_device_argument,
+    add_quiet_argument,
     add_threads_argument,
     bounded,
     check_output,
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="inference batch size",
     )
-    add_device_argument(parser, default="cpu")
+    add_device_argument(parser)
     parser.add_argument(
         "--warmup",
         type=bounded(int, 0, "warmup", "--warmup 2", high=1000),
@@ -68,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--no-memory", action="store_true", help="skip peak memory")
     add_threads_argument(parser)
+    add_quiet_argument(parser)
     parser.add_argument(
         "--amp",
         choices=["auto", "bf16", "fp16", "none"],
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     total = len(names) * len(args.backbones) * len(sizes)
     console.print(bench.settings_line(settings), markup=False, highlight=False)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+    with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
         task = bar.add_task("benchmarking", total=total)
 
         def done(row: bench.BenchRow) -> None:

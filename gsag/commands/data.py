@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from gsag.commands import add_alias, bounded, check_output, config_type
+from gsag.commands import add_alias, add_quiet_argument, bounded, check_output, config_type
 
 #: gsag.data.synth.VERSIONS, repeated so that building the parser imports no NumPy/SciPy
 SYNTH_VERSIONS = (1, 2)
@@ -88,15 +88,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="unpack the Cityscapes zips and write *_gtFine_labelTrainIds.png (19 classes)",
     )
     p.add_argument(
-        "--root", default="data/cityscapes", help="tree to fill (default: data/cityscapes)"
+        "--out", default="data/cityscapes", help="tree to fill (default: data/cityscapes)"
     )
+    add_alias(p, "--root", "out")
     p.add_argument(
-        "--leftimg", help="leftImg8bit_trainvaltest.zip (skip if --root has leftImg8bit/)"
+        "--leftimg", help="leftImg8bit_trainvaltest.zip (skip if --out has leftImg8bit/)"
     )
-    p.add_argument("--gtfine", help="gtFine_trainvaltest.zip (skip if --root has gtFine/)")
+    p.add_argument("--gtfine", help="gtFine_trainvaltest.zip (skip if --out has gtFine/)")
 
     p = sub.add_parser("prepare-ade20k", help="fetch and unpack ADE20K SceneParsing (150 classes)")
-    p.add_argument("--data-dir", default="data", help="where it goes (default: data)")
+    p.add_argument("--out", default="data", help="where it goes (default: data)")
+    add_alias(p, "--data-dir", "out")
     p.add_argument(
         "--download", action="store_true", help="fetch ADEChallengeData2016.zip (sha1-checked)"
     )
@@ -110,14 +112,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--annotations", required=True, help="trainval.tar.gz or its unpacked trainval/ folder"
     )
     p.add_argument("--labels", help="the release's labels.txt, to check the class id table")
+    for action in sub.choices.values():
+        add_quiet_argument(action)
 
 
-def _track(label: str, work):
-    """Run `work(progress)` under a rich progress bar; `progress(done, total)` advances it."""
+def _track(label: str, work, quiet: bool = False):
+    """Run `work(progress)` under a rich progress bar (none when `quiet`); `progress(done, total)`
+    advances it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn()) as bar:
+    with Progress(*columns, TimeRemainingColumn(), disable=quiet) as bar:
         task = bar.add_task(label, total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
@@ -176,8 +181,7 @@ def _run_synth(args, console) -> int:
         lambda progress: generate(
             args.out, args.num_train, args.num_val, args.size, args.seed, workers=args.workers,
             progress=progress, version=args.version,
-        ),
-    )  # fmt: skip
+        ), quiet=args.quiet)  # fmt: skip
     seconds = time.perf_counter() - start
     console.print(
         f"wrote {total} images ({args.size}x{args.size}) to [bold]{root}[/] in {seconds:.1f} s "
@@ -193,7 +197,9 @@ def _run_check(args, console) -> int:
     from gsag.data.check import check_dataset
 
     report = _track(
-        "checking", lambda progress: check_dataset(args.root, args.split, progress, args.layout)
+        "checking",
+        lambda progress: check_dataset(args.root, args.split, progress, args.layout),
+        quiet=args.quiet,
     )
     console.print(
         f"{report.root}: {report.layout} layout, splits {', '.join(report.splits)}, "
@@ -244,18 +250,24 @@ def _run_prepare(args, console) -> int:
             path = _track(
                 f"downloading {archive.name}",
                 lambda progress, a=archive: download(a, data_dir, progress=progress),
+                quiet=args.quiet,
             )
             if not (data_dir / archive.unpacks_to).exists():
                 _track(
                     f"unpacking {archive.name}",
                     lambda progress, p=path: extract(p, data_dir, progress),
+                    quiet=args.quiet,
                 )
         voc = voc or str(data_dir / VOC2012_TRAINVAL.unpacks_to)
         sbd = sbd or str(data_dir / SBD_BENCHMARK.unpacks_to)
     if not voc or not sbd:
         console.print("[red]error[/]: give --voc DIR and --sbd DIR, or --download")
         return 2
-    counts = _track("writing train_aug masks", lambda progress: prepare_voc(voc, sbd, progress))
+    counts = _track(
+        "writing train_aug masks",
+        lambda progress: prepare_voc(voc, sbd, progress),
+        quiet=args.quiet,
+    )
     console.print(
         f"VOC train {counts['voc_train']}, VOC val {counts['voc_val']}, SBD train "
         f"{counts['sbd_train']}, SBD val {counts['sbd_val']} -> [bold]train_aug "
@@ -270,11 +282,17 @@ def _run_prepare_cityscapes(args, console) -> int:
     from gsag.data.cityscapes import write_train_ids
     from gsag.data.download import extract
 
-    root = check_output(args.root, "--root")
+    root = check_output(args.out, "--out")
     for archive, top in ((args.leftimg, "leftImg8bit"), (args.gtfine, "gtFine")):
         if archive and not (root / top).is_dir():
-            _track(f"unpacking {Path(archive).name}", lambda p, a=archive: extract(a, root, p))
-    counts = _track("writing trainIds", lambda progress: write_train_ids(root, progress))
+            _track(
+                f"unpacking {Path(archive).name}",
+                lambda p, a=archive: extract(a, root, p),
+                quiet=args.quiet,
+            )
+    counts = _track(
+        "writing trainIds", lambda progress: write_train_ids(root, progress), quiet=args.quiet
+    )
     console.print(
         f"{counts['masks']} labelIds masks, {counts['written']} *_gtFine_labelTrainIds.png "
         f"written -> [bold]{root}[/]"
@@ -288,17 +306,18 @@ def _run_prepare_ade20k(args, console) -> int:
     from gsag.data.ade20k import find_ade20k_root
     from gsag.data.download import ADE20K_SCENE_PARSING, download, extract
 
-    data_dir = Path(args.data_dir)
+    data_dir = Path(args.out)
     if args.download or args.zip:
-        check_output(data_dir, "--data-dir")
+        check_output(data_dir, "--out")
     archive = Path(args.zip) if args.zip else None
     if args.download:
         archive = _track(
             "downloading ADEChallengeData2016.zip",
             lambda p: download(ADE20K_SCENE_PARSING, data_dir, progress=p),
+            quiet=args.quiet,
         )
     if archive is not None and find_ade20k_root(data_dir) is None:
-        _track("unpacking", lambda p: extract(archive, data_dir, p))
+        _track("unpacking", lambda p: extract(archive, data_dir, p), quiet=args.quiet)
     root = find_ade20k_root(data_dir)
     if root is None:
         console.print(
@@ -322,6 +341,7 @@ def _run_prepare_context(args, console) -> int:
     counts = _track(
         "writing context masks",
         lambda p: prepare_context(args.voc2010, args.annotations, args.labels, p),
+        quiet=args.quiet,
     )
     console.print(
         f"{counts['masks']} annotations ({counts['written']} new masks): train "

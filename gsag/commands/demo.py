@@ -8,10 +8,12 @@ from typing import Any
 
 from gsag.commands import (
     add_device_argument,
+    add_quiet_argument,
     add_set_argument,
     add_threads_argument,
     bounded,
     check_output,
+    set_threads,
 )
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the repository, for an editable install
@@ -44,13 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="validation images to draw",
     )
-    add_device_argument(parser, default="cpu")
-    add_threads_argument(
-        parser,
-        default=1,
-        note="on 2 cores the data-loading worker needs the other one, and more threads than "
-        "free cores make PyTorch's thread pool spin and crawl",
-    )
+    add_device_argument(parser)
+    add_threads_argument(parser)
+    add_quiet_argument(parser)
 
 
 def demo_config(path: str | None) -> str:
@@ -84,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
-    import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -97,19 +94,20 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     start = time.perf_counter()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    overrides = [f"train.num_threads={args.threads}", *args.overrides]
+    overrides = list(args.overrides)
+    if args.threads:
+        overrides.append(f"train.num_threads={args.threads}")
     cfg = load_config(demo_config(args.config), overrides)
     if args.out:
         cfg.output.run_dir = args.out  # a path as typed, never parsed as YAML
+    set_threads(args.threads, cfg.train.num_threads)  # for the report's evaluation too
     check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
     check_run_dir(Path(cfg.output.run_dir), args.resume, args.overwrite)  # before any work
     root = Path(cfg.data.root)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
 
     if cfg.data.synthetic and not (root.exists() and any(root.iterdir())):
-        with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+        with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
             task = bar.add_task(f"generating {root}", total=None)
             generate(
                 root,
@@ -124,11 +122,13 @@ def run(args: argparse.Namespace) -> int:
         f"training {cfg.model.name} on {cfg.model.backbone} for {cfg.train.iters} iterations "
         f"-> {cfg.output.run_dir}"
     )
-    result = train(cfg, device=args.device, resume=args.resume, overwrite=args.overwrite)
+    result = train(
+        cfg, device=args.device, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet
+    )
 
     out = Path(cfg.output.run_dir) / "report"
     metrics = final_evaluation(cfg, result, args.device)
-    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+    with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
         task = bar.add_task("drawing" if metrics else "evaluating + drawing", total=None)
         report = write_run_report(
             result["last"],

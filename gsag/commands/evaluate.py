@@ -11,6 +11,7 @@ from gsag.commands import (
     add_device_argument,
     add_inference_arguments,
     add_path_argument,
+    add_quiet_argument,
     add_speed_arguments,
     add_threads_argument,
     check_output,
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser)
     add_threads_argument(parser)
     parser.add_argument("--out", help="report folder (default: next to the checkpoint)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 highlight=False,
             )
         e = cfg.eval
-        tag = f"{cfg.data.val_split}_{e.mode}" + ("_flip" if e.flip else "")
+        tag = eval_tag(cfg.data.val_split, e, args.max_images, window)
         out = Path(args.out) if args.out else output_parent(args.checkpoint) / f"eval_{tag}"
         if info.is_main:
             check_output(out, "--out")  # also the default folder beside the checkpoint
@@ -129,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
         mode=e.mode, window=window, flip=e.flip,
         scales=e.scales if e.mode == "multiscale" else None,
         crop_size=e.crop_size, stride=e.stride,
-        max_pixels=args.max_pixels, amp=e.amp, compile=e.compile,
-        compile_seconds=round(clock.compile_seconds, 2),
+        images=metrics["images"], max_images=args.max_images, max_pixels=args.max_pixels,
+        amp=e.amp, compile=e.compile, compile_seconds=round(clock.compile_seconds, 2),
     )  # fmt: skip
     _print_table(metrics, meta["classes"], tag)  # shown even when the report cannot be written
     if e.compile != "none":
@@ -155,6 +156,28 @@ def class_names_differ(data: list[str], checkpoint: list[str]) -> tuple[int, str
         if a != b:
             return i, a, b
     return None
+
+
+def eval_tag(split: str, e: Any, max_images: int = 0, window: str = "whole") -> str:
+    """The name of an evaluation's folder (`eval_<tag>`): every setting that changes its numbers.
+
+    e.g. "val_whole", "val_slide_crop512_stride341_flip", "val_multiscale_s0.75-1-1.25_first20".
+    `e` is a config's `eval` section (mode, crop_size, stride, scales, flip).
+    """
+
+    def size(value: Any) -> str:
+        return "x".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+    parts = [split, e.mode]
+    if "slide" in (e.mode, window):  # sliding windows, alone or at every scale
+        parts += [f"crop{size(e.crop_size)}", f"stride{size(e.stride)}"]
+    if e.mode == "multiscale":
+        parts.append("s" + "-".join(f"{float(s):g}" for s in e.scales))
+    if e.flip:
+        parts.append("flip")
+    if max_images > 0:
+        parts.append(f"first{max_images}")
+    return "_".join(parts)
 
 
 def _print_table(metrics: dict, classes: list[str], tag: str) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from gsag.commands import CHECKPOINT_HELP, add_path_argument, bounded, check_output
+from gsag.commands import (
+    CHECKPOINT_HELP,
+    add_device_argument,
+    add_path_argument,
+    add_quiet_argument,
+    bounded,
+    check_output,
+)
 from gsag.config import DEFAULT_OPSET, MAX_CLASSES, MAX_SIDE, MIN_INPUT
 
 HELP = (
@@ -22,9 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=21,
         help="classes for --model",
     )
-    parser.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
     parser.add_argument(
-        "--format", choices=["onnx", "torch"], default=None, help="default: from --out's suffix"
+        "--out", required=True, help="output file: .onnx (ONNX) or .pt2 (torch.export program)"
     )
     side = bounded(int, MIN_INPUT, "size", "--height 512", high=MAX_SIDE)
     parser.add_argument("--height", type=side, default=512, help="example input height")
@@ -39,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dynamo", action="store_true", help="use the torch.export-based ONNX exporter"
     )
     parser.add_argument(
-        "--no-check", action="store_true", help="skip the onnxruntime comparison with PyTorch"
+        "--no-check",
+        action="store_true",
+        help="skip the comparison with PyTorch (onnxruntime, or the loaded .pt2 program)",
     )
     parser.add_argument(
         "--check-images",
@@ -51,42 +59,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.999,
         help="fail when fewer pixels than this share the argmax class (default 0.999)",
     )
+    parser.add_argument("--format", choices=["onnx", "torch"], help=argparse.SUPPRESS)  # old
+    add_device_argument(parser)
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from rich.console import Console
     from rich.table import Table
 
     from gsag import export
+    from gsag.errors import UsageError
 
-    console = Console()
     args.checkpoint = args.checkpoint or args.checkpoint_option
     if bool(args.checkpoint) == bool(args.model):
-        from gsag.errors import UsageError
-
         raise UsageError(
             "gsag export: give exactly one of a checkpoint (positional or --checkpoint) and "
             "--model NAME"
         )
+    fmt = export.format_of(args.out)  # an unknown suffix is refused before any work
+    if args.format not in (None, fmt):
+        raise UsageError(f"--format {args.format} does not match --out {args.out}; drop --format")
     check_output(args.out, "--out", file=True)
     model, meta = _load(args)
-    fmt = args.format or ("torch" if Path(args.out).suffix == ".pt2" else "onnx")
-    with console.status(f"exporting to {args.out} ..."):
+    metadata = export.export_metadata(meta, model.model_args)
+    with _status(args.quiet, f"exporting to {args.out} ..."):
         if fmt == "torch":
-            path = export.export_program(model, args.out, args.height, args.width)
+            path = export.export_program(
+                model, args.out, args.height, args.width, metadata=metadata
+            )
         else:
             path = export.export_onnx(
-                model, args.out, args.height, args.width, opset=args.opset, dynamo=args.dynamo
-            )
-    console.print(f"wrote [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB)")
-    if fmt != "onnx" or args.no_check:
+                model, args.out, args.height, args.width, opset=args.opset, dynamo=args.dynamo,
+                metadata=metadata,
+            )  # fmt: skip
+    console = Console()
+    console.print(f"wrote [bold]{path}[/] ({path.stat().st_size / 1e6:.1f} MB, with metadata)")
+    if args.no_check:
         return 0
     inputs = _check_inputs(args.check_images, meta) if args.check_images else None
-    with console.status("comparing onnxruntime with PyTorch ..."):
-        checks = export.check_onnx(model, path, inputs=inputs)
-    table = Table(title="onnxruntime vs PyTorch")
+    what = "the loaded .pt2 program" if fmt == "torch" else "onnxruntime"
+    check = export.check_program if fmt == "torch" else export.check_onnx
+    with _status(args.quiet, f"comparing {what} with PyTorch ..."):
+        checks = check(model, path, inputs=inputs)
+    table = Table(title=f"{what} vs PyTorch")
     for col in ("input (B, 3, H, W)", "max |diff|", "argmax agreement"):
         table.add_column(col)
     for c in checks:
@@ -101,15 +117,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(quiet: bool, text: str):
+    """A rich spinner with `text`, or nothing with --quiet."""
+    from contextlib import nullcontext
+
+    from rich.console import Console
+
+    return nullcontext() if quiet else Console().status(text)
+
+
 def _load(args: argparse.Namespace):
     """(model in eval mode, checkpoint meta): a checkpoint's model, or an untrained one."""
     from gsag.hub import load_trained_model
     from gsag.models.segmentor import model_from_args
 
     if args.checkpoint:
-        return load_trained_model(args.checkpoint)
+        return load_trained_model(args.checkpoint, map_location=args.device)
     untrained = dict(name=args.model, num_classes=args.num_classes, backbone=args.backbone)
-    return model_from_args({**untrained, "aux": False}).eval(), {}
+    return model_from_args({**untrained, "aux": False}).to(args.device).eval(), {}
 
 
 def _check_inputs(folder: str, meta: dict):

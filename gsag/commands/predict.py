@@ -9,6 +9,7 @@ from gsag.commands import (
     add_device_argument,
     add_inference_arguments,
     add_path_argument,
+    add_quiet_argument,
     add_speed_arguments,
     add_threads_argument,
     check_output,
@@ -25,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_path_argument(parser, "checkpoint", CHECKPOINT_HELP)
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--out", required=True, help="output folder (masks/, overlays/, probs/)")
-    add_device_argument(parser, default="cpu")
+    add_device_argument(parser)
     add_threads_argument(parser)
+    add_quiet_argument(parser)
     add_inference_arguments(parser, mode_default="whole")
     parser.add_argument(
         "--tta",
@@ -64,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), console=console, transient=True) as bar:
+    with Progress(
+        *columns, TimeRemainingColumn(), console=console, transient=True, disable=args.quiet
+    ) as bar:
         images = bar.add_task("images", total=len(files), visible=len(files) > 1)
         passes = bar.add_task("forward passes", total=None)
 

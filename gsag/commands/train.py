@@ -9,6 +9,7 @@ from gsag.commands import (
     add_alias,
     add_device_argument,
     add_path_argument,
+    add_quiet_argument,
     add_set_argument,
     add_threads_argument,
     check_output,
@@ -30,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="run folder (default: the config's output.run_dir)")
     add_alias(parser, "--run-dir", "out")
     add_device_argument(parser)
-    add_threads_argument(parser, note="keep the config's train.num_threads")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(parser)
+    add_quiet_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

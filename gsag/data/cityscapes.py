@@ -149,7 +149,7 @@ class CityscapesSegmentation(SegmentationDataset):
         if not any((found / "gtFine" / split).glob(f"*/*{TRAIN_IDS_SUFFIX}")):
             raise DataError(
                 f"{found / 'gtFine' / split}: no *{TRAIN_IDS_SUFFIX} masks; run "
-                f"'gsag data prepare-cityscapes --root {found}' to write them from the labelIds"
+                f"'gsag data prepare-cityscapes --out {found}' to write them from the labelIds"
             )
         self.info = ClassInfo(list(CITYSCAPES_CLASSES), list(CITYSCAPES_PALETTE), 255)
 

@@ -7,6 +7,9 @@ it loads with `torch.load(weights_only=True)` (nothing is unpickled):
     config (the resolved config as a dict), meta (classes, palette, num_classes, ignore_index,
     mean, std, model_args)
 
+last.pt holds all of it, to resume; best.pt (for use: eval, predict, export) leaves out
+optimizer, scheduler, scaler and rng, which are 2x the weights' size with AdamW or momentum SGD.
+
 `meta["model_args"]` holds the `create_model` arguments of the model (`Segmentor.model_args`);
 `load_model` rebuilds the model from them alone with `gsag.models.model_from_args`
 (`model_args` derives them from the config for checkpoints written before they were stored).
@@ -233,7 +236,7 @@ def load_resume_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, conf
         raise CheckpointError(
             f"{path} holds a {theirs.get('name')} on {theirs.get('backbone')} that does not fit "
             f"this config's {mine.name} on {mine.backbone} ({str(e).splitlines()[0]}); "
-            "resume with the config it was trained with, or start anew with another --run-dir "
+            "resume with the config it was trained with, or start anew with another --out "
             "or --overwrite"
         ) from e
 

@@ -377,6 +377,15 @@ def metrics_table(metrics: dict[str, Any], classes: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def settings_table(settings: dict[str, Any]) -> str:
+    """What an evaluation covered, as a Markdown table above its metrics (None values left out)."""
+    lines = ["| setting | value |", "| --- | --- |"]
+    for key, value in settings.items():
+        if value is not None:
+            lines.append(f"| {key} | {value} |")
+    return "\n".join(lines) + "\n\n"
+
+
 def fmt_pct(value: float | None, digits: int = 2) -> str:
     """A fraction as percent with `digits` decimals ('45.31'); '–' for None or NaN."""
     return "–" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}"
@@ -389,6 +398,9 @@ def write_report(
     extra: dict | None = None,
 ) -> dict[str, Path]:
     """Write metrics.json, metrics.md and confusion.png into `out_dir` (atomically each).
+
+    `extra` goes into metrics.json; its "settings" (checkpoint, mode, crop, ...) also head
+    metrics.md as a table.
 
     Returns:
         {"json": path, "markdown": path, "plot": path}.
@@ -406,13 +418,31 @@ def write_report(
         "plot": out / "confusion.png",
     }
     write_json(paths["json"], data)
-    write_text(paths["markdown"], metrics_table(metrics, classes))
+    settings = (extra or {}).get("settings")
+    head = settings_table(settings) if settings else ""
+    write_text(paths["markdown"], head + metrics_table(metrics, classes))
     save_confusion_plot(metrics["confusion"], classes, paths["plot"])
     return paths
 
 
+#: confusion matrices up to this many classes show their values in the cells
+MAX_ANNOTATED_CLASSES = 30
+
+
+def confusion_labels(norm: torch.Tensor) -> dict[tuple[int, int], str]:
+    """Cell texts of a row-normalised confusion matrix (n, n): percent without decimals, "<1"
+    for a small non-zero share, nothing for an empty cell."""
+    labels = {}
+    for i, row in enumerate(norm.tolist()):
+        for j, value in enumerate(row):
+            if value > 0:
+                labels[(i, j)] = f"{100 * value:.0f}" if value >= 0.005 else "<1"
+    return labels
+
+
 def save_confusion_plot(confusion: Sequence[Sequence[int]], classes: Sequence[str], path) -> None:
-    """Row-normalised confusion matrix (true class per row) as a PNG, written atomically."""
+    """Row-normalised confusion matrix (true class per row) as a PNG, written atomically; the
+    cells show their percentages (up to `MAX_ANNOTATED_CLASSES` classes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -429,6 +459,12 @@ def save_confusion_plot(confusion: Sequence[Sequence[int]], classes: Sequence[st
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046)
+    if n <= MAX_ANNOTATED_CLASSES:
+        for (i, j), text in confusion_labels(norm).items():
+            dark = float(norm[i, j]) > 0.5
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")  # fmt: skip
+    ax.set_title("confusion (% of each true class's pixels)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

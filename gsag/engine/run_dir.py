@@ -87,7 +87,7 @@ def acquire_lock(run_dir: str | os.PathLike) -> Path:
             since = time.strftime("%H:%M:%S", time.localtime(holder["started"])) if holder else "?"
             raise RunFolderError(
                 f"run folder {run_dir} is in use by {who} (since {since}); wait for it to "
-                f"finish, stop it, or use another --run-dir"
+                f"finish, stop it, or use another --out"
             ) from None
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(record))
@@ -123,7 +123,7 @@ def refuse_message(run_dir: Path) -> str:
     """Why a fresh run may not start in `run_dir`, and the three ways forward."""
     return (
         f"run folder {run_dir} already holds a run; continue it with --resume, choose a new "
-        f"--run-dir, or pass --overwrite to move the old run to {aside_name(run_dir)}"
+        f"--out, or pass --overwrite to move the old run to {aside_name(run_dir)}"
     )
 
 

@@ -74,20 +74,29 @@ class LoopState:
 
 
 def save_state(
-    run: Run, path: Path, state: LoopState, rngs: list[dict[str, Any]] | None = None
+    run: Run,
+    path: Path,
+    state: LoopState,
+    rngs: list[dict[str, Any]] | None = None,
+    resumable: bool = True,
 ) -> None:
     """Write a checkpoint: the state dicts of `run.to_save()`, the loop state and the RNG states
-    (this process's unless `rngs` gives every process's)."""
+    (this process's unless `rngs` gives every process's).
+
+    `resumable=False` (best.pt, a checkpoint for use) keeps the model alone: no optimizer,
+    scheduler, scaler or RNG states, which only last.pt needs to resume."""
+    saved = run.to_save() if resumable else {"model": run.raw_model}
     ckpt = {
         "format": FORMAT,
         "version": VERSION,
         "iteration": state.iteration,
         "best_miou": float(state.best_miou),
-        **{name: obj.state_dict() for name, obj in run.to_save().items()},
-        "rng": rngs if rngs is not None else [rng_state()],
+        **{name: obj.state_dict() for name, obj in saved.items()},
         "config": run.cfg.to_dict(),
         "meta": {**run.meta, "model_args": run.raw_model.model_args},
     }
+    if resumable:
+        ckpt["rng"] = rngs if rngs is not None else [rng_state()]
     atomic_save(ckpt, path)
 
 

@@ -182,7 +182,7 @@ def _loop(
                 note(no_labels_message(run))
             if run.dist.is_main and state.metrics["mIoU"] > state.best_miou:
                 state.best_miou = state.metrics["mIoU"]
-                save_state(run, run.best_path, state)
+                save_state(run, run.best_path, state, resumable=False)  # weights for use
         # No save in the middle of a run of non-finite losses: last.pt stays a healthy state.
         if (it % tc.save_interval == 0 or it == tc.iters) and state.bad_streak == 0:
             rngs = gather_rng(run.dist)

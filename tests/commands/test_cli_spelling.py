@@ -8,6 +8,8 @@ from gsag.cli import build_parser, main
 from gsag.commands import finish_path_argument
 
 THREADED = ["train", "eval", "predict", "bench", "ablate", "demo"]
+DEVICE = [*THREADED, "export"]
+QUIET = ["train", "eval", "predict", "bench", "demo", "export"]
 NEEDS = {  # the least each command needs besides the option under test
     "train": ["c.yaml"],
     "eval": ["c.pt"],
@@ -46,17 +48,89 @@ def test_checkpoint_and_config_positional_or_option(argv, name, expected):
         (["data", "prepare-voc", "--out", "d1"], "d1"),
         (["data", "prepare-voc", "--data-dir", "d2"], "d2"),
         (["data", "prepare-voc"], "data"),
+        (["data", "prepare-ade20k", "--out", "d3"], "d3"),
+        (["data", "prepare-ade20k", "--data-dir", "d4"], "d4"),
+        (["data", "prepare-ade20k"], "data"),
+        (["data", "prepare-cityscapes", "--out", "c1"], "c1"),
+        (["data", "prepare-cityscapes", "--root", "c2"], "c2"),
+        (["data", "prepare-cityscapes"], "data/cityscapes"),
     ],
 )
 def test_output_folder_is_out_with_old_aliases(argv, out):
     assert _parse(argv).out == out
 
 
-def test_old_aliases_are_hidden_from_help(capsys):
+@pytest.mark.parametrize(
+    ("argv", "old"),
+    [
+        (["train"], "--run-dir"),
+        (["data", "prepare-ade20k"], "--data-dir"),
+        (["data", "prepare-cityscapes"], "--root"),
+    ],
+)
+def test_old_aliases_are_hidden_from_help(argv, old, capsys):
     with pytest.raises(SystemExit):
-        main(["train", "--help"])
+        main([*argv, "--help"])
     text = capsys.readouterr().out
-    assert "--out" in text and "--run-dir" not in text
+    assert "--out" in text and old not in text
+
+
+@pytest.mark.parametrize("command", DEVICE)
+def test_device_has_one_default_everywhere(command, monkeypatch):
+    """Not given, --device is None when parsed and becomes cuda if available, else cpu."""
+    import torch
+
+    from gsag.commands import resolve_device
+
+    args = _parse([command, *NEEDS[command]])
+    assert args.device is None
+    assert "default: cuda if available, else cpu" in _help(command)
+    for available, expected in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda a=available: a)
+        assert resolve_device(args.device) == expected
+    assert resolve_device("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("command", THREADED)
+def test_threads_has_one_default_everywhere(command):
+    """0: the config's train.num_threads where the command trains, else torch's default."""
+    from gsag.commands import resolve_threads
+
+    assert _parse([command, *NEEDS[command]]).threads == 0
+    assert "default 0: the config's train.num_threads" in _help(command)
+    assert (resolve_threads(0, 3), resolve_threads(2, 3), resolve_threads(0, 0)) == (3, 2, 0)
+
+
+@pytest.mark.parametrize("command", QUIET)
+def test_quiet_on_every_command_with_progress(command):
+    assert _parse([command, *NEEDS[command], "--quiet"]).quiet is True
+
+
+def test_quiet_on_every_data_action():
+    from tests.helpers.cli_text import command_parsers
+
+    actions = [c for c in command_parsers() if c.startswith("data ")]
+    assert len(actions) == 6
+    for action in actions:
+        assert "--quiet" in command_parsers()[action]._option_string_actions, action
+
+
+def test_version(capsys):
+    import gsag
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"gsag {gsag.__version__}"
+
+
+def _help(command: str) -> str:
+    import contextlib
+    import io
+
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(text.getvalue().split())  # argparse wraps help at the terminal width
 
 
 def test_set_takes_several_pairs_repeatedly_and_as_cfg_options():

@@ -71,7 +71,7 @@ def test_prepare_resumes_and_reads_the_zips(cityscapes, tmp_path):
                 archive.write(path, path.relative_to(cityscapes).as_posix())
             archive.writestr("README", "official archives hold a README too")
     root = tmp_path / "unpacked"
-    argv = ["data", "prepare-cityscapes", "--root", str(root)]
+    argv = ["data", "prepare-cityscapes", "--out", str(root)]
     argv += ["--leftimg", str(zips["leftImg8bit"]), "--gtfine", str(zips["gtFine"])]
     assert main(argv) == 0
     first = CityscapesSegmentation(root, "train")

@@ -61,16 +61,10 @@ def test_atomic_save_replaces_and_leaves_no_temp(tmp_path):
 
 def test_checkpoint_loads_with_weights_only_and_holds_what_predict_needs(run, synth_root):
     ckpt = torch.load(run / "best.pt", weights_only=True)  # no pickled objects inside
-    assert {
-        "model",
-        "optimizer",
-        "scheduler",
-        "scaler",
-        "rng",
-        "iteration",
-        "config",
-        "meta",
-    } <= set(ckpt)
+    resume_only = {"optimizer", "scheduler", "scaler", "rng"}
+    assert {"model", "iteration", "best_miou", "config", "meta"} <= set(ckpt)
+    assert not resume_only & set(ckpt)  # best.pt is for use; last.pt resumes
+    assert resume_only <= set(torch.load(run / "last.pt", weights_only=True))
     ds = make_dataset(tiny_config(synth_root, run), "val", train=False)
     model, info = load_model(run / "best.pt")
     assert info["classes"] == ds.classes and info["num_classes"] == ds.num_classes

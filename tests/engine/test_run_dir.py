@@ -76,7 +76,7 @@ def test_existing_run_is_refused_or_moved_aside_never_deleted(tmp_path):
     (run / "metrics.jsonl").write_text("old\n")
     with pytest.raises(RunFolderError) as err, open_run_dir(run):
         pass
-    for fix in ("--resume", "--run-dir", "--overwrite"):
+    for fix in ("--resume", "--out", "--overwrite"):
         assert fix in str(err.value)
     (run / "last.pt").write_bytes(b"a checkpoint")  # --resume needs one (see the test below)
     with open_run_dir(run, resume=True) as aside:
