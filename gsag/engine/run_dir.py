@@ -137,7 +137,7 @@ def no_resume_message(run_dir: Path) -> str:
     present = ", ".join(sorted(p.name for p in run_dir.iterdir() if _is_run_file(p)))
     return (
         f"run folder {run_dir} holds a run ({present}) but no last.pt to resume from; "
-        f"starting again would replace it. Choose a new --run-dir, or pass --overwrite to move "
+        f"starting again would replace it. Choose a new --out, or pass --overwrite to move "
         f"it to {aside_name(run_dir)} and start anew"
     )
 
@@ -154,13 +154,13 @@ def check_movable(run_dir: Path) -> Path:
     if real == cwd or real in cwd.parents:
         raise RunFolderError(
             f"run folder {run_dir} is {real}, which holds the working directory {cwd}; "
-            "--overwrite cannot move it aside. Choose a new --run-dir inside it, e.g. runs/NAME"
+            "--overwrite cannot move it aside. Choose a new --out inside it, e.g. runs/NAME"
         )
     others = sorted(p.name for p in real.iterdir() if p.is_dir() and holds_run(p))
     if others:
         raise RunFolderError(
             f"run folder {run_dir} holds other runs ({', '.join(others[:3])}); --overwrite "
-            "would move them aside too. Give the run's own folder as --run-dir"
+            "would move them aside too. Give the run's own folder as --out"
         )
     return real
 

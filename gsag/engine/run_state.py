@@ -186,7 +186,7 @@ def read_resume(cfg: Config, show: bool) -> dict[str, Any] | None:
         raise ConfigError(
             f"cannot resume {path} with changed settings: {'; '.join(refused)}. Resume with the "
             "values it was trained with (see config.yaml beside it), or start anew with "
-            "--overwrite or another --run-dir"
+            "--overwrite or another --out"
         )
     done = int(ckpt["iteration"])
     if cfg.train.iters < done:

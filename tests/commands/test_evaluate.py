@@ -70,6 +70,6 @@ def test_two_slide_crops_and_a_subset_write_three_folders(checkpoint, tmp_path):
     assert settings["images"] > 1 and total["settings"]["images"] == total["images"] == 1
     text = (folder / "metrics.md").read_text()
     for row in (f"| checkpoint | {ckpt} |", "| mode | slide |", "| crop_size | 48 |",
-                "| stride | 32 |", "| flip | False |", f"| images | {settings['images']} |",
-                "| scales | "):  # fmt: skip
+                "| stride | 32 |", "| flip | False |", f"| images | {settings['images']} |"):  # fmt: skip
         assert row in text, row
+    assert settings["scales"] is None and "| scales |" not in text  # no scales ran in slide mode

@@ -24,6 +24,7 @@ OWNERS: dict[str, list[str]] = {
     "bench.py": ["bench"],
     "engine/run_dir.py": ["train", "demo"],  # the refusal and the lock of a run folder
     "engine/checkpoint.py": ["train", "demo"],  # resuming a run that does not fit its config
+    "engine/run_state.py": ["train", "demo"],  # resume rules (what a resumed config may change)
     "engine/evaluate.py": ["eval", "predict"],  # inference options
     "engine/train.py": ["train", "demo", "ablate"],
     "data/build.py": ["train", "demo", "ablate"],  # missing training data (ensure_data)
