@@ -566,10 +566,11 @@ def bench_group(rows: list[BenchRow], settings: BenchSettings) -> None:
 
 @contextlib.contextmanager
 def _row_errors(row: BenchRow) -> Iterator[None]:
-    """Records an error (e.g. out of memory) in the row instead of stopping the whole run."""
+    """Records an error (out of memory, a Triton compilation error: any Exception) in the row
+    instead of stopping the whole run; Ctrl-C still stops it."""
     try:
         yield
-    except (RuntimeError, MemoryError, ValueError) as err:
+    except Exception as err:
         row.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
 
 

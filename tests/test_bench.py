@@ -231,3 +231,24 @@ def test_bench_cli_compiles_the_head_with_inductor_on_cpu(tmp_path):
     assert main(args) == 0
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert all(r["compile"] == "head" and r["compile_s"]["head"] > 0 for r in rows)
+
+
+class CompilationError(Exception):
+    """Like Triton's errors: derives from Exception, not RuntimeError."""
+
+
+def test_a_row_that_raises_any_exception_is_recorded_and_the_run_goes_on(monkeypatch):
+    build = bench.build_model
+
+    def failing(name, *args, **kwargs):
+        if name == "fcn":
+            raise CompilationError("at 14:8: arange's arguments must be of type tl.constexpr")
+        return build(name, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "build_model", failing)
+    settings = bench.BenchSettings(warmup=0, repeats=1, memory=False, train_step=True,
+                                   train_repeats=1)  # fmt: skip
+    rows = bench.run_bench(["fcn"], ["test_resnet"], [(64, 64)], settings=settings)
+    fcn, base = rows
+    assert fcn.error.startswith("CompilationError: at 14:8") and math.isnan(fcn.latency_ms)
+    assert not base.error and math.isfinite(base.latency_ms) and math.isfinite(base.train_step_ms)
