@@ -311,3 +311,46 @@ def test_compact_table_keeps_the_columns_that_matter_within_80_characters():
     assert lines[2].split()[-2:] == ["1.00x", "1.00x"]
     assert lines[3].split()[1] == bench.PEER_LABEL and lines[3].split()[-2:] == ["1.25x", "1.25x"]
     assert "| model |" not in text  # the markdown table goes to the file
+
+
+def test_psa_bytes_count_what_the_op_must_read_and_write():
+    from gsag.bench.psa import psa_bytes
+
+    # the estimate at the benchmark shape: ~85 MB forward, ~254 MB forward + backward
+    fwd, both = psa_bytes(8, 8, (64, 64), 32, 32, in_bytes=2, out_bytes=4)
+    assert round(fwd / 1e6) == 85 and round(both / 1e6) == 254
+    # one pixel, one head, by hand: q, k (3 each), v (5) in float16, output float32
+    fwd, both = psa_bytes(1, 1, (1, 1), 3, 5, in_bytes=2, out_bytes=4)
+    assert fwd == (3 + 3 + 5) * 2 + 5 * 4 + 4  # read q k v; write out and the log-sum-exp
+    assert both - fwd == (3 + 3 + 5) * 2 + 5 * 4 + 5 * 4 + 4 + (3 + 3 + 5) * 2
+
+
+def test_psa_benchmark_reports_each_implementation_on_cpu():
+    from gsag.bench.psa import benchmark_local_attention, psa_bytes
+
+    small = dict(batch=1, heads=2, size=(5, 4), head_dim=3, kernel_size=3, dtype=torch.float32)
+    rows = benchmark_local_attention(**small, device="cpu", impls=("reference", "reference_compiled"),
+                                     min_run_time=0.01, compile_backend="eager")  # fmt: skip
+    assert list(rows) == ["reference", "reference_compiled"]
+    fwd, both = psa_bytes(1, 2, (5, 4), 3, 3, 4, 4)
+    for row in rows.values():
+        assert set(row) == {
+            "forward_ms",
+            "forward_backward_ms",
+            "forward_gbps",
+            "forward_backward_gbps",
+        }
+        assert row["forward_gbps"] == pytest.approx(fwd / row["forward_ms"] / 1e6)
+        assert row["forward_backward_gbps"] == pytest.approx(
+            both / row["forward_backward_ms"] / 1e6
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_psa_benchmark_on_cuda_reports_peak_memory():
+    from gsag.bench.psa import benchmark_local_attention
+
+    rows = benchmark_local_attention(batch=1, heads=2, size=(16, 16), min_run_time=0.05)
+    assert set(rows) == {"reference", "reference_compiled", "triton"}
+    assert all(row["peak_mib"] > 0 for row in rows.values())

@@ -19,7 +19,6 @@ import gsag
 from gsag.errors import GsagError
 from gsag.models import local_attention as la
 from gsag.models.local_attention import (
-    benchmark_local_attention,
     local_attention,
     local_attention_reference,
     output_dtype,
@@ -363,21 +362,6 @@ def test_auto_keeps_the_triton_op_when_compiled(dev):
     assert op_nodes(graphs[0]) == [torch.ops.gsag.local_attention_fwd.default]
     inductor = torch.compile(lambda *a: local_attention(*a, 3), fullgraph=True)
     torch.testing.assert_close(inductor(*args), expected["out"], rtol=1e-5, atol=1e-5)
-
-
-def test_benchmark_reports_each_implementation_on_cpu():
-    small = dict(batch=1, heads=2, size=(5, 4), head_dim=3, kernel_size=3, dtype=torch.float32)
-    rows = benchmark_local_attention(**small, device="cpu", impls=("reference",), min_run_time=0.01)
-    assert list(rows) == ["reference"]
-    assert set(rows["reference"]) == {"forward_ms", "forward_backward_ms"}
-    assert all(t > 0 for t in rows["reference"].values())
-
-
-@pytest.mark.parametrize("dev", [pytest.param("cuda", marks=needs_cuda)])
-def test_benchmark_on_cuda_reports_peak_memory(dev):
-    rows = benchmark_local_attention(batch=1, heads=2, size=(16, 16), min_run_time=0.05)
-    assert set(rows) == {"reference", "triton"}
-    assert all(row["peak_mib"] > 0 for row in rows.values())
 
 
 # ------------------------------------------------- the custom op, fallback and dispatch (CPU)
