@@ -23,6 +23,7 @@ import triton.language as tl
 from torch import Tensor
 
 NEG_BIG = tl.constexpr(-1.0e30)  # initial running max: finite, so exp(m - m_new) is never NaN
+LOG2E = tl.constexpr(1.4426950408889634)  # logits are kept in base 2: exp(x) = exp2(x log2 e)
 
 
 @triton.jit
@@ -50,7 +51,7 @@ def _fwd_kernel(
     inside = pix < H * W
     y, x = pix // W, pix % W
     ck, cv = tl.arange(0, DKP), tl.arange(0, DVP)
-    q = _rows(Q, b * sqb + head * sqh, sqy, sqx, y, x, ck, inside, ck < DK, WIDE) * scale
+    q = _rows(Q, b * sqb + head * sqh, sqy, sqx, y, x, ck, inside, ck < DK, WIDE) * (scale * LOG2E)
     m = tl.full((BLOCK,), NEG_BIG, tl.float32)
     den = tl.zeros((BLOCK,), tl.float32)
     acc = tl.zeros((BLOCK, DVP), tl.float32)
@@ -58,10 +59,10 @@ def _fwd_kernel(
         ny, nx = y + o // KS - KS // 2, x + o % KS - KS // 2
         valid = inside & (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
         kt = _rows(K, b * skb + head * skh, sky, skx, ny, nx, ck, valid, ck < DK, WIDE)
-        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32)
+        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32) * LOG2E
         s = tl.where(valid, s, float("-inf"))
         m_new = tl.maximum(m, s)
-        alpha, p = tl.exp(m - m_new), tl.exp(s - m_new)
+        alpha, p = tl.exp2(m - m_new), tl.exp2(s - m_new)
         vt = _rows(V, b * svb + head * svh, svy, svx, ny, nx, cv, valid, cv < DV, WIDE)
         acc = acc * alpha[:, None] + p[:, None] * vt
         den = den * alpha + p
@@ -69,7 +70,7 @@ def _fwd_kernel(
     den = tl.where(inside, den, 1.0)
     out_offs = (bh.to(tl.int64) * H * W + pix)[:, None] * DV + cv[None, :]
     tl.store(OUT + out_offs, acc / den[:, None], mask=inside[:, None] & (cv < DV)[None, :])
-    tl.store(LSE + bh.to(tl.int64) * H * W + pix, m + tl.log(den), mask=inside)
+    tl.store(LSE + bh.to(tl.int64) * H * W + pix, m + tl.log2(den), mask=inside)  # base 2
 
 
 @triton.jit
@@ -86,7 +87,7 @@ def _bwd_query_kernel(
     inside = pix < H * W
     y, x = pix // W, pix % W
     ck, cv = tl.arange(0, DKP), tl.arange(0, DVP)
-    q = _rows(Q, b * sqb + head * sqh, sqy, sqx, y, x, ck, inside, ck < DK, WIDE) * scale
+    q = _rows(Q, b * sqb + head * sqh, sqy, sqx, y, x, ck, inside, ck < DK, WIDE) * (scale * LOG2E)
     do = _rows(DOUT, b * sob + head * soh, soy, sox, y, x, cv, inside, cv < DV, WIDE)
     stat = bh.to(tl.int64) * H * W + pix
     lse = tl.load(LSE + stat, mask=inside, other=0.0)
@@ -98,8 +99,8 @@ def _bwd_query_kernel(
         valid = inside & (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
         kt = _rows(K, b * skb + head * skh, sky, skx, ny, nx, ck, valid, ck < DK, WIDE)
         vt = _rows(V, b * svb + head * svh, svy, svx, ny, nx, cv, valid, cv < DV, WIDE)
-        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32)
-        p = tl.where(valid, tl.exp(s - lse), 0.0)
+        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32) * LOG2E
+        p = tl.where(valid, tl.exp2(s - lse), 0.0)
         ds = p * (tl.sum(do * vt, axis=1) - delta)  # d loss / d logit
         dq += ds[:, None] * kt
         tl.store(dbias + o, tl.sum(ds, axis=0))
@@ -121,7 +122,7 @@ def _bwd_key_kernel(
     inside = pix < H * W
     y, x = pix // W, pix % W
     ck, cv = tl.arange(0, DKP), tl.arange(0, DVP)
-    kt = _rows(K, b * skb + head * skh, sky, skx, y, x, ck, inside, ck < DK, WIDE)
+    kt = _rows(K, b * skb + head * skh, sky, skx, y, x, ck, inside, ck < DK, WIDE) * LOG2E
     vt = _rows(V, b * svb + head * svh, svy, svx, y, x, cv, inside, cv < DV, WIDE)
     dk = tl.zeros((BLOCK, DKP), tl.float32)
     dv = tl.zeros((BLOCK, DVP), tl.float32)
@@ -134,8 +135,8 @@ def _bwd_key_kernel(
         stat = bh.to(tl.int64) * H * W + py * W + px
         lse = tl.load(LSE + stat, mask=valid, other=0.0)
         delta = tl.load(DELTA + stat, mask=valid, other=0.0)
-        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32)
-        p = tl.where(valid, tl.exp(s - lse), 0.0)
+        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32) * LOG2E
+        p = tl.where(valid, tl.exp2(s - lse), 0.0)
         ds = p * (tl.sum(do * vt, axis=1) - delta)
         dk += ds[:, None] * q  # q already carries the scale
         dv += p[:, None] * do
