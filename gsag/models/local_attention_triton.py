@@ -27,14 +27,28 @@ LOG2E = tl.constexpr(1.4426950408889634)  # logits are kept in base 2: exp(x) = 
 
 
 @triton.jit
-def _rows(ptr, base, sy, sx, y, x, cols, row_mask, col_mask, WIDE: tl.constexpr):
-    """Load (BLOCK, D) rows at pixels (y, x) as float32; masked entries are 0.
+def _tile(ptr, base, sy, sx, y, x, cols, WIDE: tl.constexpr):
+    """(BLOCK, D) pointers to the rows at pixels (y, x), computed once per program.
 
     WIDE: compute the pixel offsets in int64 (a plane with offsets at or above 2**31)."""
     if WIDE:
         y, x = y.to(tl.int64), x.to(tl.int64)
-    offs = base + (y * sy + x * sx)[:, None] + cols[None, :]
-    return tl.load(ptr + offs, mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
+    return ptr + base + (y * sy + x * sx)[:, None] + cols[None, :]
+
+
+@triton.jit
+def _at(tile, dy, dx, sy, sx, mask, WIDE: tl.constexpr):
+    """Load `tile` shifted by (dy, dx) pixels (one scalar offset) as float32; masked are 0."""
+    if WIDE:
+        dy, dx = dy.to(tl.int64), dx.to(tl.int64)
+    return tl.load(tile + (dy * sy + dx * sx), mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _rows(ptr, base, sy, sx, y, x, cols, row_mask, col_mask, WIDE: tl.constexpr):
+    """Load (BLOCK, D) rows at pixels (y, x) as float32; masked entries are 0."""
+    tile = _tile(ptr, base, sy, sx, y, x, cols, WIDE)
+    return tl.load(tile, mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -55,15 +69,18 @@ def _fwd_kernel(
     m = tl.full((BLOCK,), NEG_BIG, tl.float32)
     den = tl.zeros((BLOCK,), tl.float32)
     acc = tl.zeros((BLOCK, DVP), tl.float32)
+    kp = _tile(K, b * skb + head * skh, sky, skx, y, x, ck, WIDE)
+    vp = _tile(V, b * svb + head * svh, svy, svx, y, x, cv, WIDE)
     for o in range(KS * KS):
-        ny, nx = y + o // KS - KS // 2, x + o % KS - KS // 2
+        dy, dx = o // KS - KS // 2, o % KS - KS // 2
+        ny, nx = y + dy, x + dx
         valid = inside & (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-        kt = _rows(K, b * skb + head * skh, sky, skx, ny, nx, ck, valid, ck < DK, WIDE)
+        kt = _at(kp, dy, dx, sky, skx, valid[:, None] & (ck < DK)[None, :], WIDE)
         s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32) * LOG2E
         s = tl.where(valid, s, float("-inf"))
         m_new = tl.maximum(m, s)
         alpha, p = tl.exp2(m - m_new), tl.exp2(s - m_new)
-        vt = _rows(V, b * svb + head * svh, svy, svx, ny, nx, cv, valid, cv < DV, WIDE)
+        vt = _at(vp, dy, dx, svy, svx, valid[:, None] & (cv < DV)[None, :], WIDE)
         acc = acc * alpha[:, None] + p[:, None] * vt
         den = den * alpha + p
         m = m_new
@@ -94,11 +111,14 @@ def _bwd_query_kernel(
     delta = tl.load(DELTA + stat, mask=inside, other=0.0)
     dq = tl.zeros((BLOCK, DKP), tl.float32)
     dbias = DBIAS + (bh.to(tl.int64) * tl.num_programs(0) + blk) * KS * KS
+    kp = _tile(K, b * skb + head * skh, sky, skx, y, x, ck, WIDE)
+    vp = _tile(V, b * svb + head * svh, svy, svx, y, x, cv, WIDE)
     for o in range(KS * KS):
-        ny, nx = y + o // KS - KS // 2, x + o % KS - KS // 2
+        dy, dx = o // KS - KS // 2, o % KS - KS // 2
+        ny, nx = y + dy, x + dx
         valid = inside & (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-        kt = _rows(K, b * skb + head * skh, sky, skx, ny, nx, ck, valid, ck < DK, WIDE)
-        vt = _rows(V, b * svb + head * svh, svy, svx, ny, nx, cv, valid, cv < DV, WIDE)
+        kt = _at(kp, dy, dx, sky, skx, valid[:, None] & (ck < DK)[None, :], WIDE)
+        vt = _at(vp, dy, dx, svy, svx, valid[:, None] & (cv < DV)[None, :], WIDE)
         s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32) * LOG2E
         p = tl.where(valid, tl.exp2(s - lse), 0.0)
         ds = p * (tl.sum(do * vt, axis=1) - delta)  # d loss / d logit
@@ -126,15 +146,18 @@ def _bwd_key_kernel(
     vt = _rows(V, b * svb + head * svh, svy, svx, y, x, cv, inside, cv < DV, WIDE)
     dk = tl.zeros((BLOCK, DKP), tl.float32)
     dv = tl.zeros((BLOCK, DVP), tl.float32)
+    qp = _tile(Q, b * sqb + head * sqh, sqy, sqx, y, x, ck, WIDE)
+    dop = _tile(DOUT, b * sob + head * soh, soy, sox, y, x, cv, WIDE)
+    stat = bh.to(tl.int64) * H * W + pix
     for o in range(KS * KS):
-        # the query at (py, px) sees this key through offset o
-        py, px = y - (o // KS - KS // 2), x - (o % KS - KS // 2)
+        # the query at (py, px) = (y - dy, x - dx) sees this key through offset o
+        dy, dx = o // KS - KS // 2, o % KS - KS // 2
+        py, px = y - dy, x - dx
         valid = inside & (py >= 0) & (py < H) & (px >= 0) & (px < W)
-        q = _rows(Q, b * sqb + head * sqh, sqy, sqx, py, px, ck, valid, ck < DK, WIDE) * scale
-        do = _rows(DOUT, b * sob + head * soh, soy, sox, py, px, cv, valid, cv < DV, WIDE)
-        stat = bh.to(tl.int64) * H * W + py * W + px
-        lse = tl.load(LSE + stat, mask=valid, other=0.0)
-        delta = tl.load(DELTA + stat, mask=valid, other=0.0)
+        q = _at(qp, -dy, -dx, sqy, sqx, valid[:, None] & (ck < DK)[None, :], WIDE) * scale
+        do = _at(dop, -dy, -dx, soy, sox, valid[:, None] & (cv < DV)[None, :], WIDE)
+        lse = tl.load(LSE + stat - (dy * W + dx), mask=valid, other=0.0)
+        delta = tl.load(DELTA + stat - (dy * W + dx), mask=valid, other=0.0)
         s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32) * LOG2E
         p = tl.where(valid, tl.exp2(s - lse), 0.0)
         ds = p * (tl.sum(do * vt, axis=1) - delta)
