@@ -550,9 +550,11 @@ def test_auto_takes_the_op_eagerly_and_compiled_but_the_reference_when_exporting
     assert seen == [1]
     torch.compile(PSA(), backend="eager", fullgraph=True)(q)
     assert seen == [1, 1]
-    torch.export.export(PSA(), (q,))
     torch.onnx.export(PSA(), (q,), str(Path(os.devnull)), dynamo=False)
     assert seen == [1, 1]
+    if hasattr(torch.compiler, "is_exporting"):  # torch >= 2.5 tells export from compile
+        torch.export.export(PSA(), (q,))
+        assert seen == [1, 1]
 
 
 def test_grid_puts_pixel_blocks_on_axis_0_and_wide_offsets_switch_to_int64():
