@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gsag-installed
 
-.PHONY: demo test test-slow lint format clean
+.PHONY: demo test test-slow test-min lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ test: lint
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow" || [ $$? -eq 5 ]  # 5 = no slow test selected
 
+# the default suite at the oldest torch and torchvision pyproject.toml allows (their newest
+# patch releases), in a venv of its own; the pins are read from pyproject.toml, nowhere else
+MIN_VENV ?= .venv-min
+MIN_PINS := $(shell sed -n 's/^ *"\(torch\|torchvision\)>=\([0-9.]*\)",/\1==\2.*/p' pyproject.toml)
+test-min:
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	printf '%s\n' $(MIN_PINS) > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/python -m pip install -q -c $(MIN_VENV)/constraints.txt -e ".[test]"
+	$(MIN_VENV)/bin/python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	$(MIN_VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider
+
 lint: $(STAMP)
 	$(PY) -m ruff check gsag tests
 	$(PY) -m ruff format --check gsag tests
@@ -36,4 +47,4 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix gsag tests
 
 clean:
-	rm -rf runs reports .pytest_cache .ruff_cache .mypy_cache
+	rm -rf runs reports .pytest_cache .ruff_cache .mypy_cache .venv-min

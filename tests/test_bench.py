@@ -231,3 +231,126 @@ def test_bench_cli_compiles_the_head_with_inductor_on_cpu(tmp_path):
     assert main(args) == 0
     rows = json.loads((out / "bench.json").read_text())["rows"]
     assert all(r["compile"] == "head" and r["compile_s"]["head"] > 0 for r in rows)
+
+
+class CompilationError(Exception):
+    """Like Triton's errors: derives from Exception, not RuntimeError."""
+
+
+def test_a_row_that_raises_any_exception_is_recorded_and_the_run_goes_on(monkeypatch):
+    build = bench.build_model
+
+    def failing(name, *args, **kwargs):
+        if name == "fcn":
+            raise CompilationError("at 14:8: arange's arguments must be of type tl.constexpr")
+        return build(name, *args, **kwargs)
+
+    monkeypatch.setattr(bench.run, "build_model", failing)
+    settings = bench.BenchSettings(warmup=0, repeats=1, memory=False, train_step=True,
+                                   train_repeats=1)  # fmt: skip
+    rows = bench.run_bench(["fcn"], ["test_resnet"], [(64, 64)], settings=settings)
+    fcn, base = rows
+    assert fcn.error.startswith("CompilationError: at 14:8") and math.isnan(fcn.latency_ms)
+    assert not base.error and math.isfinite(base.latency_ms) and math.isfinite(base.train_step_ms)
+
+
+def test_peer_row_names_its_own_backbone_and_is_compared_only_at_resnet50():
+    rows = [
+        _row("deeplabv3", 40.0, 10.0, backbone="resnet18"),
+        _row(bench.PEER, 80.0, 40.0, backbone=bench.PEER_LABEL),
+        _row("deeplabv3", 60.0, 20.0, backbone="resnet50"),
+    ]
+    bench.add_ratios(rows[:2])
+    assert rows[1].ratios == {}  # a resnet18 run: nothing of the peer's kind to compare with
+    bench.add_ratios(rows)
+    assert rows[1].ratios["latency_ms"] == pytest.approx(80.0 / 60.0)
+
+
+def test_run_bench_measures_the_peer_once_labelled_with_its_backbone(monkeypatch):
+    built = []
+    build = bench.build_model
+
+    def small(name, backbone, *args, **kwargs):  # the peer swapped for a tiny model
+        built.append((name, backbone))
+        return build("fcn" if name == bench.PEER else name, "test_resnet", *args, **kwargs)
+
+    monkeypatch.setattr(bench.run, "build_model", small)
+    settings = bench.BenchSettings(warmup=0, repeats=1, memory=False, train_step=False)
+    rows = bench.run_bench([bench.PEER], ["test_resnet"], [(64, 64)], settings=settings)
+    peer = next(r for r in rows if r.model == bench.PEER)
+    assert peer.backbone == bench.PEER_LABEL and not peer.error
+    assert peer.ratios == {}  # test_resnet run: no resnet50 baseline
+    assert [b for n, b in built if n == bench.PEER] == [bench.PEER_LABEL]
+
+
+def test_progress_reports_inference_rows_before_the_training_step():
+    seen = []
+    settings = bench.BenchSettings(warmup=0, repeats=1, memory=False, train_repeats=1)
+    bench.run_bench(["fcn"], ["test_resnet"], [(64, 64)], settings=settings,
+                    on_progress=lambda rows: seen.append([(r.model, r.latency_ms, r.train_step_ms) for r in rows]))  # fmt: skip
+    first, last = seen[0], seen[-1]
+    assert [m for m, _, _ in first] == ["fcn", "deeplabv3"]
+    assert all(math.isfinite(lat) and math.isnan(train) for _, lat, train in first)
+    assert all(math.isfinite(train) for _, _, train in last)
+
+
+def test_compact_table_keeps_the_columns_that_matter_within_80_characters():
+    rows = [_row("gsag_incremental", 30.0, 8.0, backbone="resnet50", size=512),
+            _row("deeplabv3", 40.0, 10.0, backbone="resnet50", size=512),
+            _row(bench.PEER, 50.0, 40.0, backbone=bench.PEER_LABEL, size=512)]  # fmt: skip
+    for r in rows:
+        r.batch, r.train_step_ms, r.peak_mem_mb = 8, 3 * r.latency_ms, 1234.0
+    rows[0].error = "OutOfResources: out of resource: shared memory"
+    bench.add_ratios(rows)
+    text = bench.compact_table(rows, {"device": "cuda"})
+    lines = text.splitlines()
+    assert lines[0].split() == ["model", "backbone", "input", "ms", "train", "ms", "MiB",
+                                "x", "base", "train", "x"]  # fmt: skip
+    assert all(len(line) <= 80 for line in lines[1:] if "error" not in line)
+    assert "error: OutOfResources" in lines[1]
+    assert lines[2].split()[-2:] == ["1.00x", "1.00x"]
+    assert lines[3].split()[1] == bench.PEER_LABEL and lines[3].split()[-2:] == ["1.25x", "1.25x"]
+    assert "| model |" not in text  # the markdown table goes to the file
+
+
+def test_psa_bytes_count_what_the_op_must_read_and_write():
+    from gsag.bench.psa import psa_bytes
+
+    # the issue's estimate at the benchmark shape: ~85 MB forward, ~254 MB forward + backward
+    fwd, both = psa_bytes(8, 8, (64, 64), 32, 32, in_bytes=2, out_bytes=4)
+    assert round(fwd / 1e6) == 85 and round(both / 1e6) == 254
+    # one pixel, one head, by hand: q, k (3 each), v (5) in float16, output float32
+    fwd, both = psa_bytes(1, 1, (1, 1), 3, 5, in_bytes=2, out_bytes=4)
+    assert fwd == (3 + 3 + 5) * 2 + 5 * 4 + 4  # read q k v; write out and the log-sum-exp
+    assert both - fwd == (3 + 3 + 5) * 2 + 5 * 4 + 5 * 4 + 4 + (3 + 3 + 5) * 2
+
+
+def test_psa_benchmark_reports_each_implementation_on_cpu():
+    from gsag.bench.psa import benchmark_local_attention, psa_bytes
+
+    small = dict(batch=1, heads=2, size=(5, 4), head_dim=3, kernel_size=3, dtype=torch.float32)
+    rows = benchmark_local_attention(**small, device="cpu", impls=("reference", "reference_compiled"),
+                                     min_run_time=0.01, compile_backend="eager")  # fmt: skip
+    assert list(rows) == ["reference", "reference_compiled"]
+    fwd, both = psa_bytes(1, 2, (5, 4), 3, 3, 4, 4)
+    for row in rows.values():
+        assert set(row) == {
+            "forward_ms",
+            "forward_backward_ms",
+            "forward_gbps",
+            "forward_backward_gbps",
+        }
+        assert row["forward_gbps"] == pytest.approx(fwd / row["forward_ms"] / 1e6)
+        assert row["forward_backward_gbps"] == pytest.approx(
+            both / row["forward_backward_ms"] / 1e6
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_psa_benchmark_on_cuda_reports_peak_memory():
+    from gsag.bench.psa import benchmark_local_attention
+
+    rows = benchmark_local_attention(batch=1, heads=2, size=(16, 16), min_run_time=0.05)
+    assert set(rows) == {"reference", "reference_compiled", "triton"}
+    assert all(row["peak_mib"] > 0 for row in rows.values())

@@ -1,9 +1,13 @@
-"""tools/pair_accuracy.py: the context pairs' accuracy against a per-pixel count, and its plot."""
+"""tools/: pair_accuracy.py (the context pairs' accuracy, its plot) and gpu_check.py (its steps,
+limits and CPU dry run)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +63,67 @@ def test_pair_accuracy_is_nan_when_the_pair_is_never_predicted():
     tool = _tool()
     confusion = [[5, 0, 0], [3, 0, 0], [2, 0, 0]]  # car and boat always predicted background
     assert np.isnan(tool.pair_accuracy(confusion, ["background", "car", "boat"], "car", "boat"))
+
+
+# ------------------------------------------------------------------ tools/gpu_check.py
+
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "tools/gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_steps_are_in_order_of_value_and_fit_ten_minutes(tmp_path):
+    tool = _gpu_check()
+    steps = tool.steps(tmp_path, dry=False)
+    assert [s.name for s in steps] == [
+        "environment", "pytest_local_attention", "psa_bench", "bench_eager",
+        "bench_compile_head", "bench_compile_model", "pytest_gpu",
+    ]  # fmt: skip
+    assert sum(s.limit_s for s in steps) <= 570
+    assert all(0 < s.estimate_s <= s.limit_s for s in steps)
+    pytest_la = steps[1].command
+    assert "-x" in pytest_la and "-rA" in pytest_la and "-q" not in pytest_la
+    head, model = steps[4].command, steps[5].command
+    assert (
+        head[head.index("--compile") + 1] == "head"
+        and model[model.index("--compile") + 1] == "model"
+    )
+
+
+def test_gpu_check_step_over_its_limit_is_killed_and_recorded(tmp_path):
+    tool = _gpu_check()
+    step = tool.Step("sleeper", 1, 1, [sys.executable, "-c", "import time; time.sleep(60)"])
+    tool.run_step(step, tmp_path, limit=1.0)
+    assert step.result["rc"] == 124 and step.result["seconds"] < 30
+    assert (tmp_path / "sleeper.log").exists()
+
+
+def test_gpu_check_dry_run_writes_the_summary_and_logs_the_estimates(tmp_path):
+    """The whole script on CPU at tiny sizes, as the GPU run will call it."""
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(ROOT / "tools/gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    steps = summary["steps"]
+    assert summary["dry_run"] and [s["rc"] for s in steps] == [0] * 7
+    by_name = {s["step"]: s for s in steps}
+    assert by_name["psa_bench"]["headline"]["reference_compiled"]["forward_gbps"] > 0
+    for name in ("bench_eager", "bench_compile_head", "bench_compile_model"):
+        assert by_name[name]["headline"]["rows"] == 2 and not by_name[name]["headline"]["errors"]
+    assert by_name["bench_compile_head"]["headline"]["ms"].keys() == {
+        "gsag_basic head",
+        "deeplabv3 head",
+    }
+    log = (tmp_path / "gpu_check.log").read_text()
+    for s in steps:  # each step: its estimate beside the measured seconds
+        assert f"== {s['step']}: estimate {s['estimate_s']}s" in log
+        assert f"{s['step']}: rc 0 in {s['seconds']}s (estimate {s['estimate_s']}s)" in log
+        assert (tmp_path / f"{s['step']}.log").exists()

@@ -188,12 +188,18 @@ def run(args: argparse.Namespace) -> int:
             bar.console.print(f"{row.model}/{row.backbone} {row.height}x{row.width}: {note}")
             bar.advance(task)
 
-        rows = bench.run_bench(names, args.backbones, sizes, args.batch, settings, on_row=done)
+        def partial(rows: list[bench.BenchRow]) -> None:  # a time limit keeps finished rows
+            bench.add_ratios(rows)
+            bench.write_results(rows, env, args.out, settings)
+
+        rows = bench.run_bench(
+            names, args.backbones, sizes, args.batch, settings, on_row=done, on_progress=partial
+        )
     if hasattr(os, "getloadavg"):
         env["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     paths = bench.write_results(rows, env, args.out, settings)
     table = bench.to_markdown(rows, env, settings)
-    console.print(table, markup=False, highlight=False)
+    console.print(bench.compact_table(rows, env), markup=False, highlight=False, soft_wrap=True)
     if args.update_doc:
         _update_doc(Path(args.update_doc), table, section)
         console.print(f"updated {args.update_doc}")

@@ -60,7 +60,10 @@ class GroupFormation(nn.Module):
         return (scores + self.level_bias.view(1, g, 1, 1, 1)).softmax(dim=1)
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
-        size = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
+        size = feats[0].shape[-2:]  # the largest map's; a loop, not max(key=): torch 2.4's
+        for f in feats[1:]:  # dynamo cannot trace max(..., key=...) (torch.export fails)
+            if f.shape[-2] * f.shape[-1] > size[0] * size[1]:
+                size = f.shape[-2:]
         stacked = torch.stack(
             [resize(p(f), size) for p, f in zip(self.proj, feats, strict=True)], dim=1
         )

@@ -8,20 +8,59 @@ Implementations (`IMPLS`):
 - "reference": a loop over the k*k offsets on a padded view (the readable definition and the
   CPU path; also what torch.compile, torch.export and ONNX export see);
 - "triton": fused Triton kernels, forward and backward (CUDA; on CPU only under the Triton
-  interpreter, `TRITON_INTERPRET=1`), in `gsag.models.local_attention_triton`;
-- "auto": "triton" for CUDA tensors in eager mode when triton is installed, else "reference".
+  interpreter, `TRITON_INTERPRET=1`), in `gsag.models.local_attention_triton`, called through
+  the custom ops of `gsag.models.local_attention_op`, which torch.compile keeps as one node;
+- "auto": "triton" for CUDA tensors when triton is installed, eager or compiled, unless the
+  model is being exported (ONNX, torch.export) or a kernel already failed in this process;
+  else "reference". A kernel that fails to compile or launch under "auto" gives one warning
+  and the reference from then on; under "triton" it is an error (`kernel_failed`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 IMPLS = ("auto", "reference", "triton")
+REPORT = (
+    "please report it to the gsag maintainers with this message and the output of "
+    "`python -m torch.utils.collect_env`"
+)
+_failure: list[str] = []  # the first kernel failure of this process, if any
+
+
+def kernel_failure() -> str | None:
+    """The kernel failure that switched "auto" to the reference in this process, or None."""
+    return _failure[0] if _failure else None
+
+
+def kernel_failed(err: BaseException, fallback: bool) -> None:
+    """Handle a Triton kernel that failed to compile or launch.
+
+    With `fallback` ("auto"): remember it, warn once per process, return (the caller then runs
+    the reference). Without (an explicit "triton"): raise a `GsagError` naming the failure.
+    """
+    from gsag.errors import GsagError
+
+    what = f"{type(err).__module__}.{type(err).__name__}: {(str(err).strip() or '?').splitlines()[0][:300]}"
+    if not fallback:
+        raise GsagError(
+            f"the Triton local-attention kernel failed ({what}); set attention_impl: auto or "
+            f"reference to run without it, and {REPORT}"
+        ) from err
+    if not _failure:
+        _failure.append(what)
+        warnings.warn(
+            f"the Triton local-attention kernel failed ({what}); running the reference "
+            f"implementation for the rest of this process (slower, same results); {REPORT}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def check_impl(impl: str) -> str:
@@ -31,15 +70,10 @@ def check_impl(impl: str) -> str:
     return impl
 
 
-def local_attention_reference(
-    q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int
-) -> Tensor:
-    """The shift loop: logits for each of the k*k offsets on a padded view, softmax, sum."""
+def _weights(q: Tensor, kp: Tensor, rel_bias: Tensor, kernel_size: int) -> Tensor:
+    """Softmax weights (B, h, k*k, H, W) of scaled q against the padded keys kp; 0 outside."""
     ks, r = kernel_size, kernel_size // 2
-    _, h, hh, ww, dk = q.shape
-    q = q * dk**-0.5
-    kp = F.pad(k, (0, 0, r, r, r, r))  # (B, h, H + 2r, W + 2r, dk)
-    vp = F.pad(v, (0, 0, r, r, r, r))
+    _, h, hh, ww, _ = q.shape
     inside = F.pad(q.new_ones(hh, ww, dtype=torch.bool), (r, r, r, r))  # (H + 2r, W + 2r)
     offsets = [(dy, dx) for dy in range(ks) for dx in range(ks)]
     logits = torch.stack(
@@ -47,12 +81,61 @@ def local_attention_reference(
     )  # (B, h, k*k, H, W)
     valid = torch.stack([inside[dy : dy + hh, dx : dx + ww] for dy, dx in offsets])
     logits = logits + rel_bias.view(1, h, ks * ks, 1, 1)
-    attn = logits.masked_fill(~valid, float("-inf")).softmax(dim=2)  # (B, h, k*k, H, W)
+    return logits.masked_fill(~valid, float("-inf")).softmax(dim=2)
+
+
+def local_attention_reference(
+    q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int
+) -> Tensor:
+    """The shift loop: logits for each of the k*k offsets on a padded view, softmax, sum."""
+    ks, r = kernel_size, kernel_size // 2
+    hh, ww, dk = q.shape[2:]
+    kp = F.pad(k, (0, 0, r, r, r, r))  # (B, h, H + 2r, W + 2r, dk)
+    vp = F.pad(v, (0, 0, r, r, r, r))
+    attn = _weights(q * dk**-0.5, kp, rel_bias, ks)  # (B, h, k*k, H, W)
     # accumulate in the wider of the two dtypes (softmax runs in float32 under autocast)
     out = v.new_zeros(v.shape, dtype=torch.promote_types(attn.dtype, v.dtype))
-    for i, (dy, dx) in enumerate(offsets):
+    for i in range(ks * ks):
+        dy, dx = divmod(i, ks)
         out.addcmul_(attn[:, :, i, :, :, None], vp[:, :, dy : dy + hh, dx : dx + ww])
     return out  # (B, h, H, W, dv)
+
+
+def reference_backward(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of `local_attention_reference` written out, without autograd (the custom op
+    runs below autograd): dq, dk, dv (contiguous, inputs' dtypes) and d rel_bias (h, k*k).
+
+    With p the weights and dp_o = dout . v_o: ds_o = p_o (dp_o - sum_o' p_o' dp_o'),
+    dq = scale sum_o ds_o k_o, dk_o += ds_o scale q, dv_o += p_o dout, dbias_o = sum ds_o.
+    """
+    ks, r = kernel_size, kernel_size // 2
+    hh, ww, dk = q.shape[2:]
+    f = torch.promote_types(torch.float32, q.dtype)
+    scale = dk**-0.5
+    qs, kp, vp = (
+        q.to(f) * scale,
+        F.pad(k.to(f), (0, 0, r, r, r, r)),
+        F.pad(v.to(f), (0, 0, r, r, r, r)),
+    )
+    do = dout.to(f)
+    p = _weights(qs, kp, rel_bias.to(f), ks)  # (B, h, k*k, H, W)
+    shifts = [(dy, dx) for dy in range(ks) for dx in range(ks)]
+    dp = torch.stack([(do * vp[:, :, y : y + hh, x : x + ww]).sum(-1) for y, x in shifts], 2)
+    ds = p * (dp - (p * dp).sum(2, keepdim=True))  # (B, h, k*k, H, W)
+    dq, dkp, dvp = torch.zeros_like(qs), torch.zeros_like(kp), torch.zeros_like(vp)
+    for i, (y, x) in enumerate(shifts):
+        dq.addcmul_(ds[:, :, i, :, :, None], kp[:, :, y : y + hh, x : x + ww])
+        dkp[:, :, y : y + hh, x : x + ww].addcmul_(ds[:, :, i, :, :, None], qs)
+        dvp[:, :, y : y + hh, x : x + ww].addcmul_(p[:, :, i, :, :, None], do)
+    crop = (slice(None), slice(None), slice(r, r + hh), slice(r, r + ww))
+    return (
+        (dq * scale).to(q.dtype).contiguous(),
+        dkp[crop].to(k.dtype).contiguous(),  # qs carries the scale
+        dvp[crop].to(v.dtype).contiguous(),
+        ds.sum(dim=(0, 3, 4)).to(rel_bias.dtype),
+    )
 
 
 @functools.cache
@@ -110,23 +193,45 @@ def local_attention_triton(
             f"attention_impl='triton' needs CUDA tensors, got {q.device.type} tensors; use "
             "attention_impl='reference' (or set TRITON_INTERPRET=1 to emulate it, slowly)"
         )
-    from gsag.models.local_attention_triton import triton_local_attention
+    if not fits_kernels(q):
+        raise ValueError(
+            f"local attention of {q.shape[0]} x {q.shape[1]} (batch x heads) maps of "
+            f"{q.shape[2]}x{q.shape[3]} is too large for the Triton kernels (batch x heads <= "
+            "65535, H x W < 2**31); use attention_impl='reference'"
+        )
+    from gsag.models.local_attention_op import fused_local_attention
 
-    return triton_local_attention(q, k, v, rel_bias, kernel_size, output_dtype(q, k, v, rel_bias))
+    return fused_local_attention(q, k, v, rel_bias, kernel_size, fallback=False)
 
 
-def _tracing() -> bool:
-    """True while torch.compile / torch.export / jit tracing records the model."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+def fits_kernels(q: Tensor) -> bool:
+    """Whether the launch grid (batch x heads on axis 1, at most 65535) and the int32 pixel
+    index (H x W < 2**31) of the kernels take q (B, h, H, W, dk)."""
+    b, nh, hh, ww, _ = q.shape
+    return b * nh <= 65535 and hh * ww < 2**31
+
+
+def _exporting() -> bool:
+    """True while ONNX export, torch.export or jit tracing records the model: exported files
+    hold the reference (plain aten ops), never the custom op."""
+    is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
+    return (
+        is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+    )  # fmt: skip
+
+
+def kernel_device(q: Tensor) -> bool:
+    """Whether q lives where the compiled Triton kernels run (CUDA)."""
+    return q.is_cuda
 
 
 def resolve_impl(impl: str, q: Tensor) -> str:
     """The implementation "auto" stands for with these inputs (others are returned as given)."""
     if check_impl(impl) != "auto":
         return impl
-    # plain tensors only: export and compile trace with fake tensor subclasses
-    if not _tracing() and type(q) is Tensor and q.is_cuda and triton_available():
-        return "triton"
+    if kernel_device(q) and triton_available() and kernel_failure() is None and not _exporting():
+        return "triton" if fits_kernels(q) else "reference"
     return "reference"
 
 
@@ -134,48 +239,12 @@ def local_attention(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, impl: str = "auto"
 ) -> Tensor:
     """Exact k x k local attention; `impl` is one of `IMPLS` (module docstring)."""
-    if resolve_impl(impl, q) == "triton":
+    resolved = resolve_impl(impl, q)
+    if resolved == "triton" and impl == "auto":
+        check_inputs(q, k, v, rel_bias, kernel_size)
+        from gsag.models.local_attention_op import fused_local_attention
+
+        return fused_local_attention(q, k, v, rel_bias, kernel_size, fallback=True)
+    if resolved == "triton":
         return local_attention_triton(q, k, v, rel_bias, kernel_size)
     return local_attention_reference(q, k, v, rel_bias, kernel_size)
-
-
-def benchmark_local_attention(
-    batch: int = 8,
-    heads: int = 8,
-    size: tuple[int, int] = (64, 64),
-    head_dim: int = 32,
-    kernel_size: int = 7,
-    dtype: torch.dtype = torch.bfloat16,
-    device: str = "cuda",
-    impls: tuple[str, ...] = ("reference", "triton"),
-    min_run_time: float = 1.0,
-) -> dict[str, dict[str, float]]:
-    """Per implementation: median ms of the forward (no grad) and of forward + backward, and on
-    CUDA the peak MiB of one forward + backward. Defaults: the PSA of gsag_hybrid at 512x512."""
-    from torch.utils import benchmark
-
-    g = torch.Generator(device).manual_seed(0)
-    shape = (batch, heads, *size, head_dim)  # (B, h, H, W, d)
-    q, k, v = (torch.randn(shape, device=device, dtype=dtype, generator=g) for _ in range(3))
-    bias = torch.zeros(heads, kernel_size**2, device=device)
-    for t in (q, k, v, bias):
-        t.requires_grad_(True)
-
-    def median_ms(fn) -> float:
-        timer = benchmark.Timer("fn()", globals={"fn": fn})
-        return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
-
-    result = {}
-    for impl in impls:
-        run = functools.partial(local_attention, q, k, v, bias, kernel_size, impl)
-        row = {}
-        if q.is_cuda:  # also the warm-up (Triton compiles on the first call)
-            torch.cuda.reset_peak_memory_stats(q.device)
-            base = torch.cuda.memory_allocated(q.device)
-            run().float().sum().backward()
-            row["peak_mib"] = (torch.cuda.max_memory_allocated(q.device) - base) / 2**20
-        with torch.no_grad():
-            row["forward_ms"] = median_ms(run)
-        row["forward_backward_ms"] = median_ms(lambda run=run: run().float().sum().backward())
-        result[impl] = row
-    return result

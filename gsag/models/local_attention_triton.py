@@ -13,24 +13,42 @@ no copy. Softmax statistics are float32; the forward pass keeps the log-sum-exp 
 - backward, key side: dk and dv, by visiting for each key the queries that see it.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Triton 3.0's interpreter recognises constexpr
+# parameters only by the annotation object `tl.constexpr`, not by the string
 import contextlib
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 NEG_BIG = tl.constexpr(-1.0e30)  # initial running max: finite, so exp(m - m_new) is never NaN
+LOG2E = tl.constexpr(1.4426950408889634)  # logits are kept in base 2: exp(x) = exp2(x log2 e)
 
 
 @triton.jit
-def _rows(ptr, base, sy, sx, y, x, cols, row_mask, col_mask):
+def _tile(ptr, base, sy, sx, y, x, cols, WIDE: tl.constexpr):
+    """(BLOCK, D) pointers to the rows at pixels (y, x), computed once per program.
+
+    WIDE: compute the pixel offsets in int64 (a plane with offsets at or above 2**31)."""
+    if WIDE:
+        y, x = y.to(tl.int64), x.to(tl.int64)
+    return ptr + base + (y * sy + x * sx)[:, None] + cols[None, :]
+
+
+@triton.jit
+def _at(tile, dy, dx, sy, sx, mask, WIDE: tl.constexpr):
+    """Load `tile` shifted by (dy, dx) pixels (one scalar offset) as float32; masked are 0."""
+    if WIDE:
+        dy, dx = dy.to(tl.int64), dx.to(tl.int64)
+    return tl.load(tile + (dy * sy + dx * sx), mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _rows(ptr, base, sy, sx, y, x, cols, row_mask, col_mask, WIDE: tl.constexpr):
     """Load (BLOCK, D) rows at pixels (y, x) as float32; masked entries are 0."""
-    offs = base + (y * sy + x * sx)[:, None] + cols[None, :]
-    return tl.load(ptr + offs, mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
+    tile = _tile(ptr, base, sy, sx, y, x, cols, WIDE)
+    return tl.load(tile, mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -39,33 +57,37 @@ def _fwd_kernel(
     sqb, sqh, sqy, sqx, skb, skh, sky, skx, svb, svh, svy, svx,
     NH, H, W, DK, DV, scale,
     KS: tl.constexpr, BLOCK: tl.constexpr, DKP: tl.constexpr, DVP: tl.constexpr,
+    WIDE: tl.constexpr,
 ):  # fmt: skip
-    bh, blk = tl.program_id(0), tl.program_id(1)
+    blk, bh = tl.program_id(0), tl.program_id(1)  # pixel blocks on axis 0 (no 65535 limit)
     b, head = (bh // NH).to(tl.int64), bh % NH
     pix = blk * BLOCK + tl.arange(0, BLOCK)
     inside = pix < H * W
     y, x = pix // W, pix % W
     ck, cv = tl.arange(0, DKP), tl.arange(0, DVP)
-    q = _rows(Q, b * sqb + head * sqh, sqy, sqx, y, x, ck, inside, ck < DK) * scale
+    q = _rows(Q, b * sqb + head * sqh, sqy, sqx, y, x, ck, inside, ck < DK, WIDE) * (scale * LOG2E)
     m = tl.full((BLOCK,), NEG_BIG, tl.float32)
     den = tl.zeros((BLOCK,), tl.float32)
     acc = tl.zeros((BLOCK, DVP), tl.float32)
+    kp = _tile(K, b * skb + head * skh, sky, skx, y, x, ck, WIDE)
+    vp = _tile(V, b * svb + head * svh, svy, svx, y, x, cv, WIDE)
     for o in range(KS * KS):
-        ny, nx = y + o // KS - KS // 2, x + o % KS - KS // 2
+        dy, dx = o // KS - KS // 2, o % KS - KS // 2
+        ny, nx = y + dy, x + dx
         valid = inside & (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-        kt = _rows(K, b * skb + head * skh, sky, skx, ny, nx, ck, valid, ck < DK)
-        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32)
+        kt = _at(kp, dy, dx, sky, skx, valid[:, None] & (ck < DK)[None, :], WIDE)
+        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32) * LOG2E
         s = tl.where(valid, s, float("-inf"))
         m_new = tl.maximum(m, s)
-        alpha, p = tl.exp(m - m_new), tl.exp(s - m_new)
-        vt = _rows(V, b * svb + head * svh, svy, svx, ny, nx, cv, valid, cv < DV)
+        alpha, p = tl.exp2(m - m_new), tl.exp2(s - m_new)
+        vt = _at(vp, dy, dx, svy, svx, valid[:, None] & (cv < DV)[None, :], WIDE)
         acc = acc * alpha[:, None] + p[:, None] * vt
         den = den * alpha + p
         m = m_new
     den = tl.where(inside, den, 1.0)
     out_offs = (bh.to(tl.int64) * H * W + pix)[:, None] * DV + cv[None, :]
     tl.store(OUT + out_offs, acc / den[:, None], mask=inside[:, None] & (cv < DV)[None, :])
-    tl.store(LSE + bh.to(tl.int64) * H * W + pix, m + tl.log(den), mask=inside)
+    tl.store(LSE + bh.to(tl.int64) * H * W + pix, m + tl.log2(den), mask=inside)  # base 2
 
 
 @triton.jit
@@ -74,27 +96,31 @@ def _bwd_query_kernel(
     sqb, sqh, sqy, sqx, skb, skh, sky, skx, svb, svh, svy, svx, sob, soh, soy, sox,
     NH, H, W, DK, DV, scale,
     KS: tl.constexpr, BLOCK: tl.constexpr, DKP: tl.constexpr, DVP: tl.constexpr,
+    WIDE: tl.constexpr,
 ):  # fmt: skip
-    bh, blk = tl.program_id(0), tl.program_id(1)
+    blk, bh = tl.program_id(0), tl.program_id(1)  # pixel blocks on axis 0 (no 65535 limit)
     b, head = (bh // NH).to(tl.int64), bh % NH
     pix = blk * BLOCK + tl.arange(0, BLOCK)
     inside = pix < H * W
     y, x = pix // W, pix % W
     ck, cv = tl.arange(0, DKP), tl.arange(0, DVP)
-    q = _rows(Q, b * sqb + head * sqh, sqy, sqx, y, x, ck, inside, ck < DK) * scale
-    do = _rows(DOUT, b * sob + head * soh, soy, sox, y, x, cv, inside, cv < DV)
+    q = _rows(Q, b * sqb + head * sqh, sqy, sqx, y, x, ck, inside, ck < DK, WIDE) * (scale * LOG2E)
+    do = _rows(DOUT, b * sob + head * soh, soy, sox, y, x, cv, inside, cv < DV, WIDE)
     stat = bh.to(tl.int64) * H * W + pix
     lse = tl.load(LSE + stat, mask=inside, other=0.0)
     delta = tl.load(DELTA + stat, mask=inside, other=0.0)
     dq = tl.zeros((BLOCK, DKP), tl.float32)
-    dbias = DBIAS + (bh.to(tl.int64) * tl.num_programs(1) + blk) * KS * KS
+    dbias = DBIAS + (bh.to(tl.int64) * tl.num_programs(0) + blk) * KS * KS
+    kp = _tile(K, b * skb + head * skh, sky, skx, y, x, ck, WIDE)
+    vp = _tile(V, b * svb + head * svh, svy, svx, y, x, cv, WIDE)
     for o in range(KS * KS):
-        ny, nx = y + o // KS - KS // 2, x + o % KS - KS // 2
+        dy, dx = o // KS - KS // 2, o % KS - KS // 2
+        ny, nx = y + dy, x + dx
         valid = inside & (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-        kt = _rows(K, b * skb + head * skh, sky, skx, ny, nx, ck, valid, ck < DK)
-        vt = _rows(V, b * svb + head * svh, svy, svx, ny, nx, cv, valid, cv < DV)
-        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32)
-        p = tl.where(valid, tl.exp(s - lse), 0.0)
+        kt = _at(kp, dy, dx, sky, skx, valid[:, None] & (ck < DK)[None, :], WIDE)
+        vt = _at(vp, dy, dx, svy, svx, valid[:, None] & (cv < DV)[None, :], WIDE)
+        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32) * LOG2E
+        p = tl.where(valid, tl.exp2(s - lse), 0.0)
         ds = p * (tl.sum(do * vt, axis=1) - delta)  # d loss / d logit
         dq += ds[:, None] * kt
         tl.store(dbias + o, tl.sum(ds, axis=0))
@@ -108,28 +134,32 @@ def _bwd_key_kernel(
     sqb, sqh, sqy, sqx, skb, skh, sky, skx, svb, svh, svy, svx, sob, soh, soy, sox,
     NH, H, W, DK, DV, scale,
     KS: tl.constexpr, BLOCK: tl.constexpr, DKP: tl.constexpr, DVP: tl.constexpr,
+    WIDE: tl.constexpr,
 ):  # fmt: skip
-    bh, blk = tl.program_id(0), tl.program_id(1)
+    blk, bh = tl.program_id(0), tl.program_id(1)  # pixel blocks on axis 0 (no 65535 limit)
     b, head = (bh // NH).to(tl.int64), bh % NH
     pix = blk * BLOCK + tl.arange(0, BLOCK)
     inside = pix < H * W
     y, x = pix // W, pix % W
     ck, cv = tl.arange(0, DKP), tl.arange(0, DVP)
-    kt = _rows(K, b * skb + head * skh, sky, skx, y, x, ck, inside, ck < DK)
-    vt = _rows(V, b * svb + head * svh, svy, svx, y, x, cv, inside, cv < DV)
+    kt = _rows(K, b * skb + head * skh, sky, skx, y, x, ck, inside, ck < DK, WIDE) * LOG2E
+    vt = _rows(V, b * svb + head * svh, svy, svx, y, x, cv, inside, cv < DV, WIDE)
     dk = tl.zeros((BLOCK, DKP), tl.float32)
     dv = tl.zeros((BLOCK, DVP), tl.float32)
+    qp = _tile(Q, b * sqb + head * sqh, sqy, sqx, y, x, ck, WIDE)
+    dop = _tile(DOUT, b * sob + head * soh, soy, sox, y, x, cv, WIDE)
+    stat = bh.to(tl.int64) * H * W + pix
     for o in range(KS * KS):
-        # the query at (py, px) sees this key through offset o
-        py, px = y - (o // KS - KS // 2), x - (o % KS - KS // 2)
+        # the query at (py, px) = (y - dy, x - dx) sees this key through offset o
+        dy, dx = o // KS - KS // 2, o % KS - KS // 2
+        py, px = y - dy, x - dx
         valid = inside & (py >= 0) & (py < H) & (px >= 0) & (px < W)
-        q = _rows(Q, b * sqb + head * sqh, sqy, sqx, py, px, ck, valid, ck < DK) * scale
-        do = _rows(DOUT, b * sob + head * soh, soy, sox, py, px, cv, valid, cv < DV)
-        stat = bh.to(tl.int64) * H * W + py * W + px
-        lse = tl.load(LSE + stat, mask=valid, other=0.0)
-        delta = tl.load(DELTA + stat, mask=valid, other=0.0)
-        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32)
-        p = tl.where(valid, tl.exp(s - lse), 0.0)
+        q = _at(qp, -dy, -dx, sqy, sqx, valid[:, None] & (ck < DK)[None, :], WIDE) * scale
+        do = _at(dop, -dy, -dx, soy, sox, valid[:, None] & (cv < DV)[None, :], WIDE)
+        lse = tl.load(LSE + stat - (dy * W + dx), mask=valid, other=0.0)
+        delta = tl.load(DELTA + stat - (dy * W + dx), mask=valid, other=0.0)
+        s = tl.sum(q * kt, axis=1) + tl.load(BIAS + head * KS * KS + o).to(tl.float32) * LOG2E
+        p = tl.where(valid, tl.exp2(s - lse), 0.0)
         ds = p * (tl.sum(do * vt, axis=1) - delta)
         dk += ds[:, None] * q  # q already carries the scale
         dv += p[:, None] * do
@@ -145,7 +175,15 @@ def _strided(x: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
     return x, (s[0], s[1], s[2], s[3])
 
 
-def _meta(q: Tensor, v: Tensor, kernel_size: int) -> dict:
+def needs_int64(*tensors: Tensor) -> bool:
+    """Whether a pixel offset y * sy + x * sx (+ d) of one (batch, head) plane reaches 2**31."""
+    return any(
+        sum((n - 1) * s for n, s in zip(t.shape[2:], t.stride()[2:], strict=True)) >= 2**31
+        for t in tensors
+    )
+
+
+def _meta(q: Tensor, v: Tensor, kernel_size: int, wide: bool) -> dict:
     """Shape arguments and compile-time constants shared by the three kernels."""
     _, nh, hh, ww, dk = q.shape
     dv = v.shape[-1]
@@ -153,14 +191,14 @@ def _meta(q: Tensor, v: Tensor, kernel_size: int) -> dict:
     block = max(16, min(64, 2048 // max(dkp, dvp)))  # pixels per program
     return dict(
         NH=nh, H=hh, W=ww, DK=dk, DV=dv, scale=dk**-0.5, KS=kernel_size, BLOCK=block,
-        DKP=dkp, DVP=dvp,
+        DKP=dkp, DVP=dvp, WIDE=wide,
     )  # fmt: skip
 
 
-def _grid(q: Tensor, meta: dict) -> tuple[int, int]:
-    """(B * h, pixel blocks)."""
+def grid(q: Tensor, block: int) -> tuple[int, int]:
+    """(pixel blocks, B * h): axis 0 has no 65,535 limit, axis 1 does (checked by callers)."""
     b, nh, hh, ww, _ = q.shape
-    return b * nh, triton.cdiv(hh * ww, meta["BLOCK"])
+    return triton.cdiv(hh * ww, block), b * nh
 
 
 def _on(x: Tensor) -> contextlib.AbstractContextManager:
@@ -168,44 +206,38 @@ def _on(x: Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
-class _LocalAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, rel_bias, kernel_size, out_dtype):
-        (q, sq), (k, sk), (v, sv) = _strided(q), _strided(k), _strided(v)
-        bias = rel_bias.contiguous()
-        b, nh, hh, ww, _ = q.shape
-        out = q.new_empty((*q.shape[:4], v.shape[-1]), dtype=out_dtype)  # (B, h, H, W, dv)
-        lse = q.new_empty((b * nh, hh * ww), dtype=torch.float32)
-        meta = _meta(q, v, kernel_size)
-        grid = _grid(q, meta)
-        with _on(q):
-            _fwd_kernel[grid](q, k, v, bias, out, lse, *sq, *sk, *sv, **meta)
-        ctx.save_for_backward(q, k, v, bias, out, lse)
-        ctx.kernel_size = kernel_size
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dout):
-        q, k, v, bias, out, lse = ctx.saved_tensors
-        (dout, so), sq, sk, sv = _strided(dout), q.stride()[:4], k.stride()[:4], v.stride()[:4]
-        b, nh, hh, ww, _ = q.shape
-        delta = (dout.float() * out.float()).sum(-1).reshape(b * nh, hh * ww).contiguous()
-        meta = _meta(q, v, ctx.kernel_size)
-        grid = _grid(q, meta)
-        dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
-        partial = q.new_empty((b, nh, grid[1], bias.shape[1]), dtype=torch.float32)
-        common = (*sq, *sk, *sv, *so)
-        with _on(q):
-            _bwd_query_kernel[grid](q, k, v, bias, dout, lse, delta, dq, partial, *common, **meta)
-            _bwd_key_kernel[grid](q, k, v, bias, dout, lse, delta, dk, dv, *common, **meta)
-        dbias = partial.sum(dim=(0, 2)).to(bias.dtype)  # (h, k*k)
-        return dq, dk, dv, dbias, None, None
-
-
-@torch.compiler.disable
-def triton_local_attention(
+def forward(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, out_dtype: torch.dtype
-) -> Tensor:
-    """Autograd-aware fused local attention; returns (B, h, H, W, dv) in `out_dtype`."""
-    return _LocalAttention.apply(q, k, v, rel_bias, kernel_size, out_dtype)
+) -> tuple[Tensor, Tensor]:
+    """out (B, h, H, W, dv) in `out_dtype` and the float32 log-sum-exp (B * h, H * W)."""
+    (q, sq), (k, sk), (v, sv) = _strided(q), _strided(k), _strided(v)
+    b, nh, hh, ww, _ = q.shape
+    out = q.new_empty((*q.shape[:4], v.shape[-1]), dtype=out_dtype)  # (B, h, H, W, dv)
+    lse = q.new_empty((b * nh, hh * ww), dtype=torch.float32)
+    meta = _meta(q, v, kernel_size, needs_int64(q, k, v))
+    with _on(q):
+        _fwd_kernel[grid(q, meta["BLOCK"])](
+            q, k, v, rel_bias.contiguous(), out, lse, *sq, *sk, *sv, **meta
+        )
+    return out, lse
+
+
+def backward(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, out: Tensor, lse: Tensor,
+    kernel_size: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """dq, dk, dv (contiguous, in the inputs' dtypes) and d rel_bias (h, k*k)."""
+    (q, sq), (k, sk), (v, sv), (dout, so) = _strided(q), _strided(k), _strided(v), _strided(dout)
+    bias = rel_bias.contiguous()
+    b, nh, hh, ww, _ = q.shape
+    delta = (dout.float() * out.float()).sum(-1).reshape(b * nh, hh * ww).contiguous()
+    meta = _meta(q, v, kernel_size, needs_int64(q, k, v, dout))
+    g = grid(q, meta["BLOCK"])
+    dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+    partial = q.new_empty((b, nh, g[0], bias.shape[1]), dtype=torch.float32)
+    common = (*sq, *sk, *sv, *so)
+    with _on(q):
+        _bwd_query_kernel[g](q, k, v, bias, dout, lse, delta, dq, partial, *common, **meta)
+        _bwd_key_kernel[g](q, k, v, bias, dout, lse, delta, dk, dv, *common, **meta)
+    dbias = partial.sum(dim=(0, 2)).to(bias.dtype)  # (h, k*k)
+    return dq, dk, dv, dbias

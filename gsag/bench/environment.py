@@ -1,0 +1,81 @@
+"""The facts a reader needs to interpret the numbers: versions, device, load, SDPA kernels."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+# profiler event name -> backend name
+_SDPA_KERNELS = {
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "flash (CPU fused)",
+    "aten::_scaled_dot_product_flash_attention": "flash",
+    "aten::_scaled_dot_product_efficient_attention": "efficient",
+    "aten::_scaled_dot_product_cudnn_attention": "cudnn",
+    "aten::_scaled_dot_product_fused_attention_overrideable": "fused (overrideable)",
+    "aten::_scaled_dot_product_attention_math": "math",
+}
+
+
+def sdpa_backends(model: nn.Module, x: torch.Tensor) -> str:
+    """Names the scaled-dot-product-attention kernels that ran in one forward ("-" if none)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with (
+        _quiet_stderr(),
+        torch.inference_mode(),
+        profile(activities=[ProfilerActivity.CPU]) as prof,
+    ):
+        model(x)
+    names = {evt.key for evt in prof.key_averages()}
+    found = [label for key, label in _SDPA_KERNELS.items() if key in names]
+    return ", ".join(found) if found else "-"
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silences the profiler backend's native log lines (written straight to file descriptor 2)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def environment(device: str = "cpu") -> dict:
+    """The facts a reader needs to interpret the numbers."""
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if hasattr(os, "getloadavg"):
+        info["load_average_1min_at_start"] = round(os.getloadavg()[0], 2)
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
