@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["base"],
         help="named configurations run for every model (default: base = the config as is); "
-        "GSAG hybrid ablations: no_group no_pointwise no_mapping no_gate k3 k11 ce",
+        "GSAG hybrid ablations: no_group no_local no_pointwise no_global no_global_context "
+        "global_only no_mapping no_gate k3 k11 ce (docs/usage.md)",
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds")
     parser.add_argument("--out", required=True, help="report folder (runs go to OUT/runs/)")
