@@ -9,6 +9,11 @@ Layout of the output folder:
     OUT/results.json, OUT/results.md         mean ± std over seeds per model x backbone
     OUT/miou.png, OUT/curves.png, OUT/per_class_iou.png
 
+`{seed}` in an override stands for the run's seed: with `--set data.root=runs/ctx_d{seed}`
+every seed trains on its own generated dataset (`gsag data synth --seed k`), so the spread over
+seeds covers a new draw of the data too, not only training randomness. With
+`--set data.val_split=test` a run evaluates on the held-out test split instead of val.
+
 The fingerprint is a hash of the run's resolved config without the settings that cannot change
 its results (`FINGERPRINT_IGNORES`). A rerun skips every combination whose `result.json` exists
 under the same fingerprint, so an interrupted ablation resumes where it stopped (the unfinished
@@ -59,6 +64,8 @@ FINGERPRINT_IGNORES = (
     "train.tb_images",
 )
 BASE = "base"
+#: Replaced by the combination's seed in the shared overrides (e.g. a data root per seed).
+SEED_FIELD = "{seed}"
 #: The context benchmark's look-alike pair told apart only by a scene band elsewhere.
 CUE_PAIR = ("car", "boat")
 #: A run "learns the cue" when its `CUE_PAIR` accuracy reaches this: halfway between chance
@@ -153,12 +160,15 @@ def resolve_combo(
     out_dir: str | os.PathLike,
     overrides: Sequence[str] = (),
 ):
-    """(resolved `Config` of the combination with its run folder set, dropped kwarg names)."""
+    """(resolved `Config` of the combination with its run folder set, dropped kwarg names).
+
+    `{seed}` in an override is the combination's seed, so the data can be part of the grid:
+    `data.root=runs/ctx_d{seed}` trains seed k on a dataset generated with seed k.
+    """
     from gsag.config import load_config
 
-    cfg = load_config(
-        None if config is None else str(config), [*overrides, *combo_overrides(combo)]
-    )
+    shared = [o.replace(SEED_FIELD, str(combo.seed)) for o in overrides]
+    cfg = load_config(None if config is None else str(config), [*shared, *combo_overrides(combo)])
     cfg.model.kwargs, dropped = model_kwargs_for(combo.model, cfg.model.kwargs)
     run_dir = Path(out_dir) / "runs" / f"{combo.name}__{fingerprint(cfg.to_dict())}"
     cfg.output.run_dir = str(run_dir)
@@ -649,6 +659,10 @@ def run_ablation(
         "variants": reported("variant"),
         "backbones": reported("backbone"),
         "seeds": " ".join(str(s) for s in sorted({c.seed for c in covered})),
+        "evaluated on": f"split {cfg.data.val_split!r} (the last evaluation of each run)",
+        "data per seed": "yes ({seed} in an override)"
+        if any(SEED_FIELD in o for o in overrides)
+        else "no: every run trains on the same data, so intervals cover training randomness only",
     }
     paths = write_report(results, out_dir, classes, meta)
     return {"results": results, "summary": summarise(results), "paths": paths}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,3 +285,15 @@ def test_report_gives_the_shared_seeds_result_beside_the_extended_one(tmp_path):
     assert "| gsag_hybrid | fcn | heads | b | 5 / 3 |" in md
     assert "| gsag_hybrid | fcn | heads | b | 3 / 3 |" in md
     assert "training randomness only" in md
+
+
+def test_seed_field_puts_the_data_seed_into_the_grid(tmp_path):
+    over = ["data.root=/data/ctx_d{seed}", "data.val_split=test"]
+    cfgs = [ablate.resolve_combo(None, ablate.Combo("fcn", "test_resnet", s), tmp_path, over)[0]
+            for s in (0, 3)]  # fmt: skip
+    assert [c.data.root for c in cfgs] == ["/data/ctx_d0", "/data/ctx_d3"]
+    assert cfgs[1].data.val_split == "test" and cfgs[1].train.seed == 3
+    # a run of another dataset never shares a folder with this one
+    same = ablate.resolve_combo(None, ablate.Combo("fcn", "test_resnet", 3), tmp_path,
+                                ["data.root=/data/ctx_d0"])[0]  # fmt: skip
+    assert Path(same.output.run_dir).name != Path(cfgs[1].output.run_dir).name
