@@ -13,6 +13,8 @@ Layout of the output folder:
 every seed trains on its own generated dataset (`gsag data synth --seed k`), so the spread over
 seeds covers a new draw of the data too, not only training randomness. With
 `--set data.val_split=test` a run evaluates on the held-out test split instead of val.
+`<model>@key=value` applies to that model (or `<model>-<variant>` label) only, e.g.
+`deeplabv3@optim.lr=3e-3`, so heads can run at the learning rate chosen for each on val.
 
 The fingerprint is a hash of the run's resolved config without the settings that cannot change
 its results (`FINGERPRINT_IGNORES`). A rerun skips every combination whose `result.json` exists
@@ -134,6 +136,20 @@ def grid(
     ]
 
 
+def overrides_for(combo: Combo, overrides: Sequence[str]) -> list[str]:
+    """The shared overrides that apply to `combo`: plain `key=value` ones, and
+    `<group>@key=value` ones whose group is the combination's model or label (e.g.
+    `deeplabv3@optim.lr=3e-3`: each head at the learning rate chosen for it)."""
+    out = []
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if "@" not in key:
+            out.append(item)
+        elif key.split("@", 1)[0] in (combo.model, combo.label):
+            out.append(item.split("@", 1)[1])
+    return out
+
+
 def combo_overrides(combo: Combo) -> list[str]:
     """The `--set` style overrides that turn the shared config into this combination's run."""
     return [
@@ -167,7 +183,7 @@ def resolve_combo(
     """
     from gsag.config import load_config
 
-    shared = [o.replace(SEED_FIELD, str(combo.seed)) for o in overrides]
+    shared = [o.replace(SEED_FIELD, str(combo.seed)) for o in overrides_for(combo, overrides)]
     cfg = load_config(None if config is None else str(config), [*shared, *combo_overrides(combo)])
     cfg.model.kwargs, dropped = model_kwargs_for(combo.model, cfg.model.kwargs)
     run_dir = Path(out_dir) / "runs" / f"{combo.name}__{fingerprint(cfg.to_dict())}"

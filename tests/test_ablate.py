@@ -297,3 +297,16 @@ def test_seed_field_puts_the_data_seed_into_the_grid(tmp_path):
     same = ablate.resolve_combo(None, ablate.Combo("fcn", "test_resnet", 3), tmp_path,
                                 ["data.root=/data/ctx_d0"])[0]  # fmt: skip
     assert Path(same.output.run_dir).name != Path(cfgs[1].output.run_dir).name
+
+
+def test_per_model_overrides_apply_to_their_model_only(tmp_path):
+    over = ["optim.lr=0.001", "deeplabv3@optim.lr=0.003", "gsag_hybrid-no_gate@train.iters=7"]
+    lr = {}
+    for combo in (ablate.Combo("deeplabv3", "test_resnet", 0),
+                  ablate.Combo("fcn", "test_resnet", 0),
+                  ablate.Combo("gsag_hybrid", "test_resnet", 0, "no_gate")):  # fmt: skip
+        cfg = ablate.resolve_combo(None, combo, tmp_path, over)[0]
+        lr[combo.label] = (cfg.optim.lr, cfg.train.iters)
+    default_iters = lr["fcn"][1]
+    assert lr["deeplabv3"] == (0.003, default_iters) and lr["fcn"] == (0.001, default_iters)
+    assert lr["gsag_hybrid-no_gate"] == (0.001, 7)

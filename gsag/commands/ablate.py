@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         args.overrides = [*args.overrides, f"train.num_threads={args.threads}"]
     console = Console()
-    base = load_config(args.config, args.overrides)  # fails early on a bad config or override
+    shared = [o for o in args.overrides if "@" not in o.split("=", 1)[0]]  # no per-model ones
+    base = load_config(args.config, shared)  # fails early on a bad config or override
     backbones = args.backbones or [base.model.backbone]
     combos = ablate.grid(args.models, backbones, args.seeds, args.variants)
     start = time.perf_counter()
