@@ -9,6 +9,13 @@ Layout of the output folder:
     OUT/results.json, OUT/results.md         mean ± std over seeds per model x backbone
     OUT/miou.png, OUT/curves.png, OUT/per_class_iou.png
 
+`{seed}` in an override stands for the run's seed: with `--set data.root=runs/ctx_d{seed}`
+every seed trains on its own generated dataset (`gsag data synth --seed k`), so the spread over
+seeds covers a new draw of the data too, not only training randomness. With
+`--set data.val_split=test` a run evaluates on the held-out test split instead of val.
+`<model>@key=value` applies to that model (or `<model>-<variant>` label) only, e.g.
+`deeplabv3@optim.lr=3e-3`, so heads can run at the learning rate chosen for each on val.
+
 The fingerprint is a hash of the run's resolved config without the settings that cannot change
 its results (`FINGERPRINT_IGNORES`), and of the dataset's identity (`data_identity`: its
 classes.yaml, which names the generator settings of generated data, and the ids of the training
@@ -63,11 +70,32 @@ FINGERPRINT_IGNORES = (
     "train.tb_images",
 )
 BASE = "base"
+#: Replaced by the combination's seed in the shared overrides (e.g. a data root per seed).
+SEED_FIELD = "{seed}"
+#: The context benchmark's look-alike pair told apart only by a scene band elsewhere.
+CUE_PAIR = ("car", "boat")
+#: A run "learns the cue" when its `CUE_PAIR` accuracy reaches this: halfway between chance
+#: (0.5, the cue unused) and perfect (1.0). The runs are bimodal (about 0.5-0.6 or 0.95-1.0).
+CUE_THRESHOLD = 0.75
+#: Comparisons beyond reference-minus-row, each a claim (and a family) of its own.
+EXTRA_PAIRS = (("gsag_incremental", "gsag_basic"),)
 #: The component ablation of GSAG hybrid: variant name -> overrides on top of the shared config.
 VARIANTS: dict[str, tuple[str, ...]] = {
     BASE: (),
     "no_group": ("model.kwargs.group_formation=false",),
-    "no_pointwise": ("model.kwargs.pointwise=false",),
+    # the local branch: PSA and the gate that mixes it with G (called no_pointwise before)
+    "no_local": ("model.kwargs.pointwise=false",),
+    # the PSA alone: a 1x1 window attends to its own position only, so L = V; the gate stays
+    "no_pointwise": ("model.kwargs.kernel_size=1",),
+    # the global self-attention; G is the pooled context vector alone
+    "no_global": ("model.kwargs.global_attention=false",),
+    # every image-wide path: GSA, attention-mean pooling and mapping (L alone, no gate)
+    "no_global_context": (
+        "model.kwargs.global_attention=false",
+        "model.kwargs.vector_mapping=false",
+    ),
+    # the global branch, gate and mapping only: no group formation, no PSA
+    "global_only": ("model.kwargs.group_formation=false", "model.kwargs.kernel_size=1"),
     "no_mapping": ("model.kwargs.vector_mapping=false",),
     "no_gate": ("model.kwargs.gate=false",),
     "k3": ("model.kwargs.kernel_size=3",),
@@ -110,6 +138,20 @@ def grid(
     return [
         Combo(m, b, s, v) for b, m, v, s in itertools.product(backbones, models, variants, seeds)
     ]
+
+
+def overrides_for(combo: Combo, overrides: Sequence[str]) -> list[str]:
+    """The shared overrides that apply to `combo`: plain `key=value` ones, and
+    `<group>@key=value` ones whose group is the combination's model or label (e.g.
+    `deeplabv3@optim.lr=3e-3`: each head at the learning rate chosen for it)."""
+    out = []
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if "@" not in key:
+            out.append(item)
+        elif key.split("@", 1)[0] in (combo.model, combo.label):
+            out.append(item.split("@", 1)[1])
+    return out
 
 
 def combo_overrides(combo: Combo) -> list[str]:
@@ -162,12 +204,15 @@ def resolve_combo(
     out_dir: str | os.PathLike,
     overrides: Sequence[str] = (),
 ):
-    """(resolved `Config` of the combination with its run folder set, dropped kwarg names)."""
+    """(resolved `Config` of the combination with its run folder set, dropped kwarg names).
+
+    `{seed}` in an override is the combination's seed, so the data can be part of the grid:
+    `data.root=runs/ctx_d{seed}` trains seed k on a dataset generated with seed k.
+    """
     from gsag.config import load_config
 
-    cfg = load_config(
-        None if config is None else str(config), [*overrides, *combo_overrides(combo)]
-    )
+    shared = [o.replace(SEED_FIELD, str(combo.seed)) for o in overrides_for(combo, overrides)]
+    cfg = load_config(None if config is None else str(config), [*shared, *combo_overrides(combo)])
     cfg.model.kwargs, dropped = model_kwargs_for(combo.model, cfg.model.kwargs)
     runs = Path(out_dir) / "runs"
     data = data_identity(cfg)
@@ -249,7 +294,9 @@ def run_combo(
         "model_kwargs": cfg.model.kwargs,
         "dropped_kwargs": dropped,
         "data": data_identity(cfg),
+        "confusion": metrics.get("confusion"),
     }
+    result["cue_accuracy"] = cue_accuracy(result)
     write_json(done, result)
     return result
 
@@ -272,6 +319,7 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             mean, std = mean_std(_finite(r.get(key)) for r in runs)
             row[f"{key.lower()}_mean"], row[f"{key.lower()}_std"] = mean, std
         row["miou_runs"] = [_finite(r["mIoU"]) for r in runs]
+        row["cue_runs"] = [_finite(r.get("cue_accuracy")) for r in runs]
         row["seed_list"] = [r["seed"] for r in runs]
         per_class = list(zip(*[[_finite(v) for v in r["IoU"]] for r in runs], strict=True))
         row["iou_mean"] = [mean_std(c)[0] for c in per_class]
@@ -308,62 +356,244 @@ def results_markdown(summary: Sequence[dict[str, Any]], classes: Sequence[str]) 
     return "\n".join(lines) + "\n"
 
 
+def pair_accuracy(
+    confusion: Sequence[Sequence[int]], classes: Sequence[str], a: str, b: str
+) -> float:
+    """Share right among pixels of class a or b predicted as a or b (confusion[true][pred]).
+
+    A head that ignores the context cue telling a from b scores about 0.5; one that uses it
+    scores near 1. NaN when neither class is in `classes` or the pair is never predicted.
+    """
+    if a not in classes or b not in classes:
+        return math.nan
+    i, j = list(classes).index(a), list(classes).index(b)
+    right = confusion[i][i] + confusion[j][j]
+    total = right + confusion[i][j] + confusion[j][i]
+    return right / total if total else math.nan
+
+
+def cue_accuracy(result: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float:
+    """The run's `CUE_PAIR` accuracy, from its final confusion matrix.
+
+    Runs record their confusion matrix in result.json; older ones lack it, and then the
+    `gsag eval` metrics.json in `out_dir/eval/<label>_s<seed>/` (docs/results.md's layout) is
+    read instead. NaN when neither exists.
+    """
+    confusion, classes = result.get("confusion"), result.get("classes") or []
+    if confusion is None and out_dir is not None:
+        path = Path(out_dir) / "eval" / f"{_label(result)}_s{result['seed']}" / "metrics.json"
+        if path.is_file():
+            metrics = json.loads(path.read_text())
+            confusion, classes = metrics.get("confusion"), metrics.get("classes", classes)
+    if confusion is None:
+        return math.nan
+    return pair_accuracy(confusion, classes, *CUE_PAIR)
+
+
+def _groups(summary: Sequence[dict[str, Any]], reference: str) -> list[tuple[dict, dict, str]]:
+    """(a, b, family) of every comparison the report makes, in table order.
+
+    Families: "heads" (the reference against another model), "components" (the reference
+    against one of its own variants) and each of `EXTRA_PAIRS` alone (a claim of its own).
+    """
+    by_key = {(g["model"], g["backbone"]): g for g in summary}
+    pairs = []
+    for g in summary:
+        ref = by_key.get((reference, g["backbone"]))
+        if ref is not None and g is not ref:
+            family = "components" if g["model"].startswith(f"{reference}-") else "heads"
+            pairs.append((ref, g, family))
+    for a, b in EXTRA_PAIRS:
+        for g in summary:
+            if g["model"] == a and (b, g["backbone"]) in by_key:
+                pairs.append((g, by_key[(b, g["backbone"])], f"{a} vs {b}"))
+    return pairs
+
+
+def _compare_groups(ref: dict, other: dict, family: str, level: float) -> dict[str, Any]:
+    """One comparison row: the Welch interval and p, Shapiro's reading, the rank interval, and
+    which of the two the verdict uses (`gsag.stats.compare`)."""
+    from gsag.stats import Difference, looks_normal, rank_interval, welch_interval
+
+    a, b = ([v for v in g["miou_runs"] if not math.isnan(v)] for g in (ref, other))
+    nan = math.nan
+    if a and b:
+        d, rank = welch_interval(a, b, level), rank_interval(a, b, level)
+    else:  # every run of a side diverged (NaN mIoU): nothing to compare
+        d = rank = Difference(nan, nan, nan, nan, len(a), len(b), level)
+    normal = (looks_normal(a), looks_normal(b))
+    use_rank = not all(normal) and not math.isnan(rank.diff)
+    used = rank if use_rank else d
+    bounded = not math.isinf(rank.low)
+    return {
+        "reference": ref["model"], "other": other["model"], "backbone": other["backbone"],
+        "family": family, "diff": d.diff, "low": d.low, "high": d.high, "dof": d.dof, "p": d.p,
+        "n_a": d.n_a, "n_b": d.n_b, "normal_a": normal[0], "normal_b": normal[1],
+        "rank_shift": rank.diff, "rank_low": rank.low if bounded else nan,
+        "rank_high": rank.high if bounded else nan, "rank_p": rank.p,
+        "rank_coverage": rank.coverage, "verdict_method": used.method, "verdict_p": used.p,
+    }  # fmt: skip
+
+
 def comparisons(
     summary: Sequence[dict[str, Any]], reference: str = "gsag_hybrid", level: float = 0.95
 ) -> list[dict[str, Any]]:
-    """mIoU of `reference` minus every other group of the same backbone, with a Welch interval.
+    """mIoU of `reference` minus every other group of the same backbone (plus `EXTRA_PAIRS`).
 
-    Returns one dict per other group: reference, other, backbone, and the fields of
-    `gsag.stats.Difference` (diff, low, high, dof, n_a, n_b, decided).
+    Each row gives the unadjusted Welch interval and p (diff, low, high, dof, p), the exact
+    rank interval (rank_*), the test the verdict uses ("verdict_method": Welch unless
+    Shapiro-Wilk rejects normality on a side, then rank) and its p, and the Holm-adjusted
+    p-values over the row's family ("holm_family") and over every row ("holm_all"). "decided"
+    is true when holm_family < 1 - level.
     """
-    from gsag.stats import Difference, welch_interval
+    from gsag.stats import holm
 
-    refs = {g["backbone"]: g for g in summary if g["model"] == reference}
-    rows = []
-    for g in summary:
-        ref = refs.get(g["backbone"])
-        if ref is None or g is ref:
-            continue
-        a, b = ([v for v in g_["miou_runs"] if not math.isnan(v)] for g_ in (ref, g))
-        if a and b:
-            d = welch_interval(a, b, level)
-        else:  # every run of a side diverged (NaN mIoU): nothing to compare
-            d = Difference(math.nan, math.nan, math.nan, math.nan, len(a), len(b), level)
-        rows.append(
-            {"reference": reference, "other": g["model"], "backbone": g["backbone"],
-             "diff": d.diff, "low": d.low, "high": d.high, "dof": d.dof, "n_a": d.n_a,
-             "n_b": d.n_b, "decided": d.decided}
-        )  # fmt: skip
+    rows = [_compare_groups(a, b, fam, level) for a, b, fam in _groups(summary, reference)]
+    for name in dict.fromkeys(r["family"] for r in rows):
+        members = [r for r in rows if r["family"] == name]
+        for r, adj in zip(members, holm([r["verdict_p"] for r in members]), strict=True):
+            r["holm_family"] = adj
+    for r, adj in zip(rows, holm([r["verdict_p"] for r in rows]), strict=True):
+        r["holm_all"] = adj
+        r["decided"] = bool(r["holm_family"] < 1 - level)
     return rows
 
 
-def comparisons_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The differences table (percentage points) and a one-word reading of each interval."""
+def _fmt_interval(low: float, high: float) -> str:
+    return f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def _fmt_p(p: float) -> str:
+    return "–" if math.isnan(p) else f"{p:.3f}"
+
+
+def _comparison_cells(r: dict[str, Any]) -> list[str]:
+    """The markdown cells of one comparison row after its name and seeds."""
+    if math.isnan(r["diff"]):
+        return ["–", "no finite mIoU on one side", "–", "–", "–", "–", "–", "–", "undecided"]
+    welch = "needs ≥ 2 seeds each" if math.isnan(r["low"]) else _fmt_interval(r["low"], r["high"])
+    rank = f"{100 * r['rank_shift']:+.1f} " + (
+        "unbounded (too few runs)"
+        if math.isnan(r["rank_low"])
+        else _fmt_interval(r["rank_low"], r["rank_high"])
+    )
+    normal = " / ".join("yes" if r[k] else "**no**" for k in ("normal_a", "normal_b"))
+    better = "ref better" if r["diff"] > 0 else "row better"
+    reading = better if r["decided"] else "undecided"
+    return [f"{100 * r['diff']:+.1f}", welch, _fmt_p(r["p"]), normal, rank, r["verdict_method"],
+            _fmt_p(r["holm_family"]), _fmt_p(r["holm_all"]), reading]  # fmt: skip
+
+
+def comparisons_markdown(rows: Sequence[dict[str, Any]], level: float = 0.95) -> str:
+    """The differences table (percentage points): declared family, unadjusted intervals,
+    Holm-adjusted p-values and the reading each verdict rests on."""
     if not rows:
         return ""
-    ref = rows[0]["reference"]
+    pct = f"{100 * level:g} %"
+    families = ", ".join(
+        f"{name} ({sum(r['family'] == name for r in rows)})"
+        for name in dict.fromkeys(r["family"] for r in rows)
+    )
     lines = [
-        f"mIoU of {ref} minus each row (points; 95 % Welch t interval over seeds; "
-        f"positive: {ref} is better):",
+        f"Comparisons (points; a − b, positive: a is better). The comparison family is every "
+        f"row of this table ({len(rows)}), split into {families}. Intervals are unadjusted "
+        f"{pct} intervals; p-values are adjusted by Holm over the row's family and over all "
+        f"rows. The verdict's test is Welch's t, or the exact Mann-Whitney test with its "
+        f"Hodges-Lehmann interval when Shapiro-Wilk (p < 0.05) doubts normality on either side "
+        f"(column 'normal'); a row is decided when its Holm p over its family is below "
+        f"{1 - level:.2g}.",
         "",
-        "| row | backbone | seeds (ref / row) | difference | 95 % interval | reading |",
+        f"| a | b | family | backbone | seeds (a / b) | difference | {pct} Welch interval | "
+        f"Welch p | normal (a / b) | rank shift [{pct} interval] | verdict uses | "
+        f"Holm p (family) | Holm p (all) | reading |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        cells = [r["reference"], r["other"], r["family"], r["backbone"], f"{r['n_a']} / {r['n_b']}"]
+        lines.append("| " + " | ".join(cells + _comparison_cells(r)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cue_rows(summary: Sequence[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
+    """Per group: how many runs learned the cue (`CUE_THRESHOLD`) with a Wilson interval.
+
+    Groups whose runs have no pair accuracy (no confusion matrix, or no car/boat classes) are
+    left out.
+    """
+    from gsag.stats import wilson_interval
+
+    rows = []
+    for g in summary:
+        accs = [v for v in g.get("cue_runs", []) if not math.isnan(v)]
+        if not accs:
+            continue
+        k = sum(v >= CUE_THRESHOLD for v in accs)
+        w = wilson_interval(k, len(accs), level)
+        rows.append({"model": g["model"], "backbone": g["backbone"], "learned": k,
+                     "runs": len(accs), "rate": w.rate, "low": w.low, "high": w.high,
+                     "accuracy": g["cue_runs"]})  # fmt: skip
+    return rows
+
+
+def cue_markdown(rows: Sequence[dict[str, Any]], level: float = 0.95) -> str:
+    """The cue-learning table: a count with its Wilson interval, apart from mIoU."""
+    if not rows:
+        return ""
+    a, b = CUE_PAIR
+    lines = [
+        f"Cue learning, a separate outcome from mIoU: a run learns the {a}/{b} cue when its "
+        f"{a}-vs-{b} pair accuracy (among the pixels of either class predicted as either, the "
+        f"share right) is at least {CUE_THRESHOLD}, halfway between chance (0.5) and perfect. "
+        f"Rate with its {100 * level:g} % Wilson interval over the runs of the group.",
+        "",
+        f"| group | backbone | learned / runs | rate | {100 * level:g} % Wilson interval | "
+        f"{a}-vs-{b} accuracy per seed |",
         "| --- | --- | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
-        if math.isnan(r["diff"]):
-            interval, reading = "no finite mIoU on one side", "undecided"
-        elif math.isnan(r["low"]):
-            interval, reading = "needs ≥ 2 seeds each", "undecided"
-        else:
-            interval = f"[{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
-            reading = ("ref better" if r["low"] > 0 else "row better") if r["decided"] else (
-                "undecided")  # fmt: skip
-        diff = "–" if math.isnan(r["diff"]) else f"{100 * r['diff']:+.1f}"
+        accs = " / ".join("–" if math.isnan(v) else f"{v:.2f}" for v in r["accuracy"])
         lines.append(
-            f"| {r['other']} | {r['backbone']} | {r['n_a']} / {r['n_b']} | "
-            f"{diff} | {interval} | {reading} |"
+            f"| {r['model']} | {r['backbone']} | {r['learned']} / {r['runs']} | {r['rate']:.2f} "
+            f"| [{r['low']:.2f}, {r['high']:.2f}] | {accs} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def shared_seeds(results: Sequence[dict[str, Any]]) -> list[int]:
+    """The seeds every group ran (a grid extended for some groups reports these apart)."""
+    seeds: dict[str, set[int]] = {}
+    for r in results:
+        seeds.setdefault(f"{_label(r)}/{r['backbone']}", set()).add(r["seed"])
+    common = set.intersection(*seeds.values()) if seeds else set()
+    return sorted(common)
+
+
+def _report_body(results: Sequence[dict[str, Any]], classes: Sequence[str], reference: str) -> str:
+    """The markdown between the header and the figures: results, comparisons, cue learning,
+    and the comparisons on the shared seeds when some groups ran more."""
+    summary = summarise(results)
+    body = results_markdown(summary, classes)
+    diffs = comparisons(summary, reference)
+    if diffs:
+        body += "\n" + comparisons_markdown(diffs) + "\n![differences](differences.png)\n"
+    cues = cue_rows(summary)
+    if cues:
+        body += "\n" + cue_markdown(cues)
+    seeds = shared_seeds(results)
+    subset = [r for r in results if r["seed"] in seeds]
+    if seeds and len(subset) < len(results):
+        diffs = comparisons(summarise(subset), reference)
+        if diffs:
+            body += (
+                f"\n## On seeds {', '.join(map(str, seeds))} only\n\nThe seeds every group ran; "
+                "the other seeds were added to some groups later, so this is the result before "
+                "that extension.\n\n" + comparisons_markdown(diffs)
+            )
+    return body + (
+        "\nWhat the intervals cover: the spread over the runs of a group. When every run trains "
+        "on the same data and is scored on the same split (no data seed in the grid), that is "
+        "training randomness only (initialisation, data order), not a new draw of the data.\n"
+    )
 
 
 def write_report(
@@ -373,11 +603,16 @@ def write_report(
     meta: dict[str, Any] | None = None,
     reference: str = "gsag_hybrid",
 ) -> dict[str, Path]:
-    """Write results.json, results.md and the three plots into `out_dir`.
+    """Write results.json, results.md and the plots into `out_dir`.
 
     `reference`: the group every other group's mIoU is compared with (when it was run).
+    Each run's cue accuracy is read from its result or `out_dir/eval/` (`cue_accuracy`).
     """
     out = Path(out_dir)
+    results = [{**r, "cue_accuracy": _finite(r.get("cue_accuracy"))} for r in results]
+    for r in results:
+        if math.isnan(r["cue_accuracy"]):
+            r["cue_accuracy"] = cue_accuracy(r, out)
     summary = summarise(results)
     diffs = comparisons(summary, reference)
     if not classes and results:
@@ -389,29 +624,28 @@ def write_report(
         "curves": out / "curves.png",
         "per_class": out / "per_class_iou.png",
     }
+    runs = [{k: v for k, v in r.items() if k != "confusion"} for r in results]
     payload = {
         "meta": meta or {},
         "classes": list(classes),
         "summary": summary,
         "comparisons": diffs,
-        "runs": results,
+        "cue_learning": cue_rows(summary),
+        "runs": runs,
     }
     write_json(paths["json"], payload)
     header = "# Ablation results\n\n"
     if meta:
         header += "".join(f"- {k}: {v}\n" for k, v in meta.items()) + "\n"
-    body = results_markdown(summary, classes)
     if diffs:
-        body += "\n" + comparisons_markdown(diffs)
         paths["differences"] = plot_differences(diffs, out / "differences.png")
-        body += "\n![differences](differences.png)\n"
     figures = (
         "\n![mIoU](miou.png)\n\n![curves](curves.png)\n\n![per-class IoU](per_class_iou.png)\n"
     )
-    write_text(paths["markdown"], header + body + figures)
+    write_text(paths["markdown"], header + _report_body(results, classes, reference) + figures)
     plot_miou_bars(summary, paths["miou"])
-    runs = [(_label(r), Path(r["run_dir"]) / "metrics.jsonl") for r in results]
-    plot_curves(runs, paths["curves"])
+    curves = [(_label(r), Path(r["run_dir"]) / "metrics.jsonl") for r in results]
+    plot_curves(curves, paths["curves"])
     plot_per_class_iou(summary, classes, paths["per_class"])
     return paths
 
@@ -481,6 +715,10 @@ def run_ablation(
         "variants": reported("variant"),
         "backbones": reported("backbone"),
         "seeds": " ".join(str(s) for s in sorted({c.seed for c in covered})),
+        "evaluated on": f"split {cfg.data.val_split!r} (the last evaluation of each run)",
+        "data per seed": "yes ({seed} in an override)"
+        if any(SEED_FIELD in o for o in overrides)
+        else "no: every run trains on the same data, so intervals cover training randomness only",
     }
     paths = write_report(results, out_dir, classes, meta)
     return {"results": results, "summary": summarise(results), "paths": paths}

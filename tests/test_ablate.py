@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,7 +161,8 @@ def test_comparisons_use_the_welch_interval():
     assert (rows["gsag_basic"]["low"], rows["gsag_basic"]["high"]) == (ref.low, ref.high)
     assert rows["gsag_basic"]["decided"] and not rows["gsag_hybrid-no_gate"]["decided"]
     md = ablate.comparisons_markdown(list(rows.values()))
-    assert "| gsag_basic | b | 3 / 3 | +10.0 |" in md and "needs ≥ 2 seeds each" in md
+    assert "| gsag_hybrid | gsag_basic | heads | b | 3 / 3 | +10.0 |" in md
+    assert "needs ≥ 2 seeds each" in md
 
 
 def test_a_group_whose_runs_all_diverged_does_not_break_the_report(tmp_path):
@@ -175,7 +177,7 @@ def test_a_group_whose_runs_all_diverged_does_not_break_the_report(tmp_path):
     assert rows["danet"]["diff"] == pytest.approx(0.045) and rows["danet"]["n_b"] == 1
     paths = ablate.write_report(runs, tmp_path / "report", ["c"])
     md = paths["markdown"].read_text()
-    assert "| fcn | b | 2 / 0 | – | no finite mIoU on one side | undecided |" in md
+    assert "| fcn | heads | b | 2 / 0 | – | no finite mIoU on one side |" in md
     assert json.loads(paths["json"].read_text())["comparisons"][0]["diff"] is None
 
 
@@ -259,3 +261,111 @@ def test_runs_recorded_before_the_data_counted_are_still_found(tmp_path, synth_r
     old.mkdir(parents=True)
     (old / ablate.RESULT_FILE).write_text(json.dumps({"mIoU": 0.5}))  # no "data" entry
     assert ablate.resolve_combo(None, combo, tmp_path, sets)[0].output.run_dir == str(old)
+
+
+def _runs(label, mious, **extra):
+    return [{**_fake(label, s, m, [m]), "label": label, **extra} for s, m in enumerate(mious)]
+
+
+HYB = [0.512, 0.543, 0.559, 0.516, 0.527]
+
+
+def test_comparisons_declare_families_and_holm_adjust_the_verdict_p():
+    from scipy import stats as sps
+
+    from gsag.stats import holm
+
+    runs = _runs("gsag_hybrid", HYB) + _runs("deeplabv3", [0.506, 0.441, 0.471, 0.392, 0.519])
+    runs += _runs("fcn", [0.445, 0.410, 0.433]) + _runs("gsag_basic", [0.456, 0.404, 0.431])
+    runs += _runs("gsag_incremental", [0.377, 0.388, 0.415])
+    runs += _runs("danet", [0.494, 0.455, 0.583, 0.517, 0.629])
+    runs += _runs("gsag_hybrid-no_gate", [0.556, 0.518, 0.527])
+    rows = ablate.comparisons(ablate.summarise(runs))
+    fam = {(r["reference"], r["other"]): r["family"] for r in rows}
+    assert fam[("gsag_hybrid", "deeplabv3")] == "heads"
+    assert fam[("gsag_hybrid", "gsag_hybrid-no_gate")] == "components"
+    assert fam[("gsag_incremental", "gsag_basic")] == "gsag_incremental vs gsag_basic"
+    heads = [r for r in rows if r["family"] == "heads"]
+    raw = [sps.ttest_ind(HYB, [x["mIoU"] for x in runs if x["label"] == r["other"]],
+                         equal_var=False).pvalue for r in heads]  # fmt: skip
+    assert [r["p"] for r in heads] == pytest.approx(raw)
+    assert [r["holm_family"] for r in heads] == pytest.approx(holm(raw))
+    assert [r["holm_all"] for r in rows] == pytest.approx(holm([r["verdict_p"] for r in rows]))
+    dl = next(r for r in heads if r["other"] == "deeplabv3")
+    # unadjusted, the interval excludes 0 (p 0.042); over the 5 heads, Holm p is 0.084: undecided
+    assert dl["low"] > 0 and dl["p"] < 0.05 < dl["holm_family"] and not dl["decided"]
+    assert "Holm p (family)" in ablate.comparisons_markdown(rows)
+
+
+def test_verdict_uses_the_rank_interval_when_shapiro_rejects():
+    runs = _runs("gsag_hybrid", HYB) + _runs("gsag_hybrid-ce", [0.363, 0.523, 0.522, 0.498, 0.52])
+    (row,) = ablate.comparisons(ablate.summarise(runs))
+    assert row["normal_a"] and not row["normal_b"] and row["verdict_method"] == "rank"
+    assert row["verdict_p"] == pytest.approx(row["rank_p"]) and row["rank_p"] != row["p"]
+    assert "| rank |" in ablate.comparisons_markdown([row])
+
+
+def _confusion(right, wrong):  # classes background, car, boat: car/boat right vs swapped
+    return [[10, 0, 0], [0, right, wrong], [0, wrong, right]]
+
+
+def test_cue_learning_rate_counts_runs_over_the_threshold_with_a_wilson_interval(tmp_path):
+    from scipy import stats as sps
+
+    classes = ["background", "car", "boat"]
+    # pair accuracies 0.99, 0.74 (just under the threshold), 0.5, 0.8
+    cells = [(99, 1), (74, 26), (50, 50), (80, 20)]
+    runs = [{**_fake("danet", s, 0.5, [0.5] * 3), "classes": classes,
+             "confusion": _confusion(*c)} for s, c in enumerate(cells)]  # fmt: skip
+    for r in runs:
+        r["cue_accuracy"] = ablate.cue_accuracy(r)
+    (row,) = ablate.cue_rows(ablate.summarise(runs))
+    assert row["accuracy"] == pytest.approx([0.99, 0.74, 0.5, 0.8])
+    assert (row["learned"], row["runs"]) == (2, 4)
+    ref = sps.binomtest(2, 4).proportion_ci(0.95, method="wilson")
+    assert (row["low"], row["high"]) == pytest.approx((ref.low, ref.high))
+    # an older run without a confusion matrix: read from OUT/eval/<label>_s<seed>/metrics.json
+    old = _fake("fcn", 3, 0.4, [0.4] * 3)
+    assert np.isnan(ablate.cue_accuracy(old, tmp_path))
+    (tmp_path / "eval" / "fcn_s3").mkdir(parents=True)
+    (tmp_path / "eval" / "fcn_s3" / "metrics.json").write_text(
+        json.dumps({"classes": classes, "confusion": _confusion(3, 1)})
+    )
+    assert ablate.cue_accuracy(old, tmp_path) == pytest.approx(0.75)
+
+
+def test_report_gives_the_shared_seeds_result_beside_the_extended_one(tmp_path):
+    runs = _runs("gsag_hybrid", HYB) + _runs("fcn", [0.445, 0.410, 0.433])
+    for r in runs:
+        r["run_dir"] = str(tmp_path / f"{r['model']}_{r['seed']}")
+    assert ablate.shared_seeds(runs) == [0, 1, 2]
+    md = ablate.write_report(runs, tmp_path / "report", ["c"])["markdown"].read_text()
+    assert "## On seeds 0, 1, 2 only" in md
+    assert "| gsag_hybrid | fcn | heads | b | 5 / 3 |" in md
+    assert "| gsag_hybrid | fcn | heads | b | 3 / 3 |" in md
+    assert "training randomness only" in md
+
+
+def test_seed_field_puts_the_data_seed_into_the_grid(tmp_path):
+    over = ["data.root=/data/ctx_d{seed}", "data.val_split=test"]
+    cfgs = [ablate.resolve_combo(None, ablate.Combo("fcn", "test_resnet", s), tmp_path, over)[0]
+            for s in (0, 3)]  # fmt: skip
+    assert [c.data.root for c in cfgs] == ["/data/ctx_d0", "/data/ctx_d3"]
+    assert cfgs[1].data.val_split == "test" and cfgs[1].train.seed == 3
+    # a run of another dataset never shares a folder with this one
+    same = ablate.resolve_combo(None, ablate.Combo("fcn", "test_resnet", 3), tmp_path,
+                                ["data.root=/data/ctx_d0"])[0]  # fmt: skip
+    assert Path(same.output.run_dir).name != Path(cfgs[1].output.run_dir).name
+
+
+def test_per_model_overrides_apply_to_their_model_only(tmp_path):
+    over = ["optim.lr=0.001", "deeplabv3@optim.lr=0.003", "gsag_hybrid-no_gate@train.iters=7"]
+    lr = {}
+    for combo in (ablate.Combo("deeplabv3", "test_resnet", 0),
+                  ablate.Combo("fcn", "test_resnet", 0),
+                  ablate.Combo("gsag_hybrid", "test_resnet", 0, "no_gate")):  # fmt: skip
+        cfg = ablate.resolve_combo(None, combo, tmp_path, over)[0]
+        lr[combo.label] = (cfg.optim.lr, cfg.train.iters)
+    default_iters = lr["fcn"][1]
+    assert lr["deeplabv3"] == (0.003, default_iters) and lr["fcn"] == (0.001, default_iters)
+    assert lr["gsag_hybrid-no_gate"] == (0.001, 7)

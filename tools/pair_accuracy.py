@@ -18,15 +18,10 @@ import json
 import re
 from pathlib import Path
 
-PAIRS = (("car", "boat"), ("rider", "walker"))
+from gsag.ablate import CUE_PAIR, pair_accuracy
 
-
-def pair_accuracy(confusion: list[list[int]], classes: list[str], a: str, b: str) -> float:
-    """Share right among pixels of class a or b predicted as a or b (confusion[true][pred])."""
-    i, j = classes.index(a), classes.index(b)
-    right = confusion[i][i] + confusion[j][j]
-    total = right + confusion[i][j] + confusion[j][i]
-    return right / total if total else float("nan")
+PAIRS = (CUE_PAIR, ("rider", "walker"))
+__all__ = ["PAIRS", "main", "pair_accuracy", "plot", "read"]
 
 
 def read(paths: list[str]) -> dict[str, list[float]]:

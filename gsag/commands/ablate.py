@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["base"],
         help="named configurations run for every model (default: base = the config as is); "
-        "GSAG hybrid ablations: no_group no_pointwise no_mapping no_gate k3 k11 ce",
+        "GSAG hybrid ablations: no_group no_local no_pointwise no_global no_global_context "
+        "global_only no_mapping no_gate k3 k11 ce (docs/usage.md)",
     )
     parser.add_argument(
         "--seeds",
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         args.overrides = [*args.overrides, f"train.num_threads={args.threads}"]
     console = Console()
-    base = load_config(args.config, args.overrides)  # fails early on a bad config or override
+    shared = [o for o in args.overrides if "@" not in o.split("=", 1)[0]]  # no per-model ones
+    base = load_config(args.config, shared)  # fails early on a bad config or override
     backbones = args.backbones or [base.model.backbone]
     combos = ablate.grid(args.models, backbones, args.seeds, args.variants)
     start = time.perf_counter()

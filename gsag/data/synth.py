@@ -45,7 +45,12 @@ DISC, BLOCK, HORSE, CAR, BOAT, RIDER, WALKER = range(1, 8)
 VERSION = 2
 VERSIONS = (1, 2)
 
-_SPLIT_CODES = {"train": 0, "val": 1}
+#: Each split draws its images from its own random stream (seed, split code, index, version), so
+#: the held-out test images are new images of the same generator version, and adding them left
+#: every train and val image of a seed byte-identical.
+_SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+#: The splits `generate` writes, in order: choose on val, report on test.
+SPLITS = ("train", "val", "test")
 
 
 def _interpolation_matrix(size: int, cells: int) -> np.ndarray:
@@ -137,7 +142,9 @@ def render(
     """
     if version not in VERSIONS:
         raise ValueError(f"synthetic generator version {version} is unknown; use one of {VERSIONS}")
-    rng = np.random.default_rng([seed, _SPLIT_CODES.get(split, 2), index, version])
+    if split not in _SPLIT_CODES:
+        raise ValueError(f"synthetic split {split!r} is unknown; use one of {SPLITS}")
+    rng = np.random.default_rng([seed, _SPLIT_CODES[split], index, version])
     image = _background(rng, size)
     mask = np.zeros((size, size), np.uint8)
     water, band_top, horse = rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5
@@ -223,12 +230,14 @@ def generate(
     quality: int = 90,
     progress=None,
     version: int = VERSION,
+    num_test: int | None = None,
 ) -> Path:
     """Write the context benchmark as a VOC tree and return its root.
 
     Writes `JPEGImages/<split>_<i>.jpg`, `SegmentationClass/<split>_<i>.png` (palette PNGs,
-    255 borders around objects), `ImageSets/Segmentation/{train,val,trainval}.txt` and
-    `classes.yaml`. The output is a function of (seed, size, counts, version) only.
+    255 borders around objects), `ImageSets/Segmentation/{train,val,test,trainval}.txt` and
+    `classes.yaml`. The output is a function of (seed, size, counts, version) only. The test
+    split is held out: choose settings on val, report on test (`data.val_split=test`).
 
     Args:
         out_dir: folder to write (created; existing files of the same names are replaced).
@@ -240,18 +249,24 @@ def generate(
         quality: JPEG quality.
         progress: optional callable `(done, total)` called as images are written.
         version: generating rules (see `VERSION`); 1 reproduces the first benchmark.
+        num_test: held-out test images; None: as many as val (0: no test split, as before
+            it existed).
     """
     if size < 32:
         raise ValueError(f"synthetic image size {size} is too small; use at least 32")
     if version not in VERSIONS:
         raise ValueError(f"synthetic generator version {version} is unknown; use one of {VERSIONS}")
-    if num_train < 1 or num_val < 0:
-        raise ValueError(f"need num_train >= 1 and num_val >= 0, got {num_train}, {num_val}")
+    num_test = num_val if num_test is None else num_test
+    if num_train < 1 or num_val < 0 or num_test < 0:
+        raise ValueError(
+            f"need num_train >= 1, num_val >= 0 and num_test >= 0, "
+            f"got {num_train}, {num_val}, {num_test}"
+        )
     root = Path(out_dir)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    jobs = [(root, seed, "train", i, size, quality, version) for i in range(num_train)]
-    jobs += [(root, seed, "val", i, size, quality, version) for i in range(num_val)]
+    counts = dict(zip(SPLITS, (num_train, num_val, num_test), strict=True))
+    jobs = [(root, seed, s, i, size, quality, version) for s, n in counts.items() for i in range(n)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             for done, _ in enumerate(pool.map(_write_one, jobs, chunksize=16), 1):
@@ -262,10 +277,7 @@ def generate(
             _write_one(job)
             if progress:
                 progress(done, len(jobs))
-    lists = {
-        "train": [f"train_{i:05d}" for i in range(num_train)],
-        "val": [f"val_{i:05d}" for i in range(num_val)],
-    }
+    lists = {s: [f"{s}_{i:05d}" for i in range(n)] for s, n in counts.items() if n or s != "test"}
     lists["trainval"] = lists["train"] + lists["val"]
     for split, ids in lists.items():
         text = "".join(f"{i}\n" for i in ids)
@@ -281,6 +293,7 @@ def generate(
                 "size": size,
                 "num_train": num_train,
                 "num_val": num_val,
+                "num_test": num_test,
             },
             "context_rules": {
                 "car": "hull shape on a road scene (grey band with a dashed line)",

@@ -11,8 +11,11 @@ description is silent):
 | hybrid      | yes       | yes                   | yes                                  |
 
 Ablation switches of the hybrid (keyword arguments, all on by default): `group_formation`
-(off: C5 only), `pointwise` (off: global attention only), `vector_mapping` (off: no pooled
-context vector), `gate` (off: the fixed average 0.5 L + 0.5 G).
+(off: C5 only), `pointwise` (off: no local branch, so no PSA and no gate: G alone),
+`global_attention` (off: no GSA; G is the pooled context vector alone, or nothing without the
+mapping), `vector_mapping` (off: no pooled context vector), `gate` (off: the fixed average
+0.5 L + 0.5 G). `kernel_size=1` removes only the PSA's neighbourhood: every position attends
+to itself alone, so L = V and the gate still mixes V with G.
 
 Attention tensors use the layout (B, h, H, W, d_head): the last dimension is contiguous, which
 keeps `scaled_dot_product_attention` on its fused kernel and lets the local attention shift
@@ -243,8 +246,12 @@ class GSAGHead(nn.Module):
         attention_impl: PSA implementation, "auto" (Triton on CUDA, else the reference loop),
             "reference" or "triton" (`gsag.models.local_attention.IMPLS`).
         group_formation: hybrid only; False projects C5 alone (no GroupFormation).
-        pointwise: hybrid only; False drops the PSA (and the gate, which has nothing to mix):
-            the attention output is G alone.
+        pointwise: hybrid only; False drops the local branch, the PSA and the gate (which has
+            nothing to mix): the attention output is G alone. To remove the PSA alone, keep it
+            and set kernel_size=1 (L = V).
+        global_attention: hybrid only; False drops the global self-attention: G is the mapped
+            pooled context vector broadcast over the map, or absent (L alone, no gate) when
+            vector_mapping is off too.
         vector_mapping: hybrid only; False drops the attention-mean pooling and the vector
             mapping: G is the global attention output alone.
         gate: hybrid only; False replaces the gated pooling by the fixed average 0.5 L + 0.5 G.
@@ -267,21 +274,28 @@ class GSAGHead(nn.Module):
         pointwise: bool = True,
         vector_mapping: bool = True,
         gate: bool = True,
+        global_attention: bool = True,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown GSAG variant {variant!r}; valid: {', '.join(VARIANTS)}")
         check_impl(attention_impl)
         switches = dict(group_formation=group_formation, pointwise=pointwise, gate=gate)
-        switches["vector_mapping"] = vector_mapping
+        switches.update(vector_mapping=vector_mapping, global_attention=global_attention)
         off = [name for name, on in switches.items() if not on]
         if off and variant != "hybrid":
             raise ValueError(
                 f"{', '.join(off)}=False: the ablation switches apply to the hybrid variant only, "
                 f"not {variant!r}; use variant='hybrid' or leave them on"
             )
+        if not (pointwise or global_attention or vector_mapping):
+            raise ValueError(
+                "pointwise, global_attention and vector_mapping all False leave the hybrid no "
+                "attention; keep one on or use variant='basic'"
+            )
         self.variant = variant
         hybrid = variant == "hybrid"
+        has_global = global_attention or vector_mapping
         self.use_psa = variant == "incremental" or (hybrid and pointwise)
         d, dv = head_channels, value_channels or key_channels
         if hybrid and group_formation:
@@ -295,12 +309,12 @@ class GSAGHead(nn.Module):
             self.psa = PointwiseSelfAttention(num_heads, kernel_size, attention_impl)
         if variant != "basic":
             self.out_proj = nn.Sequential(nn.Conv2d(dv, d, 1, bias=False), nn.BatchNorm2d(d))
-        if hybrid:
+        if hybrid and global_attention:
             self.gsa = GlobalSelfAttention()
         if hybrid and vector_mapping:
             self.pool = AttentionMeanPooling(num_heads, key_channels // num_heads)
             self.mapping = VectorMapping(2 * key_channels + dv, dv)
-        if hybrid and pointwise and gate:
+        if hybrid and pointwise and gate and has_global:
             self.gated = GatedPooling(dv)
         self.fuse = ConvBNReLU(d, fuse_channels, 3)
         self.dropout = nn.Dropout2d(dropout)
@@ -316,17 +330,24 @@ class GSAGHead(nn.Module):
             x = x + self.out_proj(y)  # residual Y + X: (B, d, H, W)
         return self.classifier(self.dropout(self.fuse(x)))  # (B, num_classes, H, W)
 
-    def _global(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """G: global attention plus the mapped pooled context vector, (B, dv, H, W)."""
-        glob = heads_to_map(self.gsa(q, k, v))
+    def _global(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor | None:
+        """G: global attention plus the mapped pooled context vector, (B, dv, H, W); either
+        part alone when the other is switched off, None when both are."""
+        glob = heads_to_map(self.gsa(q, k, v)) if hasattr(self, "gsa") else None
         if hasattr(self, "mapping"):
-            glob = glob + self.mapping(*self.pool(q, k, v))  # + (B, dv, 1, 1)
+            context = self.mapping(*self.pool(q, k, v))  # (B, dv, 1, 1)
+            if glob is None:  # broadcast over the map: (B, dv, H, W)
+                glob = context.expand(*context.shape[:2], *q.shape[2:4])
+            else:
+                glob = glob + context
         return glob
 
-    def _mix(self, local: Tensor | None, glob: Tensor) -> Tensor:
-        """Combine L and G: the gate, the fixed average without it, or G alone without PSA."""
-        if local is None:
-            return glob
+    def _mix(self, local: Tensor | None, glob: Tensor | None) -> Tensor:
+        """Combine L and G: the gate, the fixed average without it, or whichever exists."""
+        if local is None or glob is None:
+            out = glob if local is None else local
+            assert out is not None  # __init__ refuses a hybrid with neither
+            return out
         if hasattr(self, "gated"):
             return self.gated(local, glob)
         return 0.5 * (local + glob)

@@ -18,7 +18,8 @@ def test_synth_then_check(tmp_path, capsys):
     capsys.readouterr()
     assert main(["data", "check", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "7 pairs" in text and "walker" in text and "ok" in text
+    # 5 train + 2 val + 2 test (the held-out split has as many images as val by default)
+    assert "9 pairs" in text and "walker" in text and "ok" in text
 
 
 def test_synth_version_flag(tmp_path):

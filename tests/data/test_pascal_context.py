@@ -16,6 +16,7 @@ from gsag.data.pascal_context import (
     PascalContextSegmentation,
 )
 from tests.helpers.configs import tiny_config
+from tests.helpers.context_labels import CONTEXT59_LABELS_TXT, PUBLISHED_ID_ORDER
 from tests.helpers.datasets import CONTEXT_FULL_ID, make_context_release
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
@@ -104,3 +105,25 @@ def test_check_and_train_end_to_end(context, tmp_path, capsys):
     )
     result = train(cfg, quiet=True)
     assert result["iteration"] == 4 and 0.0 <= result["best_miou"] <= 1.0
+
+
+def test_code_table_equals_the_pinned_labels_txt_copy():
+    from gsag.data.pascal_context import CONTEXT_FULL_IDS
+
+    assert sorted(CONTEXT59_LABELS_TXT.items()) == CONTEXT_FULL_IDS
+    # the same 59 ids as the release's converter keeps (0 there is unlabelled)
+    assert sorted(PUBLISHED_ID_ORDER) == [0, *CONTEXT59_LABELS_TXT]
+    assert len(CONTEXT59_LABELS_TXT) == 59
+
+
+@pytest.mark.parametrize("wrong", [(104, "cup", 103, "cup"), (105, "curtain", 105, "cup")])
+def test_one_wrong_entry_in_the_code_table_is_refused(tmp_path, monkeypatch, wrong):
+    import gsag.data.pascal_context as pc
+
+    old_id, old_name, new_id, new_name = wrong
+    table = [(new_id, new_name) if e == (old_id, old_name) else e for e in pc.CONTEXT_FULL_IDS]
+    assert table != pc.CONTEXT_FULL_IDS
+    monkeypatch.setattr(pc, "CONTEXT_FULL_IDS", table)
+    voc, archive, labels = make_context_release(tmp_path)
+    with pytest.raises(DataError, match=r"labels\.txt disagrees"):
+        prepare_context(voc, archive, labels)

@@ -216,3 +216,25 @@ def test_generated_on_demand_data_ignores_the_training_seed(tmp_path, monkeypatc
         )
         ensure_data(cfg)
     assert [kw.get("seed", 0) for kw in calls] == [0, 0]
+
+
+def test_held_out_test_split_is_new_images_and_leaves_train_val_unchanged(tmp_path, synth_root):
+    root = generate(tmp_path / "t", num_train=8, num_val=4, size=64, seed=0, num_test=3)
+    lists = root / "ImageSets" / "Segmentation"
+    assert (lists / "test.txt").read_text().split() == ["test_00000", "test_00001", "test_00002"]
+    assert len((lists / "trainval.txt").read_text().split()) == 12  # test stays out of trainval
+    assert VOCSegmentation(root, "test").classes == SYNTH_CLASSES
+    for sub, name in [("JPEGImages", "train_00003.jpg"), ("SegmentationClass", "val_00001.png")]:
+        assert (root / sub / name).read_bytes() == (synth_root / sub / name).read_bytes()
+    # same generator version, its own random stream: no test image repeats a train or val one
+    seen = {
+        render(0, s, i, 64)[0].tobytes() for s, n in (("train", 8), ("val", 4)) for i in range(n)
+    }
+    assert all(render(0, "test", i, 64)[0].tobytes() not in seen for i in range(3))
+    assert "num_test: 3" in (root / "classes.yaml").read_text()
+    default = synth_root / "ImageSets" / "Segmentation" / "test.txt"
+    assert len(default.read_text().split()) == 4  # by default as many as val
+    none = generate(tmp_path / "n", num_train=2, num_val=1, size=32, num_test=0)
+    assert not (none / "ImageSets" / "Segmentation" / "test.txt").exists()
+    with pytest.raises(ValueError, match="unknown"):
+        render(0, "holdout", 0, 64)

@@ -199,3 +199,27 @@ def test_pair_reads_a_side_or_height_and_width(size, expected):
     from gsag.data.sizes import pair
 
     assert pair(size) == expected
+
+
+@pytest.mark.parametrize("factor", [1.37, 0.63, 2.9])
+def test_mask_resize_keeps_its_value_set_with_ignore(factor):
+    """Far-apart labels and 255 (ignore) survive a non-integer resize: no value in between.
+
+    Averaging labels (bilinear) would invent e.g. 127 between 0 and 255 or a class id between
+    two others, silently relabelling boundary pixels; nearest neighbour cannot.
+    """
+    from gsag.data.transforms import RandomResize, resize_pair
+
+    values = torch.tensor([0, 3, 120, 201, 255], dtype=torch.uint8)
+    g = torch.Generator().manual_seed(7)
+    coarse = values[torch.randint(0, len(values), (6, 9), generator=g)]
+    mask = coarse.repeat_interleave(5, 0).repeat_interleave(5, 1)  # (30, 45), 5-pixel blocks
+    image = torch.zeros(3, *mask.shape, dtype=torch.uint8)
+    size = (round(30 * factor), round(45 * factor))
+    _, out = resize_pair(image, mask, size)
+    assert tuple(out.shape) == size
+    assert set(out.unique().tolist()) == set(values.tolist())
+    # the training pipeline's random resize goes through the same rule
+    torch.manual_seed(0)
+    _, out = RandomResize(None, (factor, factor))(image, mask)
+    assert set(out.unique().tolist()) == set(values.tolist())

@@ -10,11 +10,13 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from tests.helpers.context_labels import CONTEXT59_LABELS_TXT
+
 # Cityscapes labelId -> trainId for the 19 scored classes (from the official labels table)
 CITYSCAPES_TRAIN_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
                        23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
-# PASCAL-Context ids (in the 459-class labels.txt) of a few of the 59 classes
-CONTEXT_FULL_ID = {"aeroplane": 2, "bag": 9, "person": 284, "sky": 360, "wood": 458}
+#: name -> id in the 459-class labels.txt, from the tests' own pinned copy (every one of the 59)
+CONTEXT_FULL_ID = {name: i for i, name in CONTEXT59_LABELS_TXT.items()}
 
 
 def _image(rng, height: int, width: int) -> Image.Image:
@@ -86,9 +88,8 @@ def make_context_release(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(mats, arcname="trainval")
     shutil.rmtree(mats)  # users start from the archive
-    from gsag.data.pascal_context import CONTEXT_FULL_IDS
+    from tests.helpers.context_labels import labels_txt
 
-    names = dict(CONTEXT_FULL_IDS)
     labels = root / "release" / "labels.txt"
-    labels.write_text("".join(f"{i}: {names.get(i, f'thing{i}')}\n" for i in range(1, 460)))
+    labels.write_text(labels_txt())  # from the pinned copy, not the code's own table
     return root / "VOCdevkit", archive, labels

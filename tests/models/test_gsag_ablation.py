@@ -66,11 +66,52 @@ def test_no_mapping_drops_the_context_vector(monkeypatch):
     assert torch.allclose(full(feats()), cut(feats()), atol=1e-6)
 
 
-def test_no_pointwise_is_global_only(monkeypatch):
+def test_pointwise_false_drops_the_local_branch_and_keeps_g_alone(monkeypatch):
     full, cut = head(), head(pointwise=False)
     _copy_shared(full, cut)
     monkeypatch.setattr(full.gated, "forward", lambda local, glob: glob)
     assert torch.allclose(full(feats()), cut(feats()), atol=1e-6)
+
+
+def test_kernel_one_removes_only_the_pointwise_attention(monkeypatch):
+    # a 1x1 window: every position attends to itself alone, so L = V; the gate stays
+    full, cut = head(), head(kernel_size=1)
+    assert hasattr(cut, "gated") and hasattr(cut, "gsa") and hasattr(cut, "mapping")
+    shared = {k: v for k, v in full.state_dict().items() if k != "psa.rel_bias"}
+    assert cut.load_state_dict(shared, strict=False).missing_keys == ["psa.rel_bias"]
+    monkeypatch.setattr(full.psa, "forward", lambda q, k, v: v)
+    assert torch.allclose(full(feats()), cut(feats()), atol=1e-6)
+
+
+def test_no_global_attention_keeps_the_context_vector_as_g(monkeypatch):
+    full, cut = head(), head(global_attention=False)
+    assert not hasattr(cut, "gsa") and hasattr(cut, "gated") and hasattr(cut, "mapping")
+    assert n_params(full) == n_params(cut)  # GSA has no weights of its own
+    cut.load_state_dict(full.state_dict())
+    monkeypatch.setattr(full.gsa, "forward", lambda q, k, v: torch.zeros_like(v))
+    assert torch.allclose(full(feats()), cut(feats()), atol=1e-6)
+    assert not torch.allclose(head()(feats()), cut(feats()), atol=1e-4)  # GSA did contribute
+
+
+def test_no_global_context_at_all_is_the_local_branch_alone(monkeypatch):
+    full, cut = head(), head(global_attention=False, vector_mapping=False)
+    assert not any(hasattr(cut, n) for n in ("gsa", "pool", "mapping", "gated"))
+    _copy_shared(full, cut)
+    monkeypatch.setattr(full.gated, "forward", lambda local, glob: local)
+    assert torch.allclose(full(feats()), cut(feats()), atol=1e-6)
+    # no image-wide path is left: a change far away (another row) does not reach a pixel
+    x = feats()
+    y = [f.clone() for f in x]
+    for f in y:
+        f[:, :, -1] += 5.0  # the last row of every level changes
+    cut_out_x, cut_out_y = cut(x), cut(y)
+    assert torch.allclose(cut_out_x[:, :, 0], cut_out_y[:, :, 0], atol=1e-5)
+    assert not torch.allclose(head()(x)[:, :, 0], head()(y)[:, :, 0], atol=1e-5)  # the full one
+
+
+def test_a_hybrid_without_any_attention_is_refused():
+    with pytest.raises(ValueError, match="no attention"):
+        head(pointwise=False, global_attention=False, vector_mapping=False)
 
 
 @pytest.mark.parametrize("kernel_size", [3, 7, 11])
@@ -85,7 +126,15 @@ def test_switches_are_for_the_hybrid_only():
 
 @pytest.mark.parametrize(
     "switches",
-    [{"group_formation": False}, {"pointwise": False}, {"vector_mapping": False}, {"gate": False}],
+    [
+        {"group_formation": False},
+        {"pointwise": False},
+        {"vector_mapping": False},
+        {"gate": False},
+        {"global_attention": False},
+        {"global_attention": False, "vector_mapping": False},
+        {"group_formation": False, "kernel_size": 1},
+    ],
 )
 def test_each_ablated_model_trains_a_step(switches):
     torch.manual_seed(0)
