@@ -20,7 +20,6 @@ from typing import Any, Union
 import yaml
 
 from gsag.atomic import write_text
-from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
 
 #: Image scales of multi-scale inference (`eval.scales`, `gsag predict --tta`).
 DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -53,8 +52,9 @@ class DataConfig:
     photometric: bool = True
     # evaluation: keep-ratio resize of the image into [long edge, short edge]; [] keeps its size
     eval_scale: list[int] = field(default_factory=list)
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # input normalisation on the [0, 1] scale; [] = the backbone's own (`input_norm`)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -64,7 +64,7 @@ class ModelConfig:
     name: str = "gsag_hybrid"
     backbone: str = "resnet50"
     pretrained: bool | str = True  # True: timm weights; a string: a local weights file
-    output_stride: int = 8
+    output_stride: int | None = None  # None: 8 where timm can dilate the backbone, else its own
     aux: bool = True
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -295,8 +295,10 @@ def validate(cfg: Config, source: str = "config") -> None:
         )
     for key in ("data.mean", "data.std"):
         section, name = key.split(".")
-        if len(getattr(getattr(cfg, section), name)) != 3:
-            raise ConfigError(f"{source}: {key} needs 3 values (R, G, B)")
+        if len(getattr(getattr(cfg, section), name)) not in (0, 3):
+            raise ConfigError(
+                f"{source}: {key} needs 3 values (R, G, B), or [] for the backbone's own"
+            )
     if not cfg.eval.scales:
         raise ConfigError(f"{source}: eval.scales is empty; give at least one scale, e.g. [1.0]")
     bad = [v for v in cfg.eval.scales if not 0 < v < float("inf")]
@@ -305,6 +307,17 @@ def validate(cfg: Config, source: str = "config") -> None:
             f"{source}: eval.scales {cfg.eval.scales} holds {bad[0]}; every scale must be > 0, "
             "e.g. [0.75, 1.0, 1.25]"
         )
+
+
+def input_norm(cfg: Config) -> tuple[list[float], list[float]]:
+    """The (mean, std) images are normalised with: data.mean / data.std, or where they are
+    empty the ones the backbone's pretrained weights expect."""
+    from gsag.models.backbone import backbone_mean_std
+
+    own_mean, own_std = (
+        ([], []) if cfg.data.mean and cfg.data.std else backbone_mean_std(cfg.model.backbone)
+    )
+    return list(cfg.data.mean or own_mean), list(cfg.data.std or own_std)
 
 
 def _check_key(key: str, valid: list[str], prefix: str, where: str) -> None:
@@ -357,7 +370,7 @@ def _convert(value: Any, hint: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key} is {value!r}; expected a mapping")
         return dict(value)
-    if hint is Any:
+    if hint is Any or (hint is type(None) and value is None):
         return value
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is bool and isinstance(value, bool):

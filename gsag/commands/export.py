@@ -93,7 +93,8 @@ def _load(args: argparse.Namespace):
     if args.checkpoint:
         return load_model(args.checkpoint)
     untrained = dict(name=args.model, num_classes=args.num_classes, backbone=args.backbone)
-    return model_from_args({**untrained, "aux": False}).eval(), {}
+    model = model_from_args({**untrained, "aux": False}).eval()
+    return model, {"mean": model.mean, "std": model.std}  # the backbone's own normalisation
 
 
 def _check_inputs(folder: str, meta: dict):

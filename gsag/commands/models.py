@@ -35,7 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="classes (default: the config's dataset with --config, else 21 as in VOC)",
     )
     parser.add_argument(
-        "--output-stride", type=int, default=8, choices=(8, 16, 32), help="default: 8"
+        "--output-stride",
+        type=int,
+        choices=(8, 16, 32),
+        help="default: 8 where timm can dilate the backbone, else the backbone's own",
+    )
+    parser.add_argument(
+        "--backbones",
+        nargs="?",
+        const="",
+        metavar="PATTERN",
+        help="list the backbone families the tests cover, or the timm models matching PATTERN "
+        "(wildcards, e.g. 'convnext*')",
     )
     parser.add_argument(
         "--models", nargs="+", metavar="NAME", help="only these models (default: all)"
@@ -47,7 +58,7 @@ def model_table(
     backbone: str,
     size: int,
     num_classes: int = 21,
-    output_stride: int = 8,
+    output_stride: int | None = None,
     names: list[str] | None = None,
     progress: Callable[[int, str], object] | None = None,
 ) -> list[dict]:
@@ -92,7 +103,7 @@ def model_settings(
     name: str,
     num_classes: int,
     backbone: str = "resnet50",
-    output_stride: int = 8,
+    output_stride: int | None = None,
     aux: bool = True,
     kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -100,26 +111,74 @@ def model_settings(
 
     Returns:
         {"model_args": the `create_model` arguments, "options": [(option, value, default)] for
-        every head option (and `levels`), "params": all parameters, "aux_params": those of the
-        training-only aux head (0 without it), "params_line": both in words}.
+        every head option (and `levels`), "backbone": the resolved backbone setup (in words),
+        "params": all parameters, "aux_params": those of the training-only aux head (0 without
+        it), "params_line": both in words}.
     """
     from gsag.flops import count_params
     from gsag.models import create_model, head_defaults
-    from gsag.models.backbone import DEFAULT_LEVELS
+    from gsag.models.backbone import default_levels, probe_backbone
 
     kwargs = kwargs or {}
     model = create_model(
         name, num_classes, backbone=backbone, output_stride=output_stride, aux=aux, **kwargs
     )
-    defaults = {**head_defaults(name), "levels": list(DEFAULT_LEVELS)}
+    levels = list(default_levels(probe_backbone(backbone)))
+    defaults = {**head_defaults(name), "levels": levels}
     args = model.model_args
     return {
         "model_args": args,
+        "backbone": backbone_setup(model),
         "options": [(k, args.get(k, default), default) for k, default in defaults.items()],
         "params": count_params(model),
         "aux_params": count_params(model.aux_head) if model.aux_head is not None else 0,
         "params_line": model.params_line(),
     }
+
+
+def backbone_setup(model) -> list[str]:
+    """A built model's backbone setup in words: levels, strides, neck, padding, mean/std."""
+    b = model.backbone
+    neck = (
+        f"resize every level to 1/{model.neck.stride} (timm cannot dilate {b.name})"
+        if model.neck is not None
+        else f"none (dilated to output stride {b.output_stride})"
+    )
+    return [
+        f"backbone levels {list(b.levels)}: strides {b.reductions}, channels {b.channels}"
+        + (" (simple pyramid from ViT blocks)" if b.pyramid is not None else ""),
+        f"neck: {neck}",
+        f"input padded to a multiple of {b.pad_multiple}"
+        if b.pad_multiple > 1
+        else "input not padded",
+        f"input mean {_rounded(model.mean)}, std {_rounded(model.std)} (the backbone's own)",
+    ]
+
+
+def _rounded(values) -> list[float]:
+    return [round(float(v), 4) for v in values]
+
+
+def list_backbones_text(pattern: str) -> list[str]:
+    """`gsag models --backbones [PATTERN]`: the tested families, or timm's names matching."""
+    import timm
+
+    from gsag.models.backbone import BACKBONES, TESTED_FAMILIES
+
+    if pattern:
+        names = timm.list_models(pattern)
+        tagged = timm.list_pretrained(pattern)
+        if not names and not tagged:
+            return [f"no timm model matches {pattern!r}; try a wildcard, e.g. '*{pattern}*'"]
+        return [*names, *(f"{t} (pretrained tag)" for t in tagged if t not in names)]
+    lines = ["families the tests cover (tiny model in the tests; a full-size example):"]
+    lines += [f"  {fam:32} {tiny:30} {real}" for fam, (tiny, real) in TESTED_FAMILIES.items()]
+    lines += [
+        f"short names: {', '.join(BACKBONES)}",
+        "any other timm model that gives feature maps works too; search timm's "
+        f"{len(timm.list_models())} names with `gsag models --backbones 'convnext*'`",
+    ]
+    return lines
 
 
 def config_num_classes(cfg) -> int | None:
@@ -140,8 +199,6 @@ def config_num_classes(cfg) -> int | None:
 def _show_settings(args: argparse.Namespace, console) -> int:
     from rich.table import Table
 
-    from gsag.models import ModelArgError
-
     notes = []
     if args.config:
         from gsag.config import load_config
@@ -160,15 +217,14 @@ def _show_settings(args: argparse.Namespace, console) -> int:
         num_classes = args.num_classes or 21
         name, backbone, stride, aux, kwargs = args.name, args.backbone, args.output_stride, True, {}
         source = ""
-    try:
-        settings = model_settings(name, num_classes, backbone, stride, aux, kwargs)
-    except ModelArgError as e:
-        console.print(str(e), style="red", markup=False)
-        return 2
+    settings = model_settings(name, num_classes, backbone, stride, aux, kwargs)  # errors: one line
+    stride = settings["model_args"]["output_stride"]
     console.print(
         f"{name} on {backbone} ({source}output stride {stride}, {num_classes} classes)",
         highlight=False,
     )
+    for line in settings["backbone"]:
+        console.print(line, highlight=False, markup=False)
     table = Table()
     for col in ("head option", "value", "default"):
         table.add_column(col)
@@ -190,21 +246,21 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     import gsag
-    from gsag.models import ModelArgError, check_model_args
+    from gsag.models import check_model_args
 
     console = Console()
+    if args.backbones is not None:
+        for line in list_backbones_text(args.backbones):
+            console.print(line, highlight=False, markup=False)
+        return 0
     if args.name and args.config:
         console.print("give a model name or --config, not both", style="red")
         return 2
     if args.name or args.config:
         return _show_settings(args, console)
     names = args.models or gsag.list_models()
-    try:
-        for name in names:
-            check_model_args(name, args.backbone, {})
-    except ModelArgError as e:
-        console.print(str(e), style="red", markup=False)
-        return 2
+    for name in names:  # a ModelArgError becomes one `error:` line
+        check_model_args(name, args.backbone, {})
     num_classes = args.num_classes or 21
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"counting on {args.backbone}", total=len(names))
@@ -223,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = Table(
         title=f"gsag models (inference, no aux head; input {args.size}x{args.size}, "
-        f"output stride {args.output_stride})"
+        f"output stride {args.output_stride or 'default'})"
     )
     for col in ("model", "backbone", "params (M)", f"GFLOPs @ {args.size}"):
         table.add_column(col, justify="right" if "(" in col or "@" in col else "left")
