@@ -22,6 +22,7 @@ models need it, ResNets do not (1). Position embeddings follow the input size (t
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import math
 import warnings
@@ -158,8 +159,10 @@ class Probe:
     plain: bool  # one resolution: a plain ViT (levels are blocks)
 
 
+@functools.lru_cache(maxsize=32)
 def probe_backbone(name: str) -> Probe:
-    """Build `name` features-only on the meta device (no memory, no download).
+    """Build `name` features-only on the meta device (no memory, no download); cached, as a
+    meta build of a large model takes seconds (weight init runs on the meta device too).
 
     Raises:
         ModelArgError: unknown name, or timm cannot give feature maps for the model.
