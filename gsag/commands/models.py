@@ -216,6 +216,7 @@ def _show_settings(args: argparse.Namespace, console) -> int:
     else:
         num_classes = args.num_classes or 21
         name, backbone, stride, aux, kwargs = args.name, args.backbone, args.output_stride, True, {}
+        cfg = None
         source = ""
     settings = model_settings(name, num_classes, backbone, stride, aux, kwargs)  # errors: one line
     stride = settings["model_args"]["output_stride"]
@@ -223,8 +224,11 @@ def _show_settings(args: argparse.Namespace, console) -> int:
         f"{name} on {backbone} ({source}output stride {stride}, {num_classes} classes)",
         highlight=False,
     )
-    for line in settings["backbone"]:
-        console.print(line, highlight=False, markup=False)
+    lines = settings["backbone"]
+    if cfg is not None and cfg.data.mean:  # the config's own normalisation wins over the backbone's
+        lines[-1] = f"input mean {cfg.data.mean}, std {cfg.data.std} (data.mean / data.std)"
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     table = Table()
     for col in ("head option", "value", "default"):
         table.add_column(col)
@@ -251,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if args.backbones is not None:
         for line in list_backbones_text(args.backbones):
-            console.print(line, highlight=False, markup=False)
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
         return 0
     if args.name and args.config:
         console.print("give a model name or --config, not both", style="red")

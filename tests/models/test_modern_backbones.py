@@ -309,3 +309,28 @@ def test_mean_std_follow_the_backbone_unless_set():
     cfg.data.mean, cfg.data.std = [0.1, 0.2, 0.3], [1.0, 1.0, 1.0]
     assert input_norm(cfg) == ([0.1, 0.2, 0.3], [1.0, 1.0, 1.0])
     assert gsag.create_model("fcn", 2, backbone="test_vit").mean == [0.5] * 3
+
+
+def test_models_command_shows_the_resolved_backbone_setup(capsys):
+    from gsag.cli import main
+
+    code = main(["models", "--config", "configs/demo.yaml", "--set", "model.backbone=test_vit",
+                 "--set", "model.output_stride=null", "--num-classes", "3"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "output stride 16" in out  # the ViT's own stride, not the config default
+    assert "strides [8, 16, 32]" in out and "simple pyramid" in out
+    assert "neck: resize every level to 1/8" in out
+    assert "padded to a multiple of 16" in out and "mean [0.5, 0.5, 0.5]" in out
+
+
+def test_models_command_lists_and_searches_backbones(capsys):
+    from gsag.cli import main
+
+    assert main(["models", "--backbones"]) == 0
+    out = capsys.readouterr().out
+    assert all(tiny in out for tiny in FAMILIES.values())
+    assert main(["models", "--backbones", "convnext_t*"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert "convnext_tiny" in names and "convnext_tiny.fb_in22k_ft_in1k" in names
+    assert all(n.startswith("convnext_t") for n in names)
