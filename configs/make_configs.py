@@ -200,5 +200,65 @@ def main() -> None:
         (out / name).write_text(text)
 
 
+# -- modern backbones: ConvNeXt-T and Swin-T ---------------------------------------------------
+# The optimizer and schedule of the UperNet recipes published with each backbone (mmsegmentation
+# configs `convnext/upernet_convnext_tiny_fp16_512x512_160k_ade20k` and
+# `swin/upernet_swin-t_..._512x512_160k_ade20k`): AdamW, linear warm-up over 1500 iterations
+# from 1e-6 x lr, then poly decay with power 1.0 to 0; lr 1e-4 (ConvNeXt) and 6e-5 (Swin); weight
+# decay 0.05 for both (the Swin recipe's own value is 0.01). Not carried over: their stage-wise
+# lr decay (ConvNeXt), stochastic depth and the UperNet head itself. Data and evaluation are the
+# dataset recipes above; ConvNeXt is dilated to output stride 8 like the ResNets, Swin (which
+# timm cannot dilate) keeps its strides and the neck brings its levels to 1/8. Mean and std are
+# left to the backbone (data.mean / data.std unset).
+
+#: short file-name tag -> timm backbone, output_stride line, lr, published recipe
+MODERN_BACKBONES = {
+    "convnext_tiny": ("convnext_tiny.fb_in1k", "8", 1e-4, "UperNet ConvNeXt-T 160k (ConvNeXt paper)"),
+    "swin_tiny": ("swin_tiny_patch4_window7_224.ms_in1k", "null", 6e-5, "UperNet Swin-T 160k (Swin paper)"),
+}  # fmt: skip
+#: dataset -> backbone tags it gets (VOC: ConvNeXt-T only)
+MODERN_DATASETS = {"ade20k": ["convnext_tiny", "swin_tiny"],
+                   "cityscapes": ["convnext_tiny", "swin_tiny"], "voc": ["convnext_tiny"]}  # fmt: skip
+MODERN_OPTIM = """optim:
+  name: adamw
+  lr: {lr}
+  weight_decay: 0.05
+  head_lr_mult: 1.0
+schedule:
+  power: 1.0
+  min_lr: 0.0
+  warmup_iters: 1500
+  warmup_ratio: 1.0e-06
+"""
+
+
+def modern_config(dataset: str, model: str, tag: str, iters: int) -> str:
+    """One ConvNeXt-T / Swin-T recipe: the dataset recipe with the backbone's optimizer."""
+    title, data, _, _, batch, _, _, every, evaluation = RECIPES[dataset]
+    backbone, stride, lr, source = MODERN_BACKBONES[tag]
+    text = TEMPLATE.format(
+        title=title, model=model, backbone=backbone, iters=iters, data=data, batch=batch,
+        half=batch // 4, lr=lr, weight_decay=0.05, every=every, eval=evaluation,
+    )  # fmt: skip
+    text = text.replace("  output_stride: 8\n", f"  output_stride: {stride}\n")
+    head, rest = text.split("optim:\n", 1)
+    rest = rest.split("train:\n", 1)[1]
+    note = f"# Optimizer and schedule follow the {source}; see configs/make_configs.py.\n"
+    return note + head + MODERN_OPTIM.format(lr=lr) + "train:\n" + rest
+
+
+def write_modern(out: Path) -> None:
+    """configs/<dataset>_<model>_{convnext_tiny,swin_tiny}_<iters>.yaml."""
+    for dataset, tags in MODERN_DATASETS.items():
+        for model in MODELS:
+            for tag in tags:
+                for iters_tag, iters in RECIPES[dataset][3].items():
+                    if dataset == "ade20k" and iters_tag != "160k":
+                        continue  # the published recipes are 160k
+                    text = modern_config(dataset, model, tag, iters)
+                    (out / f"{dataset}_{model}_{tag}_{iters_tag}.yaml").write_text(text)
+
+
 if __name__ == "__main__":
     main()
+    write_modern(Path(__file__).resolve().parent)

@@ -20,7 +20,6 @@ from typing import Any, Union
 import yaml
 
 from gsag.atomic import write_text
-from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
 from gsag.rules import Rule
 
 #: Image scales of multi-scale inference (`eval.scales`, `gsag predict --tta`).
@@ -54,8 +53,9 @@ class DataConfig:
     photometric: bool = True
     # evaluation: keep-ratio resize of the image into [long edge, short edge]; [] keeps its size
     eval_scale: list[int] = field(default_factory=list)
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # input normalisation on the [0, 1] scale; [] = the backbone's own (`input_norm`)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -65,7 +65,7 @@ class ModelConfig:
     name: str = "gsag_hybrid"
     backbone: str = "resnet50"
     pretrained: bool | str = True  # True: timm weights; a string: a local weights file
-    output_stride: int = 8
+    output_stride: int | None = None  # None: 8 where timm can dilate the backbone, else its own
     aux: bool = True
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -172,6 +172,8 @@ AMP_MODES = ("auto", "bf16", "fp16", "none")
 COMPILE_MODES = ("none", "head", "model")
 #: Output strides the backbones support (`gsag.models.backbone`).
 OUTPUT_STRIDES = (8, 16, 32)
+#: What `data.mean` / `data.std` hold.
+NORM_HINT = "R, G, B of images scaled to [0, 1], or [] for the backbone's own"
 #: Largest image side, crop, stride or resize target in pixels.
 MAX_SIDE = 16384
 #: Largest resize factor of training (`data.scale_range`) and inference (`eval.scales`).
@@ -214,14 +216,12 @@ RULES: dict[str, Rule] = {
         lengths=(0, 2),
         hint="[long edge, short edge], e.g. [2048, 512], or [] for the original size",
     ),
-    "data.mean": Rule(low=0, high=1, lengths=(3,), hint="R, G, B of images scaled to [0, 1]"),
-    "data.std": Rule(
-        low=0, high=1, low_open=True, lengths=(3,), hint="R, G, B of images scaled to [0, 1]"
-    ),
+    "data.mean": Rule(low=0, high=1, lengths=(0, 3), hint=NORM_HINT),
+    "data.std": Rule(low=0, high=1, low_open=True, lengths=(0, 3), hint=NORM_HINT),
     "model.name": _ANY,
     "model.backbone": _ANY,
     "model.pretrained": _ANY,
-    "model.output_stride": Rule(choices=OUTPUT_STRIDES),
+    "model.output_stride": Rule(choices=(None, *OUTPUT_STRIDES)),  # None: see ModelConfig
     "model.aux": _ANY,
     "model.kwargs": _ANY,  # each head option is checked by gsag.models.check_model_args
     "loss.type": Rule(choices=("ce", "ohem")),
@@ -407,6 +407,17 @@ def rules_markdown() -> str:
     return "\n".join(rows)
 
 
+def input_norm(cfg: Config) -> tuple[list[float], list[float]]:
+    """The (mean, std) images are normalised with: data.mean / data.std, or where they are
+    empty the ones the backbone's pretrained weights expect."""
+    from gsag.models.backbone import backbone_mean_std
+
+    own_mean, own_std = (
+        ([], []) if cfg.data.mean and cfg.data.std else backbone_mean_std(cfg.model.backbone)
+    )
+    return list(cfg.data.mean or own_mean), list(cfg.data.std or own_std)
+
+
 def _check_key(key: str, valid: list[str], prefix: str, where: str) -> None:
     if key in valid:
         return
@@ -458,7 +469,7 @@ def _convert(value: Any, hint: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key} is {value!r}; expected a mapping")
         return dict(value)
-    if hint is Any:
+    if hint is Any or (hint is type(None) and value is None):
         return value
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is bool and isinstance(value, bool):

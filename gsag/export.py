@@ -23,6 +23,12 @@ from torch import nn
 
 from gsag.atomic import atomic_path
 from gsag.config import DEFAULT_OPSET
+from gsag.errors import UsageError
+
+
+class OnnxExportError(UsageError):
+    """The model cannot be exported to ONNX (an operator of its backbone has no ONNX form)."""
+
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -142,7 +148,29 @@ def export_onnx(
     Returns:
         The path written.
     """
-    path = Path(path)
+    try:
+        return _export_onnx(model, Path(path), height, width, batch, opset, dynamo, metadata)
+    except torch.onnx.errors.UnsupportedOperatorError as err:
+        backbone = getattr(getattr(model, "backbone", None), "name", "this model")
+        raise OnnxExportError(
+            f"{backbone} cannot be exported to ONNX with dynamic height and width: "
+            f"{str(err).splitlines()[0]} (a plain ViT resizes its position embeddings with "
+            "antialiased bicubic interpolation). Fix: export a torch.export program "
+            "(`gsag export --format torch`, a .pt2 file) or pick a backbone whose family exports "
+            "(docs/model.md lists them)"
+        ) from err
+
+
+def _export_onnx(
+    model: nn.Module,
+    path: Path,
+    height: int,
+    width: int,
+    batch: int,
+    opset: int,
+    dynamo: bool,
+    metadata: dict[str, str] | None,
+) -> Path:
     wrapped = LogitsOnly(model).eval()
     example = torch.randn(batch, 3, height, width, device=_device(model))
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():

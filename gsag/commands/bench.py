@@ -34,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add torchvision's deeplabv3_resnet50 (random weights) as an outside reference",
     )
-    parser.add_argument("--backbones", nargs="+", default=["resnet50"], help="backbones")
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        default=["resnet50"],
+        help="backbones: short names or any timm model (`gsag models --backbones`)",
+    )
     parser.add_argument(
         "--sizes",
         nargs="+",
@@ -144,12 +149,13 @@ def run(args: argparse.Namespace) -> int:
     from gsag import bench
     from gsag.engine.compile import resolve_amp
     from gsag.errors import UsageError, check_names
-    from gsag.models import list_backbones
+    from gsag.models.backbone import check_backbone_name
 
     console = Console()
     args.models = args.models or bench.default_models()
     check_names(args.models, bench.valid_models(), "--models")
-    check_names(args.backbones, list_backbones(), "--backbones")
+    for backbone in args.backbones:  # a short name or any timm model (nearest names if not)
+        check_backbone_name(backbone)
     set_threads(args.threads)
     sizes = [parse_size(s) for s in args.sizes]
     check_output(args.out, "--out")

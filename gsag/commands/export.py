@@ -134,7 +134,8 @@ def _load(args: argparse.Namespace):
     if args.checkpoint:
         return load_trained_model(args.checkpoint, map_location=args.device)
     untrained = dict(name=args.model, num_classes=args.num_classes, backbone=args.backbone)
-    return model_from_args({**untrained, "aux": False}).to(args.device).eval(), {}
+    model = model_from_args({**untrained, "aux": False}).to(args.device).eval()
+    return model, {"mean": model.mean, "std": model.std}  # the backbone's own normalisation
 
 
 def _check_inputs(folder: str, meta: dict):

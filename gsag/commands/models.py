@@ -50,7 +50,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="classes (default: the config's dataset with --config, else 21 as in VOC)",
     )
     parser.add_argument(
-        "--output-stride", type=int, default=8, choices=OUTPUT_STRIDES, help="default: 8"
+        "--output-stride",
+        type=int,
+        choices=OUTPUT_STRIDES,
+        help="default: 8 where timm can dilate the backbone, else the backbone's own",
+    )
+    parser.add_argument(
+        "--backbones",
+        nargs="?",
+        const="",
+        metavar="PATTERN",
+        help="list the backbone families the tests cover, or the timm models matching PATTERN "
+        "(wildcards, e.g. 'convnext*')",
     )
     parser.add_argument(
         "--models", nargs="+", metavar="NAME", help="only these models (default: all)"
@@ -62,7 +73,7 @@ def model_table(
     backbone: str,
     size: int,
     num_classes: int = 21,
-    output_stride: int = 8,
+    output_stride: int | None = None,
     names: list[str] | None = None,
     progress: Callable[[int, str], object] | None = None,
     flops: bool = False,
@@ -112,7 +123,7 @@ def model_settings(
     name: str,
     num_classes: int,
     backbone: str = "resnet50",
-    output_stride: int = 8,
+    output_stride: int | None = None,
     aux: bool = True,
     kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -120,27 +131,75 @@ def model_settings(
 
     Returns:
         {"model_args": the `create_model` arguments, "options": [(option, value, default)] for
-        every head option (and `levels`), "params": all parameters, "aux_params": those of the
-        training-only aux head (0 without it), "params_line": both in words}.
+        every head option (and `levels`), "backbone": the resolved backbone setup (in words),
+        "params": all parameters, "aux_params": those of the training-only aux head (0 without
+        it), "params_line": both in words}.
     """
     from gsag.flops import count_params
     from gsag.models import create_model, head_defaults
-    from gsag.models.backbone import DEFAULT_LEVELS
+    from gsag.models.backbone import default_levels, probe_backbone
 
     kwargs = kwargs or {}
     with _build_device(False):  # only counted: shapes are enough
         model = create_model(
             name, num_classes, backbone=backbone, output_stride=output_stride, aux=aux, **kwargs
         )
-    defaults = {**head_defaults(name), "levels": list(DEFAULT_LEVELS)}
+    levels = list(default_levels(probe_backbone(backbone)))
+    defaults = {**head_defaults(name), "levels": levels}
     args = model.model_args
     return {
         "model_args": args,
+        "backbone": backbone_setup(model),
         "options": [(k, args.get(k, default), default) for k, default in defaults.items()],
         "params": count_params(model),
         "aux_params": count_params(model.aux_head) if model.aux_head is not None else 0,
         "params_line": model.params_line(),
     }
+
+
+def backbone_setup(model) -> list[str]:
+    """A built model's backbone setup in words: levels, strides, neck, padding, mean/std."""
+    b = model.backbone
+    neck = (
+        f"resize every level to 1/{model.neck.stride} (timm cannot dilate {b.name})"
+        if model.neck is not None
+        else f"none (dilated to output stride {b.output_stride})"
+    )
+    return [
+        f"backbone levels {list(b.levels)}: strides {b.reductions}, channels {b.channels}"
+        + (" (simple pyramid from ViT blocks)" if b.pyramid is not None else ""),
+        f"neck: {neck}",
+        f"input padded to a multiple of {b.pad_multiple}"
+        if b.pad_multiple > 1
+        else "input not padded",
+        f"input mean {_rounded(model.mean)}, std {_rounded(model.std)} (the backbone's own)",
+    ]
+
+
+def _rounded(values) -> list[float]:
+    return [round(float(v), 4) for v in values]
+
+
+def list_backbones_text(pattern: str) -> list[str]:
+    """`gsag models --backbones [PATTERN]`: the tested families, or timm's names matching."""
+    import timm
+
+    from gsag.models.backbone import BACKBONES, TESTED_FAMILIES
+
+    if pattern:
+        names = timm.list_models(pattern)
+        tagged = timm.list_pretrained(pattern)
+        if not names and not tagged:
+            return [f"no timm model matches {pattern!r}; try a wildcard, e.g. '*{pattern}*'"]
+        return [*names, *(f"{t} (pretrained tag)" for t in tagged if t not in names)]
+    lines = ["families the tests cover (tiny model in the tests; a full-size example):"]
+    lines += [f"  {fam:32} {tiny:30} {real}" for fam, (tiny, real) in TESTED_FAMILIES.items()]
+    lines += [
+        f"short names: {', '.join(BACKBONES)}",
+        "any other timm model that gives feature maps works too; search timm's "
+        f"{len(timm.list_models())} names with `gsag models --backbones 'convnext*'`",
+    ]
+    return lines
 
 
 def config_num_classes(cfg) -> int | None:
@@ -161,8 +220,6 @@ def config_num_classes(cfg) -> int | None:
 def _show_settings(args: argparse.Namespace, console) -> int:
     from rich.table import Table
 
-    from gsag.errors import UsageError
-    from gsag.models import ModelArgError
 
     notes = []
     if args.config:
@@ -181,15 +238,19 @@ def _show_settings(args: argparse.Namespace, console) -> int:
     else:
         num_classes = args.num_classes or 21
         name, backbone, stride, aux, kwargs = args.name, args.backbone, args.output_stride, True, {}
+        cfg = None
         source = ""
-    try:
-        settings = model_settings(name, num_classes, backbone, stride, aux, kwargs)
-    except ModelArgError as e:
-        raise UsageError(str(e)) from e
+    settings = model_settings(name, num_classes, backbone, stride, aux, kwargs)  # errors: one line
+    stride = settings["model_args"]["output_stride"]
     console.print(
         f"{name} on {backbone} ({source}output stride {stride}, {num_classes} classes)",
         highlight=False,
     )
+    lines = settings["backbone"]
+    if cfg is not None and cfg.data.mean:  # the config's own normalisation wins over the backbone's
+        lines[-1] = f"input mean {cfg.data.mean}, std {cfg.data.std} (data.mean / data.std)"
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     table = Table()
     for col in ("head option", "value", "default"):
         table.add_column(col)
@@ -211,9 +272,13 @@ def run(args: argparse.Namespace) -> int:
 
     import gsag
     from gsag.errors import UsageError, check_names
-    from gsag.models import ModelArgError, check_model_args
+    from gsag.models import check_model_args
 
     console = Console()
+    if args.backbones is not None:
+        for line in list_backbones_text(args.backbones):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        return 0
     if args.name and args.config:
         raise UsageError("gsag models: give a model name or --config, not both")
     check_names([args.name] if args.name else [], gsag.list_models(), "model")
@@ -221,11 +286,8 @@ def run(args: argparse.Namespace) -> int:
     if args.name or args.config:
         return _show_settings(args, console)
     names = args.models or gsag.list_models()
-    try:
-        for name in names:
-            check_model_args(name, args.backbone, {})
-    except ModelArgError as e:
-        raise UsageError(str(e)) from e
+    for name in names:  # a ModelArgError becomes one `error:` line
+        check_model_args(name, args.backbone, {})
     num_classes = args.num_classes or 21
     what = "counting GFLOPs of" if args.flops else "counting"
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -258,7 +320,8 @@ def _table(rows: list[dict], args: argparse.Namespace):
 
     size = f"input {args.size}x{args.size}, " if args.flops else ""
     table = Table(
-        title=f"gsag models (inference, no aux head; {size}output stride {args.output_stride})"
+        title=f"gsag models (inference, no aux head; {size}"
+        f"output stride {args.output_stride or 'default'})"
     )
     cols = ["model", "backbone", "params (M)"] + ([f"GFLOPs @ {args.size}"] if args.flops else [])
     for col in cols:

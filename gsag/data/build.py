@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gsag.config import Config
+from gsag.config import Config, input_norm
 from gsag.data.base import SegmentationDataset
 
 
@@ -45,6 +45,7 @@ def make_dataset(cfg: Config, split: str, train: bool) -> SegmentationDataset:
     from gsag.data.transforms import eval_transforms, train_transforms
 
     d = cfg.data
+    mean, std = input_norm(cfg)
     if train:
         tf = train_transforms(
             crop_size=d.crop_size,
@@ -53,23 +54,24 @@ def make_dataset(cfg: Config, split: str, train: bool) -> SegmentationDataset:
             cat_max_ratio=d.cat_max_ratio,
             hflip=d.hflip,
             photometric=d.photometric,
-            mean=tuple(d.mean),
-            std=tuple(d.std),
+            mean=tuple(mean),
+            std=tuple(std),
         )
     else:
         scale = tuple(d.eval_scale) if d.eval_scale else None
-        tf = eval_transforms(scale, mean=tuple(d.mean), std=tuple(d.std))
+        tf = eval_transforms(scale, mean=tuple(mean), std=tuple(std))
     return open_dataset(d.root, split, transforms=tf, skip_bad=cfg.train.skip_bad, layout=d.layout)
 
 
 def dataset_meta(dataset: SegmentationDataset, cfg: Config) -> dict[str, Any]:
     """What predict/export need besides the weights (stored in every checkpoint)."""
+    mean, std = input_norm(cfg)
     return {
         "classes": list(dataset.classes),
         "palette": [list(map(int, c)) for c in dataset.palette],
         "num_classes": int(dataset.num_classes),
         "ignore_index": int(dataset.ignore_index),
         "prediction_ids": getattr(dataset, "prediction_ids", None),
-        "mean": list(cfg.data.mean),
-        "std": list(cfg.data.std),
+        "mean": mean,
+        "std": std,
     }

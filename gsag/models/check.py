@@ -105,16 +105,17 @@ def check_model_args(
 ) -> None:
     """Raise `ModelArgError` for the first argument of `create_model` that cannot work.
 
-    Checks the model name and backbone (naming the nearest valid one), `num_classes` when given,
+    Checks the model name and backbone (a short name or any timm model; the nearest names
+    otherwise), `num_classes` when given,
     and `kwargs`: the head options plus `levels`, as `model.kwargs` holds them. Each option's
     name and type are checked against the head's signature, then its values by building the
     head once on the meta device (no memory, no random numbers drawn).
     """
-    from gsag.models.backbone import list_backbones
+    from gsag.models.backbone import check_backbone_name
     from gsag.models.segmentor import MODELS, list_models
 
     _one_of("name", name, list_models())
-    _one_of("backbone", backbone, list_backbones())
+    check_backbone_name(backbone)
     if num_classes is not None and (
         not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
     ):

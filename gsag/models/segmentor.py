@@ -8,14 +8,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gsag.flops import count_params
-from gsag.models.backbone import DEFAULT_LEVELS, Backbone
+from gsag.models.backbone import Backbone
 from gsag.models.check import MODEL_SETTINGS, check_model_args
 from gsag.models.gsag import GSAGHead
 from gsag.models.heads import DANetHead, DeepLabV3Head, FCNHead
 from gsag.models.layers import resize
+from gsag.models.neck import ResizeNeck
 
 # Model name -> head builder(in_channels, num_classes, **head_kwargs). `output_stride` is passed
 # to builders that accept it.
@@ -51,20 +53,53 @@ def head_defaults(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in _head_parameters(name).items() if k not in MODEL_SETTINGS}
 
 
+def make_neck(backbone: Backbone) -> ResizeNeck | None:
+    """The neck of a backbone, the same for every head: none where timm dilates the backbone
+    (its levels are already on the output-stride grid), else a resize of every level to 1/8."""
+    return None if backbone.dilatable else ResizeNeck()
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Zero-pad (B, C, H, W) at the bottom/right to multiples of `multiple` (zero = the mean)."""
+    if multiple <= 1:
+        return x
+    h, w = x.shape[-2:]
+    return F.pad(
+        x, (0, (multiple - w % multiple) % multiple, 0, (multiple - h % multiple) % multiple)
+    )
+
+
 class Segmentor(nn.Module):
     """A segmentation model: `forward(x)` returns {"out": logits} at the input's size, plus
     {"aux": logits} from the auxiliary FCN head (on the second-to-last level, C4) in training.
 
+    The input is padded to the backbone's `pad_multiple` and the logits cropped back; the neck
+    (`make_neck`) brings the levels of backbones timm cannot dilate to the 1/8 grid.
+
     Attributes:
         model_args: the `create_model` arguments that rebuild this model (without weights).
+        mean, std: the input normalisation the backbone's pretrained weights expect.
     """
 
-    def __init__(self, backbone: Backbone, head: nn.Module, aux_head: nn.Module | None) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: nn.Module,
+        aux_head: nn.Module | None,
+        neck: ResizeNeck | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.neck = neck
         self.head = head
         self.aux_head = aux_head
         self.model_args: dict = {}
+        self.mean, self.std = backbone.mean, backbone.std
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The levels the heads read: [(B, C_i, H_i, W_i)] of a padded input (B, 3, H, W)."""
+        feats = self.backbone(x)
+        return feats if self.neck is None else self.neck(feats, x.shape[-2:])
 
     def params_line(self) -> str:
         """In words, e.g. "11.79 M parameters (11.64 M without the training-only aux head)"."""
@@ -75,11 +110,13 @@ class Segmentor(nn.Module):
         return f"{total:.2f} M parameters ({without:.2f} M without the training-only aux head)"
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, self.backbone.pad_multiple)  # (B, 3, H', W')
+        feats = self.features(x)  # [(B, C_i, H' / r_i, W' / r_i)]
         size = x.shape[-2:]
-        feats = self.backbone(x)  # [(B, C_i, H / r_i, W / r_i)]
-        result = {"out": resize(self.head(feats), size)}  # (B, K, H, W)
+        result = {"out": resize(self.head(feats), size)[..., :h, :w]}  # (B, K, H, W)
         if self.training and self.aux_head is not None:
-            result["aux"] = resize(self.aux_head(feats), size)  # (B, K, H, W)
+            result["aux"] = resize(self.aux_head(feats), size)[..., :h, :w]  # (B, K, H, W)
         return result
 
 
@@ -88,9 +125,9 @@ def create_model(
     num_classes: int,
     backbone: str = "resnet50",
     pretrained: bool | str | Path = False,
-    output_stride: int = 8,
+    output_stride: int | None = None,
     aux: bool = True,
-    levels: Sequence[int] = DEFAULT_LEVELS,
+    levels: Sequence[int] | None = None,
     **kwargs,
 ) -> Segmentor:
     """Build a segmentation model by name.
@@ -99,34 +136,38 @@ def create_model(
         name: one of `list_models()`: fcn, gsag_basic, gsag_incremental, gsag_hybrid,
             deeplabv3, danet.
         num_classes: number of classes (21 for PASCAL VOC).
-        backbone: one of `list_backbones()`.
+        backbone: one of `list_backbones()` or any timm model name that gives feature maps,
+            e.g. "convnext_tiny.fb_in22k_ft_in1k" or "swin_tiny_patch4_window7_224".
         pretrained: False (random init), True (ImageNet weights from timm's hub) or the path of
             a local `.safetensors` / `.pth` file with the backbone's weights.
-        output_stride: 8, 16 or 32; the last stages are dilated to reach it.
+        output_stride: 8, 16 or 32 where timm can dilate the backbone (None: 8); backbones it
+            cannot dilate keep their own stride (None) and a neck brings their levels to 1/8.
         aux: add the auxiliary FCN head on the second-to-last level (C4), used in training.
-        levels: timm feature levels handed to the head (C3, C4, C5 by default).
+        levels: timm feature levels handed to the head (None: those at strides 8, 16, 32, i.e.
+            C3, C4, C5; for a plain ViT three evenly spaced blocks).
         **kwargs: head options, e.g. head_channels, num_heads, kernel_size, dropout
             (`head_defaults(name)` lists them with their defaults).
 
     Returns:
         A `Segmentor`; `forward(x)` takes (B, 3, H, W) floats of any H, W.
     """
-    check_model_args(name, backbone, {**kwargs, "levels": levels}, num_classes=num_classes, aux=aux)
-    levels = tuple(levels)
+    given = {**kwargs, "levels": levels} if levels is not None else dict(kwargs)
+    check_model_args(name, backbone, given, num_classes=num_classes, aux=aux)
     body = Backbone(backbone, output_stride=output_stride, levels=levels, pretrained=pretrained)
+    neck = make_neck(body)
     head_kw = dict(kwargs)
-    if "output_stride" in _head_parameters(name):
-        head_kw["output_stride"] = output_stride
+    if "output_stride" in _head_parameters(name):  # the grid the head sees
+        head_kw["output_stride"] = body.output_stride if neck is None else neck.stride
     head = MODELS[name](body.channels, num_classes, **head_kw)
     aux_head = FCNHead(body.channels, num_classes, in_index=-2) if aux else None
-    model = Segmentor(body, head, aux_head)
+    model = Segmentor(body, head, aux_head, neck)
     model.model_args = dict(
         name=name,
         num_classes=num_classes,
         backbone=backbone,
-        output_stride=output_stride,
+        output_stride=body.output_stride,
         aux=aux,
-        levels=list(levels),
+        levels=list(body.levels),
         **kwargs,
     )
     return model
