@@ -236,15 +236,19 @@ def modern_config(dataset: str, model: str, tag: str, iters: int) -> str:
     """One ConvNeXt-T / Swin-T recipe: the dataset recipe with the backbone's optimizer."""
     title, data, _, _, batch, _, _, every, evaluation = RECIPES[dataset]
     backbone, stride, lr, source = MODERN_BACKBONES[tag]
+    loss, loss_title = LOSSES[""]  # OHEM: the GSAG description's loss, for every head here
+    note = f"# Optimizer and schedule follow the {source}; see configs/make_configs.py."
     text = TEMPLATE.format(
         title=title, model=model, backbone=backbone, iters=iters, data=data, batch=batch,
         half=batch // 4, lr=lr, weight_decay=0.05, every=every, eval=evaluation,
+        loss=loss, loss_title=loss_title, source=note,
     )  # fmt: skip
     text = text.replace("  output_stride: 8\n", f"  output_stride: {stride}\n")
+    title_line, text = text.split("\n", 1)
+    text = text.replace("\n", f"\n{title_line}\n", 1)  # the recipe's source first
     head, rest = text.split("optim:\n", 1)
     rest = rest.split("train:\n", 1)[1]
-    note = f"# Optimizer and schedule follow the {source}; see configs/make_configs.py.\n"
-    return note + head + MODERN_OPTIM.format(lr=lr) + "train:\n" + rest
+    return head + MODERN_OPTIM.format(lr=lr) + "train:\n" + rest
 
 
 def write_modern(out: Path) -> None:

@@ -156,7 +156,7 @@ def export_onnx(
             f"{backbone} cannot be exported to ONNX with dynamic height and width: "
             f"{str(err).splitlines()[0]} (a plain ViT resizes its position embeddings with "
             "antialiased bicubic interpolation). Fix: export a torch.export program "
-            "(`gsag export --format torch`, a .pt2 file) or pick a backbone whose family exports "
+            "(`gsag export CHECKPOINT --out model.pt2`) or pick a backbone whose family exports "
             "(docs/model.md lists them)"
         ) from err
 

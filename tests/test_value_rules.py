@@ -34,8 +34,9 @@ def config_keys() -> dict[str, Any]:
 def _number_cases(rule: Rule, kind: type) -> list[Any]:
     """Numbers `rule` refuses: NaN, infinities, just outside each end, past a C int."""
     cases: list[Any] = [math.nan, math.inf, -math.inf] if kind is float else []
-    if rule.choices:
-        return [*cases, min(rule.choices) - 1, max(rule.choices) + 1]
+    numbers = [c for c in rule.choices if c is not None]  # None may be a choice: "unset"
+    if numbers:
+        return [*cases, min(numbers) - 1, max(numbers) + 1]
     if rule.low is not None:
         cases.append(rule.low if rule.low_open else rule.low - 1)
     if rule.high is not None:

@@ -220,7 +220,6 @@ def config_num_classes(cfg) -> int | None:
 def _show_settings(args: argparse.Namespace, console) -> int:
     from rich.table import Table
 
-
     notes = []
     if args.config:
         from gsag.config import load_config

@@ -99,7 +99,10 @@ def nearest_backbones(name: str, n: int = 3) -> list[str]:
     """The names of `list_backbones()` and timm's models closest to `name`."""
     import timm
 
-    return difflib.get_close_matches(name, [*BACKBONES, *timm.list_models()], n=n, cutoff=0.5)
+    names = list(
+        dict.fromkeys([*BACKBONES, *timm.list_models()])
+    )  # a short name is often timm's too
+    return difflib.get_close_matches(name, names, n=n, cutoff=0.5)
 
 
 def check_backbone_name(name: str) -> None:

@@ -22,6 +22,7 @@ OWNERS: dict[str, list[str]] = {
     "errors.py": ["*"],
     "ablate.py": ["ablate"],
     "bench.py": ["bench"],
+    "bench/memory.py": ["bench"],
     "engine/run_dir.py": ["train", "demo"],  # the refusal and the lock of a run folder
     "engine/checkpoint.py": ["train", "demo"],  # resuming a run that does not fit its config
     "engine/run_state.py": ["train", "demo"],  # resume rules (what a resumed config may change)

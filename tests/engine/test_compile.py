@@ -41,7 +41,9 @@ def test_train_compile_reads_old_booleans_and_new_modes(value, mode):
 
 
 def test_bad_compile_mode_is_named():
-    with pytest.raises(ValueError, match=r"train\.compile is 'all'; choose one of none, head"):
+    with pytest.raises(
+        ValueError, match=r"train\.compile is 'all'; it must be one of none, head, model"
+    ):
         load_config(None, ["train.compile=all"])
 
 

@@ -204,7 +204,7 @@ def test_models_command_markdown_table(capsys):
     from gsag.cli import main
     from gsag.flops import count_params
 
-    assert main(["models", "--backbone", BACKBONE, "--size", "48", "--markdown"]) == 0
+    assert main(["models", "--backbone", BACKBONE, "--size", "48", "--markdown", "--flops"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| model | backbone | params (M) | GFLOPs @ 48x48 |")
     rows = {

@@ -156,14 +156,23 @@ def test_training_steps_lower_the_loss_every_pair(family, name):
 
 
 def _round_trip(name: str, family: str, tmp_path) -> None:
-    from gsag.engine.checkpoint import FORMAT, atomic_save, export_safetensors, load_model
+    from gsag.engine.checkpoint import FORMAT, VERSION, atomic_save, export_safetensors, load_model
 
     model = _spread(_model(name, family)).eval()
     ckpt = {
         "format": FORMAT,
+        "version": VERSION,
         "model": model.state_dict(),
         "config": Config().to_dict(),
-        "meta": {"num_classes": 3, "model_args": model.model_args, "mean": model.mean},
+        "meta": {
+            "num_classes": 3,
+            "classes": ["a", "b", "c"],
+            "palette": [[0, 0, 0], [128, 0, 0], [0, 128, 0]],
+            "ignore_index": 255,
+            "model_args": model.model_args,
+            "mean": model.mean,
+            "std": model.std,
+        },
         "iteration": 1,
         "best_miou": 0.0,
     }
