@@ -24,7 +24,10 @@ same fingerprint, so an interrupted ablation resumes where it stopped (the unfin
 combination continues from its last checkpoint), while a changed config, override or dataset
 trains into new folders and never reuses an old run; old runs stay where they are. Runs recorded
 before the fingerprint held the data (their `result.json` has no `data` entry) are found under
-their config-only fingerprint and trusted as they are.
+their config-only fingerprint and trusted as they are. A finished run whose folder name no longer
+matches (a config key added since, which changes every hash, or `data.mean: []` against the
+backbone's own values spelled out) is found by content (`find_recorded`): its `config.yaml`,
+loaded with today's defaults, gives the same `recipe`.
 
 The reported mIoU of a run is its final evaluation (the last iteration), not the best over
 evaluations: picking the best on the validation set would flatter every model.
@@ -164,17 +167,54 @@ def combo_overrides(combo: Combo) -> list[str]:
     ]
 
 
-def fingerprint(config: dict[str, Any], data: str | None = None) -> str:
-    """8 hex digits of SHA-256 over a resolved config dict, minus `FINGERPRINT_IGNORES`, and
-    the dataset identity `data` (None: the config alone, as runs were fingerprinted before)."""
-    kept = json.loads(json.dumps(config))  # a deep copy
+def _kept(config: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a config dict without `FINGERPRINT_IGNORES`."""
+    kept = json.loads(json.dumps(config))
     for key in FINGERPRINT_IGNORES:
         section, name = key.split(".")
         kept.get(section, {}).pop(name, None)
+    return kept
+
+
+def fingerprint(config: dict[str, Any], data: str | None = None) -> str:
+    """8 hex digits of SHA-256 over a resolved config dict, minus `FINGERPRINT_IGNORES`, and
+    the dataset identity `data` (None: the config alone, as runs were fingerprinted before)."""
+    kept = _kept(config)
     if data is not None:
         kept["data_identity"] = data
     text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def recipe(cfg: Any) -> dict[str, Any]:
+    """What a run's results depend on: the config without `FINGERPRINT_IGNORES`, with the
+    input normalisation resolved (`data.mean: []` and the backbone's own values are the same
+    recipe)."""
+    from gsag.config import input_norm
+
+    kept = _kept(cfg.to_dict())
+    kept["data"]["mean"], kept["data"]["std"] = input_norm(cfg)
+    return kept
+
+
+def find_recorded(runs: Path, name: str, cfg: Any, data: str | None) -> Path | None:
+    """A finished run of combination `name` under `runs` with the same recipe as `cfg`, found
+    by content rather than by folder name, so that a run survives a config key added since it
+    was recorded (its config loads with that key at its default), or a default spelled another
+    way. A run whose `result.json` names another dataset is not it; one recorded before the
+    data counted (no `data` entry) is trusted, as by its old fingerprint."""
+    from gsag.config import ConfigError, load_config
+
+    want = recipe(cfg)
+    for result in sorted(runs.glob(f"{name}__*/{RESULT_FILE}")):
+        try:
+            recorded = json.loads(result.read_text())
+            old = load_config(result.parent / "config.yaml")
+        except (OSError, ValueError, ConfigError):
+            continue  # no usable config: never a match
+        if recorded.get("data", data) == data and recipe(old) == want:
+            return result.parent
+    return None
 
 
 def data_identity(cfg: Any) -> str | None:
@@ -221,6 +261,8 @@ def resolve_combo(
     recorded = not (run_dir / RESULT_FILE).is_file() and legacy.is_file()
     if recorded and "data" not in json.loads(legacy.read_text()):  # before the data counted
         run_dir = legacy.parent
+    elif not (run_dir / RESULT_FILE).is_file() and not (run_dir / "last.pt").is_file():
+        run_dir = find_recorded(runs, combo.name, cfg, data) or run_dir
     cfg.output.run_dir = str(run_dir)
     return cfg, dropped
 

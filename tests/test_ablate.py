@@ -10,6 +10,7 @@ import pytest
 
 import gsag
 from gsag import ablate
+from gsag.config import input_norm
 from gsag.report import read_metrics_log
 from tests.helpers.configs import TINY_CLI_SETS
 
@@ -261,6 +262,38 @@ def test_runs_recorded_before_the_data_counted_are_still_found(tmp_path, synth_r
     old.mkdir(parents=True)
     (old / ablate.RESULT_FILE).write_text(json.dumps({"mIoU": 0.5}))  # no "data" entry
     assert ablate.resolve_combo(None, combo, tmp_path, sets)[0].output.run_dir == str(old)
+
+
+def test_finished_runs_are_found_by_content_when_the_name_no_longer_matches(tmp_path, synth_root):
+    """A run recorded before a config key existed (so every hash changed since), or with the
+    backbone's normalisation spelled out instead of `[]`, is still found; a run with another
+    recipe or another dataset is not."""
+    import yaml
+
+    sets = [f"data.root={synth_root}", "data.synthetic=false"]
+    combo = ablate.Combo("fcn", "test_resnet", 2)
+    cfg, _ = ablate.resolve_combo(None, combo, tmp_path, sets)
+    identity = ablate.data_identity(cfg)
+
+    def record(folder: str, edit, data=identity) -> Path:
+        run = tmp_path / "runs" / f"{combo.name}__{folder}"
+        run.mkdir(parents=True)
+        doc = cfg.to_dict()
+        edit(doc)
+        (run / "config.yaml").write_text(yaml.safe_dump(doc))
+        (run / ablate.RESULT_FILE).write_text(json.dumps({"mIoU": 0.5, "data": data}))
+        return run
+
+    def older(doc):  # a key added after this run was recorded, and the mean/std spelled out
+        del doc["eval"]["max_images"]
+        doc["data"]["mean"], doc["data"]["std"] = input_norm(cfg)
+
+    other_lr = record("aaaa0001", lambda d: (older(d), d["optim"].update(lr=0.5)))
+    other_data = record("aaaa0002", older, data="0123456789abcdef")
+    assert ablate.resolve_combo(None, combo, tmp_path, sets)[0].output.run_dir == cfg.output.run_dir
+    same = record("aaaa0003", older)
+    found = ablate.resolve_combo(None, combo, tmp_path, sets)[0].output.run_dir
+    assert found == str(same) and found not in (str(other_lr), str(other_data))
 
 
 def _runs(label, mious, **extra):
