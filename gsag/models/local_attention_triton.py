@@ -6,7 +6,10 @@ triton, and `TRITON_INTERPRET=1` set before the first call still selects the int
 One program handles one (batch, head) pair and a block of 16 to 64 pixels (fewer for wide
 heads, to keep the (pixels, head size) tiles in registers). Rows of q, k, v, dout
 are read through their (b, h, y, x) strides, so the permuted views the key layer returns need
-no copy. Softmax statistics are float32; the forward pass keeps the log-sum-exp per pixel.
+no copy (rows need a unit channel stride: dout, which reaches the backward channel-first from
+the head, is copied once); the output is written channel-first (`new_output`), the layout
+the head reads next.
+Softmax statistics are float32; the forward pass keeps the log-sum-exp per pixel.
 - forward: an online softmax over the k*k neighbours, one neighbour row of k and v at a time;
 - backward, query side: dq, and per program the sum over its pixels of the bias gradient
   (summed over programs with torch afterwards: deterministic, no atomics);
