@@ -159,6 +159,14 @@ def output_dtype(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor) -> torch.dty
     return torch.promote_types(attn, v.dtype)
 
 
+def new_output(q: Tensor, dv: int, dtype: torch.dtype) -> Tensor:
+    """An empty output (B, h, H, W, dv) for q (B, h, H, W, dk), stored channel-first as
+    (B, h, dv, H, W): the layout of the fused op's output, so that the head's
+    `permute(0, 1, 4, 2, 3).reshape(B, h * dv, H, W)` after it is a view, not a copy."""
+    b, nh, hh, ww, _ = q.shape
+    return q.new_empty((b, nh, dv, hh, ww), dtype=dtype).permute(0, 1, 3, 4, 2)
+
+
 def check_inputs(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int) -> None:
     """Raise a one-line ValueError unless the shapes and devices fit together (the kernels
     index memory directly, so a mismatch would read out of bounds instead of failing)."""

@@ -1,7 +1,8 @@
 """The fused local attention as torch custom ops, so torch.compile keeps the Triton kernels.
 
 - `gsag::local_attention_fwd(q, k, v, rel_bias, kernel_size, out_dtype, fallback)`
-  -> (out (B, h, H, W, dv), lse (B * h, H * W) float32)
+  -> (out (B, h, H, W, dv) stored channel-first (`local_attention.new_output`),
+  lse (B * h, H * W) float32)
 - `gsag::local_attention_bwd(dout, q, k, v, rel_bias, out, lse, kernel_size, fallback)`
   -> (dq, dk, dv, d rel_bias)
 
@@ -40,7 +41,8 @@ def local_attention_fwd(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, out_dtype: str,
     fallback: bool,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """out (B, h, H, W, dv) in `out_dtype` and the kernels' log-sum-exp (B * h, H * W)."""
+    """out (B, h, H, W, dv) in `out_dtype`, stored channel-first, and the kernels' log-sum-exp
+    (B * h, H * W)."""
     if _use_kernels(q):
         try:
             from gsag.models.local_attention_triton import forward
@@ -48,15 +50,16 @@ def local_attention_fwd(
             return forward(q, k, v, rel_bias, kernel_size, DTYPES[out_dtype])
         except Exception as err:  # Triton's errors derive from Exception only
             la.kernel_failed(err, fallback)
-    out = la.local_attention_reference(q, k, v, rel_bias, kernel_size).to(DTYPES[out_dtype])
+    out = la.new_output(q, v.shape[-1], DTYPES[out_dtype])
+    out.copy_(la.local_attention_reference(q, k, v, rel_bias, kernel_size))
     b, nh, hh, ww, _ = q.shape
-    return out.contiguous(), q.new_zeros((b * nh, hh * ww), dtype=torch.float32)
+    return out, q.new_zeros((b * nh, hh * ww), dtype=torch.float32)
 
 
 @local_attention_fwd.register_fake
 def _fwd_fake(q, k, v, rel_bias, kernel_size, out_dtype, fallback):
     b, nh, hh, ww, _ = q.shape
-    out = q.new_empty((b, nh, hh, ww, v.shape[-1]), dtype=DTYPES[out_dtype])
+    out = la.new_output(q, v.shape[-1], DTYPES[out_dtype])
     return out, q.new_empty((b * nh, hh * ww), dtype=torch.float32)
 
 
@@ -102,6 +105,6 @@ local_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 def fused_local_attention(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, fallback: bool
 ) -> Tensor:
-    """The op's output (B, h, H, W, dv), in the dtype the reference would return."""
+    """The op's output (B, h, H, W, dv), stored channel-first, in the reference's dtype."""
     out_dtype = str(la.output_dtype(q, k, v, rel_bias)).removeprefix("torch.")
     return local_attention_fwd(q, k, v, rel_bias, kernel_size, out_dtype, fallback)[0]

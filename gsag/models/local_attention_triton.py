@@ -6,7 +6,10 @@ triton, and `TRITON_INTERPRET=1` set before the first call still selects the int
 One program handles one (batch, head) pair and a block of 16 to 64 pixels (fewer for wide
 heads, to keep the (pixels, head size) tiles in registers). Rows of q, k, v, dout
 are read through their (b, h, y, x) strides, so the permuted views the key layer returns need
-no copy. Softmax statistics are float32; the forward pass keeps the log-sum-exp per pixel.
+no copy (rows need a unit channel stride: dout, which reaches the backward channel-first from
+the head, is copied once); the output is written channel-first (`new_output`), the layout
+the head reads next.
+Softmax statistics are float32; the forward pass keeps the log-sum-exp per pixel.
 - forward: an online softmax over the k*k neighbours, one neighbour row of k and v at a time;
 - backward, query side: dq, and per program the sum over its pixels of the bias gradient
   (summed over programs with torch afterwards: deterministic, no atomics);
@@ -21,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from gsag.models.local_attention import new_output
 
 NEG_BIG = tl.constexpr(-1.0e30)  # initial running max: finite, so exp(m - m_new) is never NaN
 LOG2E = tl.constexpr(1.4426950408889634)  # logits are kept in base 2: exp(x) = exp2(x log2 e)
@@ -54,7 +59,7 @@ def _rows(ptr, base, sy, sx, y, x, cols, row_mask, col_mask, WIDE: tl.constexpr)
 @triton.jit
 def _fwd_kernel(
     Q, K, V, BIAS, OUT, LSE,
-    sqb, sqh, sqy, sqx, skb, skh, sky, skx, svb, svh, svy, svx,
+    sqb, sqh, sqy, sqx, skb, skh, sky, skx, svb, svh, svy, svx, sob, soh, sod,
     NH, H, W, DK, DV, scale,
     KS: tl.constexpr, BLOCK: tl.constexpr, DKP: tl.constexpr, DVP: tl.constexpr,
     WIDE: tl.constexpr,
@@ -85,8 +90,12 @@ def _fwd_kernel(
         den = den * alpha + p
         m = m_new
     den = tl.where(inside, den, 1.0)
-    out_offs = (bh.to(tl.int64) * H * W + pix)[:, None] * DV + cv[None, :]
-    tl.store(OUT + out_offs, acc / den[:, None], mask=inside[:, None] & (cv < DV)[None, :])
+    # out is channel-first: pixels at unit stride, so the store is coalesced along pixels
+    rows, cols = pix, cv * sod
+    if WIDE:
+        rows, cols = pix.to(tl.int64), cv.to(tl.int64) * sod
+    out = OUT + b * sob + head.to(tl.int64) * soh + rows[:, None] + cols[None, :]
+    tl.store(out, acc / den[:, None], mask=inside[:, None] & (cv < DV)[None, :])
     tl.store(LSE + bh.to(tl.int64) * H * W + pix, m + tl.log2(den), mask=inside)  # base 2
 
 
@@ -209,15 +218,18 @@ def _on(x: Tensor) -> contextlib.AbstractContextManager:
 def forward(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, out_dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """out (B, h, H, W, dv) in `out_dtype` and the float32 log-sum-exp (B * h, H * W)."""
+    """out (B, h, H, W, dv) in `out_dtype`, stored channel-first (`new_output`), and the
+    float32 log-sum-exp (B * h, H * W)."""
     (q, sq), (k, sk), (v, sv) = _strided(q), _strided(k), _strided(v)
     b, nh, hh, ww, _ = q.shape
-    out = q.new_empty((*q.shape[:4], v.shape[-1]), dtype=out_dtype)  # (B, h, H, W, dv)
+    out = new_output(q, v.shape[-1], out_dtype)  # (B, h, H, W, dv)
+    assert out.stride()[2:4] == (ww, 1), "the kernel writes pixels at unit stride"
     lse = q.new_empty((b * nh, hh * ww), dtype=torch.float32)
-    meta = _meta(q, v, kernel_size, needs_int64(q, k, v))
+    meta = _meta(q, v, kernel_size, needs_int64(q, k, v, out))
+    so = (out.stride(0), out.stride(1), out.stride(4))
     with _on(q):
         _fwd_kernel[grid(q, meta["BLOCK"])](
-            q, k, v, rel_bias.contiguous(), out, lse, *sq, *sk, *sv, **meta
+            q, k, v, rel_bias.contiguous(), out, lse, *sq, *sk, *sv, *so, **meta
         )
     return out, lse
 

@@ -5,13 +5,16 @@ on meta tensors, so each compile sees the argument types, 16-divisibility hints 
 constexprs a real launch at those shapes would give the JIT (pointers 16-byte aligned; ints
 divisible by 16 get the hint; ints equal to 1 become constants, as Triton specializes them).
 
-    python -m tests.helpers.triton_aot      # loop-body instruction counts, sm_90 SASS
+    python -m tests.helpers.triton_aot      # instruction counts and registers, sm_90 SASS
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import tempfile
 from contextlib import ExitStack
+from pathlib import Path
 from unittest import mock
 
 import torch
@@ -95,14 +98,42 @@ def loop_body(sass: str) -> list[str]:
         m = re.search(r"\bBRA (\w+);", ln)
         if m and labels.get(m.group(1), i) < i and i - labels[m.group(1)] > best[1] - best[0]:
             best = (labels[m.group(1)], i)
-    return [ln for ln in lines[best[0] + 1 : best[1] + 1] if re.match(r"[-\w]+:\S*\t\S", ln)]
+    return instructions("\n".join(lines[best[0] + 1 : best[1] + 1]))
 
 
-def instruction_counts(inputs: dict | None = None, arch: int = 90) -> dict[str, int]:
-    """SASS instructions in each kernel's neighbour-loop body at the benchmark shapes."""
+def instructions(sass: str) -> list[str]:
+    """All instructions of a kernel's SASS (the same line format as `loop_body`)."""
+    return [ln for ln in sass.splitlines() if re.match(r"[-\w]+:\S*\t\S", ln)]
+
+
+def registers(cubin: bytes) -> tuple[int, int]:
+    """(registers per thread, stack bytes: spills) of a cubin, from the cuobjdump that ships
+    with Triton's NVIDIA backend."""
+    import triton
+
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True)
+    reg, stack = (re.search(rf"{key}:(\d+)", usage.stdout) for key in ("REG", "STACK"))
+    assert reg and stack, usage.stdout + usage.stderr
+    return int(reg.group(1)), int(stack.group(1))
+
+
+def instruction_counts(inputs: dict | None = None, arch: int = 90) -> dict[str, dict[str, int]]:
+    """Per kernel at the benchmark shapes: SASS instructions in the neighbour-loop body and in
+    the whole kernel, registers per thread and stack bytes."""
     calls = recorded_launches(inputs or benchmark_inputs())
-    return {name: len(loop_body(compile_launch(name, *calls[name], arch).asm["sass"]))
-            for name in KERNELS}  # fmt: skip
+    counts = {}
+    for name in KERNELS:
+        compiled = compile_launch(name, *calls[name], arch).asm
+        reg, stack = registers(compiled["cubin"])
+        sass = compiled["sass"]
+        counts[name] = dict(
+            loop=len(loop_body(sass)), kernel=len(instructions(sass)), registers=reg, stack=stack
+        )
+    return counts
 
 
 if __name__ == "__main__":

@@ -131,6 +131,8 @@ def test_triton_interpreted_matches_reference(interpreted, name):
     cases, results = interpreted
     expected = forward_backward(local_attention_reference, cases[name])
     assert_all_close(results[name], expected, rtol=1e-5, atol=1e-5)
+    # the kernel writes the channel-first layout the head reads (B, h, dv, H, W)
+    assert results[name]["out"].permute(0, 1, 4, 2, 3).is_contiguous()
 
 
 @pytest.mark.slow
@@ -406,6 +408,25 @@ def test_custom_op_passes_opcheck_on_cpu():
     )
     got = forward_backward(lambda *a: op.fused_local_attention(*a, fallback=True), case)
     assert_all_close(got, forward_backward(local_attention_reference, case))
+
+
+def test_fused_op_output_is_channel_first_so_the_head_reads_it_without_a_copy():
+    """The op returns (B, h, H, W, dv) stored as (B, h, dv, H, W), in its real and its fake
+    implementation alike, so the head's `heads_to_map` after it is a view, not a copy."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from gsag.models import local_attention_op as op
+    from gsag.models.gsag import heads_to_map
+
+    case = make_case(2, 3, 4, 5, 3, 6, 3)
+    args = [case[n] for n in GRADS]
+    out = op.fused_local_attention(*args, 3, fallback=True)  # CPU: the reference inside the op
+    torch.testing.assert_close(out, local_attention_reference(*args, 3))
+    assert heads_to_map(out).data_ptr() == out.data_ptr()
+    assert heads_to_map(out).is_contiguous()
+    with FakeTensorMode() as mode:
+        fake = op.fused_local_attention(*[mode.from_tensor(a) for a in args], 3, fallback=True)
+    assert fake.stride() == out.stride()
 
 
 def test_compiled_op_stays_one_node_with_its_backward_op():
