@@ -66,6 +66,7 @@ from gsag.report import (
 RESULT_FILE = "result.json"
 # config keys that do not change a run's results: left out of its fingerprint
 FINGERPRINT_IGNORES = (
+    "eval.batch_size",  # batched logits differ from single-image ones by float rounding only
     "output.run_dir",
     "output.safetensors",
     "train.num_threads",

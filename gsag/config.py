@@ -137,6 +137,8 @@ class EvalConfig:
     scales: list[float] = field(default_factory=lambda: list(DEFAULT_SCALES))
     flip: bool = False
     max_images: int = 0  # evaluate only the first N validation images; 0 = all
+    # images per forward pass: consecutive images of one size are stacked, never padded
+    batch_size: int = 1
     amp: str = "auto"  # autocast of validation, `gsag eval` and `gsag predict`; as train.amp
     compile: str = "none"  # none | head | model for `gsag eval`/`gsag predict` (dynamic shapes)
 
@@ -259,6 +261,7 @@ RULES: dict[str, Rule] = {
     "eval.scales": Rule(low=0, high=MAX_SCALE, low_open=True, nonempty=True),
     "eval.flip": _ANY,
     "eval.max_images": Rule(low=0),
+    "eval.batch_size": _COUNT,
     "eval.amp": Rule(choices=AMP_MODES),
     "eval.compile": Rule(choices=COMPILE_MODES),
     "output.run_dir": _ANY,

@@ -312,6 +312,7 @@ def write_run_report(
             model,
             val_set,
             **inference_options(cfg.eval),
+            batch_size=cfg.eval.batch_size,
             num_classes=meta["num_classes"],
             ignore_index=meta["ignore_index"],
             progress=progress,

@@ -123,6 +123,14 @@ def test_fingerprint_ignores_only_settings_that_cannot_change_results():
     assert len(ablate.fingerprint(base)) == 8
 
 
+def test_eval_batch_size_keeps_the_fingerprints_of_runs_recorded_before_it():
+    from gsag.config import load_config
+
+    cfg = load_config(None, ["model.backbone=test_resnet", "eval.batch_size=8"]).to_dict()
+    before = {**cfg, "eval": {k: v for k, v in cfg["eval"].items() if k != "batch_size"}}
+    assert ablate.fingerprint(cfg) == ablate.fingerprint(before)  # a config without the key
+
+
 def test_variants_are_named_runs_of_the_same_model():
     combos = ablate.grid(["gsag_hybrid"], ["b"], [0], ["base", "no_gate", "ce"])
     names = [c.name for c in combos]

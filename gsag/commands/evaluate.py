@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="only the first N images (default 0: all)",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=config_type("eval.batch_size", "batch size", "--batch-size 8"),
+        help="images per forward pass; consecutive images of one size are batched, never "
+        "padded (default: the checkpoint's eval.batch_size, 1 when absent)",
+    )
     add_speed_arguments(parser)
     parser.add_argument(
         "--workers",
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             ("eval.scales", args.scales and f"[{', '.join(map(str, args.scales))}]"),
             ("eval.amp", args.amp),
             ("eval.compile", args.compile),
+            ("eval.batch_size", args.batch_size),
         ]:
             if value is not None:
                 apply_override(cfg, f"{key}={value}")
@@ -110,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 max_pixels=args.max_pixels,
                 window=window,
                 max_images=args.max_images,
+                batch_size=e.batch_size,
                 num_workers=args.workers,
                 amp=e.amp,
                 rank=info.rank,
@@ -132,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         crop_size=e.crop_size, stride=e.stride,
         images=metrics["images"], max_images=args.max_images, max_pixels=args.max_pixels,
         amp=e.amp, compile=e.compile, compile_seconds=round(clock.compile_seconds, 2),
+        batch_size=e.batch_size,
     )  # fmt: skip
     _print_table(metrics, meta["classes"], tag)  # shown even when the report cannot be written
     if e.compile != "none":

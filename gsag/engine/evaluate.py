@@ -22,7 +22,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -287,11 +287,14 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     window: str = "whole",
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """Evaluate a model on a dataset whose samples are (normalised image, mask).
 
     Under DDP each process evaluates every `world_size`-th image and the confusion matrices are
-    summed, so the metrics equal a single-process run's.
+    summed, so the metrics equal a single-process run's. Consecutive images of one size run as
+    one batch of up to `batch_size` (`size_batches`); the predictions equal one-at-a-time ones up
+    to float rounding.
 
     Args:
         model: segmentor; it is switched to eval mode.
@@ -305,42 +308,55 @@ def evaluate(
             during the forward pass.
         rank, world_size: this process's shard.
         keep_samples: return the first N (image, mask, prediction) triples as "samples" (rank 0).
-        progress: called with (done, total) after each image on this process.
+        progress: called with (images done, total) on this process after each batch.
         max_pixels: whole-image passes on larger images use sliding windows (see `infer`).
         window: how "multiscale" runs each scale, "whole" or "slide" (see `resolve_mode`).
+        batch_size: most images per forward pass (`eval.batch_size`); memory grows with it.
 
     Returns:
         `ConfusionMatrix.compute()` plus "confusion" (the matrix as nested lists) and
         "images" (number evaluated).
     """
     check_inference_options(mode, crop_size, stride, scales, window)  # before loading images
+    if batch_size < 1:
+        raise OptionError(f"batch size {batch_size} must be >= 1; set e.g. eval.batch_size=8")
     num_classes = num_classes if num_classes is not None else dataset.num_classes
     ignore_index = ignore_index if ignore_index is not None else dataset.ignore_index
     length = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     sampler = ShardSampler(length, rank, world_size)
+    # One sample at a time (`size_batches` stacks them); its own generator: evaluating draws
+    # nothing from the global RNG.
     loader = DataLoader(
-        dataset, batch_size=1, sampler=sampler, num_workers=num_workers, generator=torch.Generator()
-    )  # its own generator: evaluating draws nothing from the global RNG
+        dataset,
+        batch_size=None,
+        sampler=sampler,
+        num_workers=num_workers,
+        generator=torch.Generator(),
+    )
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index)
     samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    for i, (image, mask) in enumerate(loader):
-        image = image.to(device, non_blocking=True)
-        mask = mask.to(device, non_blocking=True)
+    done = 0
+    for images, masks in size_batches(loader, batch_size):
+        images = images.to(device, non_blocking=True)  # (B, 3, H, W)
+        masks = masks.to(device, non_blocking=True)  # (B, H', W')
         with autocast(device, amp):
-            logits = infer(model, image, mode, crop_size, stride, scales, flip, window, max_pixels)
-        if logits.shape[-2:] != mask.shape[-2:]:
+            logits = infer(model, images, mode, crop_size, stride, scales, flip, window, max_pixels)
+        if logits.shape[-2:] != masks.shape[-2:]:
             logits = F.interpolate(
-                logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
+                logits, size=masks.shape[-2:], mode="bilinear", align_corners=False
             )
-        pred = logits.argmax(1)  # (1, H, W)
-        cm.update(pred, mask)
-        if len(samples) < keep_samples:
-            samples.append((image[0].cpu(), mask[0].cpu(), pred[0].cpu()))
+        pred = logits.argmax(1)  # (B, H', W')
+        cm.update(pred, masks)
+        for k in range(min(keep_samples - len(samples), len(pred))):
+            # copies, so that a kept sample does not hold its whole batch in memory
+            image, mask, guess = (t[k].to("cpu", copy=True) for t in (images, masks, pred))
+            samples.append((image, mask, guess))
+        done += len(pred)
         if progress is not None:
-            progress(i + 1, len(sampler))
+            progress(done, len(sampler))
     cm.reduce()
     model.train(was_training)
     result = cm.compute()
@@ -349,6 +365,31 @@ def evaluate(
     if keep_samples:
         result["samples"] = samples
     return result
+
+
+def size_batches(
+    samples: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Stack consecutive (image (3, H, W), mask (H', W')) samples into batches of up to
+    `batch_size`, in order; a sample whose image or mask size differs from the batch's starts a
+    new one, so nothing is padded. At most `batch_size` samples are held at a time.
+
+    Yields:
+        (images (B, 3, H, W), masks (B, H', W')).
+    """
+    images: list[torch.Tensor] = []
+    masks: list[torch.Tensor] = []
+    for image, mask in samples:
+        if images and (image.shape != images[0].shape or mask.shape != masks[0].shape):
+            yield torch.stack(images), torch.stack(masks)
+            images, masks = [], []
+        images.append(image)
+        masks.append(mask)
+        if len(images) == batch_size:
+            yield torch.stack(images), torch.stack(masks)
+            images, masks = [], []
+    if images:
+        yield torch.stack(images), torch.stack(masks)
 
 
 def autocast(device: torch.device, amp: str):

@@ -382,6 +382,7 @@ def _evaluate(run: Run, it: int, log: RunLog, progress: Progress) -> dict[str, A
         num_classes=run.meta["num_classes"],
         ignore_index=run.meta["ignore_index"],
         max_images=e.max_images,
+        batch_size=e.batch_size,
         num_workers=min(run.cfg.train.num_workers, 2),
         amp=run.cfg.train.amp,
         rank=run.dist.rank,
