@@ -264,8 +264,13 @@ def check_program(
     sizes: tuple[tuple[int, int, int], ...] = ((1, 97, 130), (3, 64, 80)),
     seed: int = 0,
 ) -> list[OnnxCheck]:
-    """Load the `.pt2` program and compare its logits with PyTorch's, as `check_onnx` does."""
+    """Load the `.pt2` program and compare its logits with PyTorch's, as `check_onnx` does.
+
+    The random `sizes` are rounded up to `program_size_multiple()` (torch 2.4's programs take
+    only multiples of 8 in height and width)."""
     program = torch.export.load(str(path)).module()
+    m = program_size_multiple()
+    sizes = tuple((b, -(-h // m) * m, -(-w // m) * m) for b, h, w in sizes)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -298,6 +303,12 @@ def _compare(model, run, what, inputs, sizes, seed) -> list[OnnxCheck]:
     return checks
 
 
+def program_size_multiple() -> int:
+    """What the height and width given to an `export_program` file must be a multiple of: 1 on
+    torch >= 2.5 (`Dim.AUTO`), 8 on torch 2.4 (a dimension there is declared as 8 * Dim)."""
+    return 1 if hasattr(torch.export.Dim, "AUTO") else 8
+
+
 def export_program(
     model: nn.Module,
     path: str | os.PathLike,
@@ -322,11 +333,12 @@ def export_program(
     if hasattr(dim, "AUTO"):  # torch >= 2.5: let export infer the valid ranges
         shapes = {"x": {0: dim.AUTO, 2: dim.AUTO, 3: dim.AUTO}}
     else:  # torch 2.4: height and width must be multiples of 8
+        m = program_size_multiple()
         shapes = {
             "x": {
                 0: dim("batch", min=1, max=1024),
-                2: 8 * dim("height_8", min=4, max=1024),
-                3: 8 * dim("width_8", min=4, max=1024),
+                2: m * dim("height_m", min=4, max=1024),
+                3: m * dim("width_m", min=4, max=1024),
             }
         }
     with warnings.catch_warnings():

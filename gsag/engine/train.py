@@ -207,12 +207,20 @@ def _count_bad_step(run: Run, state: LoopState, stepped: bool) -> None:
         )
 
 
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every value of `tensors` is finite, read back with one device sync."""
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: fused kernels
+    if total_norm is not None:
+        return bool(torch.isfinite(total_norm(tensors, norm_type=math.inf)))
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())  # torch 2.4, 2.5
+
+
 def _check_finite_weights(run: Run, state: LoopState) -> None:
     """Stop at once when the weights or BatchNorm statistics hold NaN/inf (a step with an
     enormous learning rate, say), before anything is evaluated or saved from them."""
     model = run.raw_model
     tensors = [t.detach() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-    if bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors, norm_type=math.inf))):
+    if _all_finite(tensors):
         return
     named = [*model.named_parameters(), *model.named_buffers()]
     bad = next(n for n, t in named if t.is_floating_point() and not torch.isfinite(t).all())

@@ -73,6 +73,16 @@ class GroupFormation(nn.Module):
         return (self.level_weights(stacked) * stacked).sum(dim=1)  # (B, d, H, W)
 
 
+def _pointwise(x: Tensor, linear: nn.Linear) -> Tensor:
+    """`linear` at every position of `x` (B, C, H, W), as a 1x1 convolution: (B, H, W, C_out).
+
+    Not `linear(x.permute(0, 2, 3, 1))`: that folds B*H*W into one dimension, and torch 2.4's
+    `torch.export` cannot prove the view back valid for a dynamic batch, so it fixes the batch.
+    """
+    weight = linear.weight[:, :, None, None]  # (C_out, C, 1, 1)
+    return F.conv2d(x, weight, linear.bias).permute(0, 2, 3, 1).contiguous()
+
+
 class KeyLayer(nn.Module):
     """Key layer, the description's "key-query linear layer" and "value linear layer" (关键层).
 
@@ -95,9 +105,10 @@ class KeyLayer(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, _, hh, ww = x.shape
-        tokens = x.permute(0, 2, 3, 1)  # (B, H, W, d)
-        qk = self.qk(tokens).view(b, hh, ww, 2, self.num_heads, -1)  # (B, H, W, 2, h, dk)
-        v = self.v(tokens).view(b, hh, ww, self.num_heads, -1)  # (B, H, W, h, dv)
+        # explicit head sizes, not -1: torch 2.4's export cannot prove -1 valid for a dynamic batch
+        h, dk, dv = self.num_heads, self.key_channels // self.num_heads, self.v.out_features
+        qk = _pointwise(x, self.qk).view(b, hh, ww, 2, h, dk)  # (B, H, W, 2, h, dk)
+        v = _pointwise(x, self.v).view(b, hh, ww, h, dv // h)  # (B, H, W, h, dv)
         q = qk[:, :, :, 0].permute(0, 3, 1, 2, 4)  # (B, h, H, W, dk)
         k = qk[:, :, :, 1].permute(0, 3, 1, 2, 4)
         return q, k, v.permute(0, 3, 1, 2, 4)  # v: (B, h, H, W, dv)
@@ -146,7 +157,7 @@ class GlobalSelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q.flatten(2, 3), k.flatten(2, 3), v.flatten(2, 3)
         )  # (B, h, N, dv)
-        return out.view(b, h, hh, ww, -1)  # (B, h, H, W, dv)
+        return out.view(b, h, hh, ww, v.shape[-1])  # (B, h, H, W, dv); not -1 (see KeyLayer)
 
 
 class AttentionMeanPooling(nn.Module):

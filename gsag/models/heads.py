@@ -103,7 +103,9 @@ class PositionAttention(nn.Module):
     """DANet position attention: every position attends to all positions (unscaled, as in DANet).
 
     Single head, queries/keys of C/8 channels; computed with `scaled_dot_product_attention`
-    (scale=1). The output is `gamma * attention + x` with `gamma` starting at 0.
+    (scale=1), and as an explicit softmax(Q K^T) V while exporting to ONNX (torch 2.4's exporter
+    cannot translate a constant `scale`). The output is `gamma * attention + x` with `gamma`
+    starting at 0.
     """
 
     def __init__(self, channels: int) -> None:
@@ -119,9 +121,11 @@ class PositionAttention(nn.Module):
         def tokens(t: Tensor) -> Tensor:
             return t.flatten(2).transpose(1, 2).contiguous().unsqueeze(1)  # (B, 1, N, C')
 
-        out = F.scaled_dot_product_attention(
-            tokens(self.query(x)), tokens(self.key(x)), tokens(self.value(x)), scale=1.0
-        )  # (B, 1, N, C)
+        q, k, v = tokens(self.query(x)), tokens(self.key(x)), tokens(self.value(x))
+        if torch.onnx.is_in_onnx_export():  # the same product, as MatMul/Softmax/MatMul nodes
+            out = (q @ k.transpose(-2, -1)).softmax(dim=-1) @ v  # (B, 1, N, C)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, 1, N, C)
         out = out.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
         return self.gamma * out + x
 

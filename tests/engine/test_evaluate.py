@@ -208,8 +208,14 @@ def test_cli_scales_make_any_mode_multiscale_and_say_so(trained, tmp_path, mode)
     dataset = make_dataset(cfg, "val", train=False)
     direct = evaluate(model, dataset, "multiscale", 48, 32, [0.5, 1.5], window=window)
     assert data["mIoU"] == pytest.approx(direct["mIoU"])
-    whole = evaluate(model, dataset, "whole")
-    assert direct["confusion"] != whole["confusion"]  # the scales changed the result
+    # the scales change the result; shown on noisier head weights, since two iterations of
+    # training can leave a model that predicts one class at every scale (it does at torch 2.4)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p))
+    scaled = evaluate(model, dataset, "multiscale", 48, 32, [0.5, 1.5], window=window)
+    assert scaled["confusion"] != evaluate(model, dataset, "whole")["confusion"]
 
 
 def test_cli_warns_when_the_dataset_names_classes_differently(trained, tmp_path, capsys):

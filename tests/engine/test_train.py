@@ -393,6 +393,23 @@ def test_all_ignore_validation_keeps_no_best_and_says_so(synth_root, tmp_path, c
     assert math.isnan(result["best_miou"]) and result["checkpoint"] is None
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["get_total_norm", "torch<2.6"])
+def test_all_finite_agrees_with_an_element_check(fused, monkeypatch):
+    """Both paths (torch >= 2.6's fused norm, the per-tensor check of older torch) find one
+    NaN or inf among several tensors of different dtypes, and pass all-finite ones."""
+    if not fused:
+        monkeypatch.delattr(torch.nn.utils, "get_total_norm", raising=False)
+    elif not hasattr(torch.nn.utils, "get_total_norm"):
+        pytest.skip(f"torch {torch.__version__} has no torch.nn.utils.get_total_norm (2.6+)")
+    for bad in (None, math.nan, math.inf, -math.inf):
+        tensors = [torch.randn(3, 4), torch.randn(5, dtype=torch.float64), torch.zeros(2, 2)]
+        if bad is not None:
+            tensors[1][2] = bad
+        expected = all(bool(torch.isfinite(t).all()) for t in tensors)
+        assert train_mod._all_finite(tensors) is expected
+        assert expected is (bad is None)
+
+
 def test_an_enormous_learning_rate_stops_the_run(synth_root, tmp_path):
     """lr 1e30 overflows the weights in a step or two while the losses are still finite; the
     run stops instead of finishing with NaN weights and a NaN mIoU."""

@@ -157,7 +157,11 @@ def test_key_layer_rejects_indivisible_heads():
         G.KeyLayer(8, key_channels=8, value_channels=9, num_heads=3)
 
 
-def test_position_attention_matches_unscaled_softmax():
+@pytest.mark.parametrize("exporting", [False, True], ids=["sdpa", "onnx-export-path"])
+def test_position_attention_matches_unscaled_softmax(exporting, monkeypatch):
+    # while exporting to ONNX the module takes an explicit matmul path (torch 2.4's exporter
+    # cannot translate SDPA with scale=1); both must equal the unscaled DANet product
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: exporting)
     pam = PositionAttention(16)
     with torch.no_grad():
         pam.gamma.fill_(0.7)
