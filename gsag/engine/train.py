@@ -299,7 +299,12 @@ def _build(
         ids = [dev.index] if dev.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if compile_mode(tc.compile) == "model":
-        model = cast(nn.Module, torch.compile(model))  # an OptimizedModule
+        # Static shapes: this wrapper only sees training batches (of one size; evaluation runs
+        # `raw_model`), and a dynamic training graph trips inductor on views whose strides are
+        # conv output sizes ((H - 1) // 8 + 1), e.g. the head's `heads_to_map`. Without
+        # dynamic=False, dynamo makes the graph dynamic as soon as the process has compiled
+        # Segmentor.forward at another size before (an earlier run, bench row or test).
+        model = cast(nn.Module, torch.compile(model, dynamic=False))  # an OptimizedModule
     return Run(
         cfg=cfg,
         dist=dist,
