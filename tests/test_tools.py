@@ -127,3 +127,42 @@ def test_gpu_check_dry_run_writes_the_summary_and_logs_the_estimates(tmp_path):
         assert f"== {s['step']}: estimate {s['estimate_s']}s" in log
         assert f"{s['step']}: rc 0 in {s['seconds']}s (estimate {s['estimate_s']}s)" in log
         assert (tmp_path / f"{s['step']}.log").exists()
+
+
+def _choose_tool():
+    spec = importlib.util.spec_from_file_location("choose_lr", ROOT / "tools/choose_lr.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_choose_lr_follows_the_declared_rule():
+    choose = _choose_tool().choose
+    assert choose({3e-4: 35.3, 1e-3: 50.6, 3e-3: 48.0}) == 1e-3  # plain best
+    assert choose({3e-4: 42.3, 1e-3: 49.4, 3e-3: 50.3}) == 3e-3  # 0.9 above: outside the margin
+    assert choose({3e-4: 42.3, 1e-3: 49.9, 3e-3: 50.3}) == 1e-3  # 0.4 above: nearer 1e-3 wins
+    assert choose({3e-4: 50.1, 1e-3: 40.0, 3e-3: 50.3}) == 3e-3  # equally near: higher mIoU
+    assert choose({3e-4: 50.3, 1e-3: 40.0, 3e-3: 50.1}) == 3e-4
+
+
+def test_choose_lr_reads_rates_from_the_runs_configs(tmp_path, capsys):
+    tool = _choose_tool()
+    scores = {"a": (3e-4, 0.40), "b": (1e-3, 0.497), "c": (3e-3, 0.50)}
+    for folder, (lr, miou) in scores.items():
+        run = tmp_path / folder / "runs" / "danet__resnet18__s0__0123abcd"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(f"optim:\n  lr: {lr}\n")
+        (run / "result.json").write_text(json.dumps({"mIoU": miou}))
+    folders = [str(tmp_path / f) for f in scores]
+    out = tmp_path / "chosen.json"
+    assert tool.main([*folders, "--models", "danet", "--json", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == "danet@optim.lr=0.001"  # 0.3 below the best
+    assert json.loads(out.read_text())["danet"]["lr"] == 1e-3
+    (tmp_path / "b" / "runs" / "danet__resnet18__s0__0123abcd" / "result.json").unlink()
+    try:
+        tool.main([*folders, "--models", "danet"])
+    except SystemExit as e:
+        assert "0 finished seed-0 runs of danet" in str(e)
+    else:
+        raise AssertionError("a missing run must stop the choice")
