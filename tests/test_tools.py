@@ -166,3 +166,41 @@ def test_choose_lr_reads_rates_from_the_runs_configs(tmp_path, capsys):
         assert "0 finished seed-0 runs of danet" in str(e)
     else:
         raise AssertionError("a missing run must stop the choice")
+
+
+def _lanes_tool():
+    spec = importlib.util.spec_from_file_location(
+        "evidence_lanes", ROOT / "tools/evidence_lanes.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evidence_lanes_hold_a_heads_test_runs_until_its_sweep_is_finished(tmp_path, monkeypatch):
+    tool = _lanes_tool()
+    monkeypatch.chdir(tmp_path)
+    lanes = tool.Lanes(python="python", dry_run=True)
+    names = []
+    while (taken := lanes.take()) not in (None, False):
+        names.append(taken[0].name)
+    assert len(names) == 9 and all(n.startswith("sweep") for n in names)  # tests not ready
+    assert lanes.take() is False and len(lanes.jobs) == 25
+    scores = {"0.0003": 0.35, "0.001": 0.50, "0.003": 0.53}  # 3e-3 is 3 points up
+    for lr, miou in scores.items():
+        run = tmp_path / f"runs/lr_{lr}/runs/gsag_hybrid__resnet18__s0__0123abcd"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(f"optim:\n  lr: {lr}\n")
+        (run / "result.json").write_text(json.dumps({"mIoU": miou}))
+    job, args = lanes.take()
+    assert job.name == "test gsag_hybrid seed 0"  # the first ready one, in seed order
+    assert args[-2:] == ["--set", "gsag_hybrid@optim.lr=0.003"]
+    assert args[args.index("--seeds") + 1] == "0" and "data.val_split=test" in args
+    assert json.loads((tmp_path / "runs/chosen_lr.json").read_text()) == {
+        "gsag_hybrid": {"lr": 0.003}
+    }
+    assert lanes.take()[0].name == "test gsag_hybrid-no_global seed 0"  # DeepLabV3 not ready
+    assert lanes.take()[0].name == "test gsag_hybrid-global_only seed 0"
+    assert lanes.take()[0].name == "test gsag_hybrid seed 1"
