@@ -494,12 +494,12 @@ def save_confusion_plot(confusion: Sequence[Sequence[int]], classes: Sequence[st
     n = len(classes)
     size = max(4.0, 0.4 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    im = ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    im = ax.imshow(100 * norm.numpy(), cmap="Blues", vmin=0, vmax=100)  # % like the cells
     ax.set_xticks(range(n), classes, rotation=90)
     ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="%")
     if n <= MAX_ANNOTATED_CLASSES:
         for (i, j), text in confusion_labels(norm).items():
             dark = float(norm[i, j]) > 0.5
