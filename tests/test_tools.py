@@ -15,12 +15,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("pair_accuracy", ROOT / "tools/pair_accuracy.py")
+def _load(name: str):
+    """tools/NAME.py as a module (registered, so that its dataclasses find it)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"tools/{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _tool():
+    return _load("pair_accuracy")
 
 
 def _metrics(rng, classes, n=4000):
@@ -130,11 +136,7 @@ def test_gpu_check_dry_run_writes_the_summary_and_logs_the_estimates(tmp_path):
 
 
 def _choose_tool():
-    spec = importlib.util.spec_from_file_location("choose_lr", ROOT / "tools/choose_lr.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("choose_lr")
 
 
 def test_choose_lr_follows_the_declared_rule():
@@ -169,14 +171,7 @@ def test_choose_lr_reads_rates_from_the_runs_configs(tmp_path, capsys):
 
 
 def _lanes_tool():
-    spec = importlib.util.spec_from_file_location(
-        "evidence_lanes", ROOT / "tools/evidence_lanes.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return _load("evidence_lanes")
 
 
 def test_evidence_lanes_hold_a_heads_test_runs_until_its_sweep_is_finished(tmp_path, monkeypatch):
