@@ -2,7 +2,8 @@
 
 The rule: a head takes the rate with its highest val mIoU; among the rates within 0.5 points of
 that best, the one nearest 1e-3 in steps of the sweep's grid (3e-4 and 3e-3 are both one step
-from 1e-3; a tie between two equally near rates goes to the higher mIoU). The sweep's runs are `gsag ablate` folders, one per rate:
+from 1e-3; a tie between two equally near rates goes to the higher mIoU). The sweep's runs are
+`gsag ablate` folders, one per rate:
 
     python tools/choose_lr.py runs/lr_0.0003 runs/lr_0.001 runs/lr_0.003 \
         --models gsag_hybrid deeplabv3 danet
@@ -24,6 +25,10 @@ import yaml
 
 MARGIN = 0.5  # mIoU points
 PREFERRED = 1e-3
+
+
+class SweepUnfinished(LookupError):
+    """A rate's folder has no finished run of the model yet."""
 
 
 def choose(scores: dict[float, float], margin: float = MARGIN) -> float:
@@ -48,13 +53,14 @@ def read_scores(folders: list[Path], model: str, seed: int = 0) -> dict[float, f
                 (float(config["optim"]["lr"]), 100 * json.loads(result.read_text())["mIoU"])
             )
         if len(found) != 1:
-            raise SystemExit(
-                f"error: {folder}/runs holds {len(found)} finished seed-{seed} runs of {model}; "
+            error = SweepUnfinished if not found else ValueError
+            raise error(
+                f"{folder}/runs holds {len(found)} finished seed-{seed} runs of {model}; "
                 "need exactly one (finish the sweep, or move the extra folder away)"
             )
         lr, miou = found[0]
         if lr in scores:
-            raise SystemExit(f"error: lr {lr} of {model} appears in two folders")
+            raise ValueError(f"lr {lr} of {model} appears in two folders")
         scores[lr] = miou
     return scores
 
@@ -68,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = {}
     for model in args.models:
-        scores = read_scores(args.folders, model, args.seed)
+        try:
+            scores = read_scores(args.folders, model, args.seed)
+        except (SweepUnfinished, ValueError) as e:
+            raise SystemExit(f"error: {e}") from None
         lr = choose(scores)
         chosen[model] = {"mIoU": {str(k): round(v, 2) for k, v in sorted(scores.items())}, "lr": lr}
         table = ", ".join(f"{k:g}: {v:.2f}" for k, v in sorted(scores.items()))

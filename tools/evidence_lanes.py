@@ -94,7 +94,7 @@ class Lanes:
             folders = [Path(f"runs/lr_{lr}") for lr in RATES]
             try:
                 scores = self.tool.read_scores(folders, head)
-            except SystemExit:  # a sweep run is not finished yet
+            except self.tool.SweepUnfinished:  # two runs of one rate stop the lanes instead
                 return None
             self.chosen[head] = self.tool.choose(scores)
             record = {h: {"lr": lr} for h, lr in self.chosen.items()}
