@@ -199,3 +199,32 @@ def test_evidence_lanes_hold_a_heads_test_runs_until_its_sweep_is_finished(tmp_p
     assert lanes.take()[0].name == "test gsag_hybrid-no_global seed 0"  # DeepLabV3 not ready
     assert lanes.take()[0].name == "test gsag_hybrid-global_only seed 0"
     assert lanes.take()[0].name == "test gsag_hybrid seed 1"
+
+
+def test_evidence_lanes_restore_and_record_move_finished_runs_only(tmp_path):
+    tool = _lanes_tool()
+    done = tmp_path / "docs/results/test_v2/runs/danet__resnet18__s0__45a799a0"
+    done.mkdir(parents=True)
+    for name, text in [("config.yaml", "a: 1\n"), ("metrics.jsonl", "{}\n"), ("result.json", "{}")]:
+        (done / name).write_text(text)
+    assert tool.restore(tmp_path) == 1
+    back = tmp_path / "runs/test_v2/runs/danet__resnet18__s0__45a799a0"
+    assert sorted(p.name for p in back.iterdir()) == ["config.yaml", "metrics.jsonl", "result.json"]
+    assert tool.restore(tmp_path) == 0  # already there: nothing copied twice
+    # a finished sweep run and an unfinished test run in runs/: only the first is recorded
+    sweep = tmp_path / "runs/lr_0.003/runs/gsag_hybrid__resnet18__s0__0a5cd724"
+    running = tmp_path / "runs/test_v2/runs/gsag_hybrid__resnet18__s1__11112222"
+    for run in (sweep, running):
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("b: 2\n")
+        (run / "last.pt").write_bytes(b"weights")
+    (sweep / "result.json").write_text('{"mIoU": 53.1}')
+    (tmp_path / "runs/chosen_lr.json").write_text('{"gsag_hybrid": {"lr": 0.003}}')
+    (tmp_path / "docs/results/lr_sweep_250").mkdir(parents=True)
+    assert tool.record(tmp_path) == 1
+    kept = tmp_path / "docs/results/lr_sweep_250/runs/lr_0.003" / sweep.name
+    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "result.json"]  # no weights
+    assert not (tmp_path / "docs/results/test_v2/runs" / running.name).exists()
+    assert json.loads((tmp_path / "docs/results/lr_sweep_250/chosen_lr.json").read_text()) == {
+        "gsag_hybrid": {"lr": 0.003}
+    }

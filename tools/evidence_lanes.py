@@ -13,6 +13,11 @@
 A lane takes the first queued run that is ready, so neither waits for the other's sweep. Each
 run is one `gsag ablate` call, which skips a finished run and continues an unfinished one from
 its `last.pt`: rerunning this script resumes the grid. A failed run is logged and left out.
+
+The committed records are the grid's memory across machines: at start the script copies every
+finished run recorded under `docs/results/` (RECORDS) into `runs/` where `runs/` lacks it, so a
+fresh clone skips what already ran; `--record` copies the finished runs of `runs/` the other way
+(their config.yaml, metrics.jsonl and result.json, and `chosen_lr.json`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -35,6 +41,43 @@ COMMON = [
     "--config", "configs/demo.yaml", "--backbones", "resnet18",
     "--set", "data.synthetic=false", "--threads", "1", "--device", "cpu",
 ]  # fmt: skip
+# where each `gsag ablate --out` folder's runs are recorded in the repository
+RECORDS = {
+    **{f"runs/lr_{lr}/runs": f"docs/results/lr_sweep_250/runs/lr_{lr}" for lr in RATES},
+    "runs/test_v2/runs": "docs/results/test_v2/runs",
+}
+RECORD_FILES = ("config.yaml", "metrics.jsonl", "result.json")  # result.json last: it marks done
+CHOSEN = ("runs/chosen_lr.json", "docs/results/lr_sweep_250/chosen_lr.json")
+
+
+def copy_finished(source: Path, dest: Path) -> list[str]:
+    """Copy each finished run folder under `source` (one with a result.json) that `dest` does
+    not hold finished, file by file (RECORD_FILES, result.json last); the names copied."""
+    copied = []
+    for result in sorted(source.glob("*/result.json")):
+        run = result.parent
+        if (dest / run.name / "result.json").is_file():
+            continue
+        (dest / run.name).mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (run / name).is_file():
+                shutil.copyfile(run / name, dest / run.name / name)
+        copied.append(run.name)
+    return copied
+
+
+def restore(root: Path = Path(".")) -> int:
+    """Bring the committed finished runs into `runs/`; how many were copied."""
+    return sum(len(copy_finished(root / rec, root / out)) for out, rec in RECORDS.items())
+
+
+def record(root: Path = Path(".")) -> int:
+    """Copy the finished runs of `runs/` (and the chosen rates) into the records; how many."""
+    n = sum(len(copy_finished(root / out, root / rec)) for out, rec in RECORDS.items())
+    chosen, kept = (root / p for p in CHOSEN)
+    if chosen.is_file():
+        shutil.copyfile(chosen, kept)
+    return n
 
 
 def _choose_lr():
@@ -146,8 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", default=sys.executable, help="the python that runs gsag")
     parser.add_argument("--dry-run", action="store_true", help="print the runs, run nothing")
+    parser.add_argument(
+        "--record", action="store_true", help="copy the finished runs into docs/results and stop"
+    )
     args = parser.parse_args(argv)
+    if args.record:
+        print(f"recorded {record()} finished runs under docs/results/", flush=True)
+        return 0
     Path("runs").mkdir(exist_ok=True)
+    if not args.dry_run:
+        print(f"restored {restore()} finished runs from docs/results/", flush=True)
     for k in SEEDS:
         root = Path(f"runs/ctx_v2_d{k}")
         if not (root / "classes.yaml").exists() and not args.dry_run:
