@@ -182,7 +182,7 @@ def test_evidence_lanes_hold_a_heads_test_runs_until_its_sweep_is_finished(tmp_p
     while (taken := lanes.take()) not in (None, False):
         names.append(taken[0].name)
     assert len(names) == 9 and all(n.startswith("sweep") for n in names)  # tests not ready
-    assert lanes.take() is False and len(lanes.jobs) == 25
+    assert lanes.take() is False and len(lanes.jobs) == 35
     scores = {"0.0003": 0.35, "0.001": 0.50, "0.003": 0.53}  # 3e-3 is 3 points up
     for lr, miou in scores.items():
         run = tmp_path / f"runs/lr_{lr}/runs/gsag_hybrid__resnet18__s0__0123abcd"
@@ -199,6 +199,13 @@ def test_evidence_lanes_hold_a_heads_test_runs_until_its_sweep_is_finished(tmp_p
     assert lanes.take()[0].name == "test gsag_hybrid-no_global seed 0"  # DeepLabV3 not ready
     assert lanes.take()[0].name == "test gsag_hybrid-global_only seed 0"
     assert lanes.take()[0].name == "test gsag_hybrid seed 1"
+    taken = [lanes.take() for _ in range(13)]  # the rest of hybrid's 25, then basic/incremental
+    assert [t[0].name for t in taken[-3:]] == [
+        "test gsag_hybrid-global_only seed 4", "test gsag_basic seed 0",
+        "test gsag_incremental seed 0"]  # fmt: skip
+    args = taken[-2][1]
+    assert args[args.index("--models") + 1] == "gsag_basic"
+    assert args[-2:] == ["--set", "gsag_basic@optim.lr=0.003"]  # at hybrid's rate
 
 
 def test_evidence_lanes_restore_and_record_move_finished_runs_only(tmp_path):

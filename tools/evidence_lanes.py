@@ -9,6 +9,8 @@
    (written to `runs/chosen_lr.json`), and that head's test runs become ready.
 3. Five seeds on the test split, each on its own generated dataset (`runs/ctx_v2_d{seed}`), in
    seed order: hybrid, DeepLabV3, DANet, hybrid's `no_global` and `global_only` (hybrid's rate).
+4. Declared on 2026-12-07, after those 25: GSAG basic and incremental, five seeds on the test
+   split at hybrid's rate (not swept), so that the claims about them have a test-split result.
 
 A lane takes the first queued run that is ready, so neither waits for the other's sweep. Each
 run is one `gsag ablate` call, which skips a finished run and continues an unfinished one from
@@ -36,6 +38,7 @@ from pathlib import Path
 RATES = ("0.0003", "0.001", "0.003")
 HEADS = ("gsag_hybrid", "deeplabv3", "danet")
 VARIANTS = ("no_global", "global_only")  # of gsag_hybrid, at its rate
+GSAG_HEADS = ("gsag_basic", "gsag_incremental")  # at hybrid's rate, after the 25 runs above
 SEEDS = (0, 1, 2, 3, 4)
 COMMON = [
     "--config", "configs/demo.yaml", "--backbones", "resnet18",
@@ -94,6 +97,7 @@ class Job:
     name: str
     head: str | None  # the head whose chosen rate the run needs; None for sweep runs
     args: list[str]  # `gsag ablate` arguments; a test run's lr is added when it starts
+    model: str | None = None  # the model that lr is set for, when it is not `head`
 
 
 def queue() -> list[Job]:
@@ -107,19 +111,26 @@ def queue() -> list[Job]:
         for head in HEADS
         for lr in (RATES[1], RATES[2], RATES[0])
     ]
-    for seed in SEEDS:
-        test = [*COMMON, "--out", "runs/test_v2", "--seeds", str(seed), "--set",
+
+    def test(seed: int) -> list[str]:
+        return [*COMMON, "--out", "runs/test_v2", "--seeds", str(seed), "--set",
                 "data.root=runs/ctx_v2_d{seed}", "data.val_split=test"]  # fmt: skip
+
+    for seed in SEEDS:
         for head in HEADS:
-            jobs.append(Job(f"test {head} seed {seed}", head, [*test, "--models", head]))
+            jobs.append(Job(f"test {head} seed {seed}", head, [*test(seed), "--models", head]))
         for variant in VARIANTS:
             jobs.append(
                 Job(
                     f"test gsag_hybrid-{variant} seed {seed}",
                     "gsag_hybrid",
-                    [*test, "--models", "gsag_hybrid", "--variants", variant],
+                    [*test(seed), "--models", "gsag_hybrid", "--variants", variant],
                 )
             )
+    for seed in SEEDS:
+        for head in GSAG_HEADS:
+            args = [*test(seed), "--models", head]
+            jobs.append(Job(f"test {head} seed {seed}", "gsag_hybrid", args, model=head))
     return jobs
 
 
@@ -157,7 +168,7 @@ class Lanes:
                     lr = self.rate(job.head)
                     if lr is None:
                         continue
-                    args += ["--set", f"{job.head}@optim.lr={lr:g}"]
+                    args += ["--set", f"{job.model or job.head}@optim.lr={lr:g}"]
                 self.jobs.remove(job)
                 return job, args
             return False
