@@ -301,6 +301,7 @@ def run_combo(
 
     An interrupted combination continues from its `last.pt` (the engine's resume).
     """
+    from gsag.bench.environment import environment
     from gsag.engine.train import train
 
     cfg, dropped = resolve_combo(config, combo, out_dir, overrides)
@@ -338,6 +339,8 @@ def run_combo(
         "dropped_kwargs": dropped,
         "data": data_identity(cfg),
         "confusion": metrics.get("confusion"),
+        # where it ran (the date is the end of training): another CPU's kernels round otherwise
+        "environment": environment(out.get("device", "cpu")),
     }
     result["cue_accuracy"] = cue_accuracy(result)
     write_json(done, result)

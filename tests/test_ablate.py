@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import gsag
 from gsag import ablate
@@ -80,6 +81,9 @@ def test_ablate_cli_trains_reports_skips_and_resumes(tmp_path, synth_root, monke
     mious = [r["mIoU"] for r in data["runs"] if r["model"] == "gsag_hybrid"]
     assert hybrid["miou_mean"] == pytest.approx(np.mean(mious))
     assert [r["other"] for r in data["comparisons"]] == ["fcn"]
+    env = data["runs"][0]["environment"]  # where it ran: another CPU's kernels round otherwise
+    assert env["device"] == "cpu" and env["torch"] == torch.__version__
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     for name in ("miou.png", "curves.png", "per_class_iou.png", "differences.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 

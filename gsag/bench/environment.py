@@ -60,6 +60,7 @@ def environment(device: str = "cpu") -> dict:
         "device": device,
         "threads": torch.get_num_threads(),
         "cpu": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch picks
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

@@ -73,7 +73,7 @@ def train(
             without `resume`, such a folder is refused; see `gsag.engine.run_dir`).
 
     Returns:
-        {"run_dir", "best_miou", "metrics" (last evaluation), "checkpoint" (best.pt),
+        {"run_dir", "device", "best_miou", "metrics" (last evaluation), "checkpoint" (best.pt),
         "last" (last.pt), "iteration", "bad_steps", "seconds", "compile_seconds"}; "best_miou"
         is NaN and "checkpoint" None when no evaluation had labelled pixels (no best.pt).
 
@@ -139,6 +139,7 @@ def _train(
     kept = run.best_path.is_file()  # none when no evaluation had labelled pixels
     return {
         "run_dir": str(run.run_dir),
+        "device": str(dist.device),
         "best_miou": state.best_miou if kept else math.nan,
         "metrics": state.metrics,
         "checkpoint": str(run.best_path) if kept else None,
