@@ -340,7 +340,7 @@ def run_combo(
         "data": data_identity(cfg),
         "confusion": metrics.get("confusion"),
         # where it ran (the date is the end of training): another CPU's kernels round otherwise
-        "environment": environment(out.get("device", "cpu")),
+        "environment": environment(out.get("device", "cpu"), out.get("threads")),
     }
     result["cue_accuracy"] = cue_accuracy(result)
     write_json(done, result)

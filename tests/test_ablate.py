@@ -228,7 +228,15 @@ def test_a_combination_killed_before_its_first_save_is_redone(tmp_path, synth_ro
     assert str(run) == cfg.output.run_dir
     run.mkdir(parents=True)
     (run / "metrics.jsonl").write_text('{"type": "train", "iteration": 1, "loss": 1.0}\n')
-    result = ablate.run_combo("configs/demo.yaml", combo, tmp_path, overrides, quiet=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # the run trains at its config's thread count, and its result says so
+        result = ablate.run_combo(
+            "configs/demo.yaml", combo, tmp_path, [*overrides, "train.num_threads=1"], quiet=True
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert result["environment"]["threads"] == 1
     assert (run / "result.json").is_file() and result["mIoU"] == result["mIoU"]
     (aside,) = run.parent.glob(f"{run.name}.old-*")
     assert (aside / "metrics.jsonl").read_text().startswith('{"type": "train", "iteration": 1,')

@@ -52,13 +52,14 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def environment(device: str = "cpu") -> dict:
-    """The facts a reader needs to interpret the numbers."""
+def environment(device: str = "cpu", threads: int | None = None) -> dict:
+    """The facts a reader needs to interpret the numbers (`threads`: the torch CPU threads the
+    work used, when it is not the count in effect now)."""
     info = {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device,
-        "threads": torch.get_num_threads(),
+        "threads": threads or torch.get_num_threads(),
         "cpu": _cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch picks
         "cpu_count": os.cpu_count(),

@@ -73,7 +73,7 @@ def train(
             without `resume`, such a folder is refused; see `gsag.engine.run_dir`).
 
     Returns:
-        {"run_dir", "device", "best_miou", "metrics" (last evaluation), "checkpoint" (best.pt),
+        {"run_dir", "device", "threads", "best_miou", "metrics" (last evaluation), "checkpoint" (best.pt),
         "last" (last.pt), "iteration", "bad_steps", "seconds", "compile_seconds"}; "best_miou"
         is NaN and "checkpoint" None when no evaluation had labelled pixels (no best.pt).
 
@@ -140,6 +140,7 @@ def _train(
     return {
         "run_dir": str(run.run_dir),
         "device": str(dist.device),
+        "threads": torch.get_num_threads(),  # the count training used (restored after it)
         "best_miou": state.best_miou if kept else math.nan,
         "metrics": state.metrics,
         "checkpoint": str(run.best_path) if kept else None,
