@@ -648,10 +648,12 @@ def write_report(
     classes: Sequence[str] = (),
     meta: dict[str, Any] | None = None,
     reference: str = "gsag_hybrid",
+    split: str = "val",
 ) -> dict[str, Path]:
     """Write results.json, results.md and the plots into `out_dir`.
 
     `reference`: the group every other group's mIoU is compared with (when it was run).
+    `split`: the split the runs were evaluated on (the plots' axis labels).
     Each run's cue accuracy is read from its result or `out_dir/eval/` (`cue_accuracy`).
     """
     out = Path(out_dir)
@@ -689,9 +691,9 @@ def write_report(
         "\n![mIoU](miou.png)\n\n![curves](curves.png)\n\n![per-class IoU](per_class_iou.png)\n"
     )
     write_text(paths["markdown"], header + _report_body(results, classes, reference) + figures)
-    plot_miou_bars(summary, paths["miou"])
+    plot_miou_bars(summary, paths["miou"], split)
     curves = [(_label(r), Path(r["run_dir"]) / "metrics.jsonl") for r in results]
-    plot_curves(curves, paths["curves"])
+    plot_curves(curves, paths["curves"], split)
     plot_per_class_iou(summary, classes, paths["per_class"])
     return paths
 
@@ -766,7 +768,7 @@ def run_ablation(
         if any(SEED_FIELD in o for o in overrides)
         else "no: every run trains on the same data, so intervals cover training randomness only",
     }
-    paths = write_report(results, out_dir, classes, meta)
+    paths = write_report(results, out_dir, classes, meta, split=cfg.data.val_split)
     return {"results": results, "summary": summarise(results), "paths": paths}
 
 

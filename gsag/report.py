@@ -106,9 +106,10 @@ def training_line(facts: dict[str, float], total: int) -> str:
 
 
 def plot_training_curve(
-    metrics_log: str | os.PathLike, path: str | os.PathLike, title: str = ""
+    metrics_log: str | os.PathLike, path: str | os.PathLike, title: str = "", split: str = "val"
 ) -> Path:
-    """Training loss and validation mIoU against iteration, from one `metrics.jsonl`."""
+    """Training loss and the evaluated `split`'s mIoU against iteration, from one
+    `metrics.jsonl`."""
     plt = pyplot()
     train, evals = read_metrics_log(metrics_log)
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -117,7 +118,7 @@ def plot_training_curve(
     ax_loss.set_ylabel("training loss")
     ax_miou.plot([_iteration(r) for r in evals], [100 * r["mIoU"] for r in evals], "o-")
     ax_miou.set_xlabel("iteration")
-    ax_miou.set_ylabel("val mIoU (%)")
+    ax_miou.set_ylabel(f"{split} mIoU (%)")
     for ax in (ax_loss, ax_miou):
         ax.grid(alpha=0.3)
     if title:
@@ -140,11 +141,14 @@ def fmt_pm(mean: float, std: float, digits: int = 1) -> str:
     return f"{fmt_pct(mean, digits)} ± {100 * std:.{digits}f}"
 
 
-def plot_miou_bars(groups: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+def plot_miou_bars(
+    groups: Sequence[dict[str, Any]], path: str | os.PathLike, split: str = "val"
+) -> Path:
     """Bars of mean mIoU with standard-deviation error bars, one bar per model x backbone.
 
     Args:
         groups: dicts with "model", "backbone", "miou_mean", "miou_std", "miou_runs" (list).
+        split: the split the runs were evaluated on (the axis label).
     """
     plt = pyplot()
     labels = [f"{g['model']}\n{g['backbone']}" for g in groups]
@@ -160,7 +164,7 @@ def plot_miou_bars(groups: Sequence[dict[str, Any]], path: str | os.PathLike) ->
     ax.set_xticks(
         xs, labels, fontsize=8, rotation=30 if long else 0, ha="right" if long else "center"
     )
-    ax.set_ylabel("val mIoU (%): mean ± std, dots = seeds")
+    ax.set_ylabel(f"{split} mIoU (%): mean ± std, dots = seeds")
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 
@@ -171,6 +175,8 @@ def plot_differences(rows: Sequence[dict[str, Any]], path: str | os.PathLike) ->
     Args:
         rows: dicts with "reference", "other", "diff", "low", "high" (fractions), as
             `gsag.ablate.comparisons` returns; rows without an interval show the point only.
+            A row whose "reference" is not the first row's (a pair of its own, such as
+            incremental − basic) is labelled "a − b".
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
@@ -179,16 +185,26 @@ def plot_differences(rows: Sequence[dict[str, Any]], path: str | os.PathLike) ->
             ax.plot([100 * r["low"], 100 * r["high"]], [y, y], color="#4c72b0", lw=2)
         ax.plot([100 * r["diff"]], [y], "ko", ms=4)
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set_yticks(range(len(rows)), [r["other"] for r in rows], fontsize=8)
-    ax.invert_yaxis()
     ref = rows[0]["reference"] if rows else "reference"
-    ax.set_xlabel(f"mIoU of {ref} minus row (points), 95 % Welch interval")
+    names = [
+        r["other"] if r["reference"] == ref else f"{r['reference']} − {r['other']}" for r in rows
+    ]
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.invert_yaxis()
+    pairs = any(r["reference"] != ref for r in rows)
+    ax.set_xlabel(
+        f"mIoU of {ref} minus row"
+        + (" (or the pair named)" if pairs else "")
+        + " (points), 95 % Welch interval"
+    )
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)
 
 
-def plot_curves(runs: Sequence[tuple[str, str | os.PathLike]], path: str | os.PathLike) -> Path:
-    """Training loss and val mIoU of many runs; `runs` is (label, metrics.jsonl) pairs.
+def plot_curves(
+    runs: Sequence[tuple[str, str | os.PathLike]], path: str | os.PathLike, split: str = "val"
+) -> Path:
+    """Training loss and `split` mIoU of many runs; `runs` is (label, metrics.jsonl) pairs.
 
     Runs with the same label share a colour (e.g. one colour per model, one line per seed).
     """
@@ -220,7 +236,7 @@ def plot_curves(runs: Sequence[tuple[str, str | os.PathLike]], path: str | os.Pa
     ax_loss.set_xlabel("iteration")
     ax_loss.set_ylabel("training loss")
     ax_miou.set_xlabel("iteration")
-    ax_miou.set_ylabel("val mIoU (%)")
+    ax_miou.set_ylabel(f"{split} mIoU (%)")
     for ax in (ax_loss, ax_miou):
         ax.grid(alpha=0.3)
     ax_loss.legend(fontsize=8)
@@ -324,7 +340,11 @@ def write_run_report(
     write_metrics(metrics, classes, out, extra={"settings": settings})
     panels = _write_panels(model, meta, val_set, num_images, device, out)
     log = checkpoint.parent / "metrics.jsonl"
-    curve = plot_training_curve(log, out / "curve.png", title) if log.is_file() else None
+    curve = (
+        plot_training_curve(log, out / "curve.png", title, cfg.data.val_split)
+        if log.is_file()
+        else None
+    )
     lines = [f"# {title}", ""]
     lines += _run_lines(cfg, model.params_line(), checkpoint, meta, metrics["images"], device)
     if log.is_file():

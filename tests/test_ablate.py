@@ -422,3 +422,26 @@ def test_per_model_overrides_apply_to_their_model_only(tmp_path):
     default_iters = lr["fcn"][1]
     assert lr["deeplabv3"] == (0.003, default_iters) and lr["fcn"] == (0.001, default_iters)
     assert lr["gsag_hybrid-no_gate"] == (0.001, 7)
+
+
+def test_plots_name_the_split_and_label_a_pair_of_its_own(tmp_path, monkeypatch):
+    """The axes say which split was scored, and incremental − basic is not drawn as if it were
+    hybrid minus basic."""
+    from gsag import report
+
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig) or path)
+    row = {"diff": 0.05, "low": 0.01, "high": 0.09}
+    rows = [
+        {**row, "reference": "gsag_hybrid", "other": "gsag_basic"},
+        {**row, "reference": "gsag_incremental", "other": "gsag_basic"},
+    ]
+    report.plot_differences(rows, tmp_path / "d.png")
+    ax = figures[-1].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "gsag_basic", "gsag_incremental − gsag_basic"]  # fmt: skip
+    assert "or the pair named" in ax.get_xlabel()
+    group = {"model": "fcn", "backbone": "r18", "miou_mean": 0.4, "miou_std": 0.01,
+             "miou_runs": [0.39, 0.41]}  # fmt: skip
+    report.plot_miou_bars([group], tmp_path / "m.png", split="test")
+    assert figures[-1].axes[0].get_ylabel().startswith("test mIoU")
