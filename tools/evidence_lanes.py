@@ -1,4 +1,4 @@
-"""The evidence grid's lanes (docs/results.md, "A fair recipe, on the test split"): a queue of
+"""The evidence grid's lanes (docs/results.md, "The fair re-run"): a queue of
 `gsag ablate` runs drained by two worker lanes side by side on a 2-core CPU.
 
     python tools/evidence_lanes.py            # from the repository root; logs in runs/lane*.log
