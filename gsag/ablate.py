@@ -614,9 +614,15 @@ def shared_seeds(results: Sequence[dict[str, Any]]) -> list[int]:
     return sorted(common)
 
 
-def _report_body(results: Sequence[dict[str, Any]], classes: Sequence[str], reference: str) -> str:
+def _report_body(
+    results: Sequence[dict[str, Any]],
+    classes: Sequence[str],
+    reference: str,
+    data_per_seed: bool = False,
+) -> str:
     """The markdown between the header and the figures: results, comparisons, cue learning,
-    and the comparisons on the shared seeds when some groups ran more."""
+    the comparisons on the shared seeds when some groups ran more, and what the intervals
+    cover (`data_per_seed`: each seed trained on its own dataset)."""
     summary = summarise(results)
     body = results_markdown(summary, classes)
     diffs = comparisons(summary, reference)
@@ -635,9 +641,16 @@ def _report_body(results: Sequence[dict[str, Any]], classes: Sequence[str], refe
                 "the other seeds were added to some groups later, so this is the result before "
                 "that extension.\n\n" + comparisons_markdown(diffs)
             )
+    if data_per_seed:
+        return body + (
+            "\nWhat the intervals cover: the spread over the runs of a group. Each seed trained "
+            "on its own dataset ({seed} in the data) and was scored on that dataset's split, so "
+            "it covers a new draw of the data as well as training randomness (initialisation, "
+            "data order).\n"
+        )
     return body + (
-        "\nWhat the intervals cover: the spread over the runs of a group. When every run trains "
-        "on the same data and is scored on the same split (no data seed in the grid), that is "
+        "\nWhat the intervals cover: the spread over the runs of a group. Every run trains on "
+        "the same data and is scored on the same split (no data seed in the grid), so that is "
         "training randomness only (initialisation, data order), not a new draw of the data.\n"
     )
 
@@ -649,11 +662,13 @@ def write_report(
     meta: dict[str, Any] | None = None,
     reference: str = "gsag_hybrid",
     split: str = "val",
+    data_per_seed: bool = False,
 ) -> dict[str, Path]:
     """Write results.json, results.md and the plots into `out_dir`.
 
     `reference`: the group every other group's mIoU is compared with (when it was run).
-    `split`: the split the runs were evaluated on (the plots' axis labels).
+    `split`: the split the runs were evaluated on (the plots' axis labels); `data_per_seed`:
+    each seed trained on its own dataset (what the intervals cover).
     Each run's cue accuracy is read from its result or `out_dir/eval/` (`cue_accuracy`).
     """
     out = Path(out_dir)
@@ -690,7 +705,10 @@ def write_report(
     figures = (
         "\n![mIoU](miou.png)\n\n![curves](curves.png)\n\n![per-class IoU](per_class_iou.png)\n"
     )
-    write_text(paths["markdown"], header + _report_body(results, classes, reference) + figures)
+    write_text(
+        paths["markdown"],
+        header + _report_body(results, classes, reference, data_per_seed) + figures,
+    )
     plot_miou_bars(summary, paths["miou"], split)
     curves = [(_label(r), Path(r["run_dir"]) / "metrics.jsonl") for r in results]
     plot_curves(curves, paths["curves"], split)
@@ -756,6 +774,7 @@ def run_ablation(
     def reported(key: str) -> str:  # what the report covers (with report_only, may be < asked)
         return " ".join(str(v) for v in dict.fromkeys(getattr(c, key) for c in covered))
 
+    per_seed = any(SEED_FIELD in o for o in overrides)
     meta = {
         "config": str(config) if config else "(defaults)",
         "overrides": " ".join(overrides) or "(none)",
@@ -765,10 +784,12 @@ def run_ablation(
         "seeds": " ".join(str(s) for s in sorted({c.seed for c in covered})),
         "evaluated on": f"split {cfg.data.val_split!r} (the last evaluation of each run)",
         "data per seed": "yes ({seed} in an override)"
-        if any(SEED_FIELD in o for o in overrides)
+        if per_seed
         else "no: every run trains on the same data, so intervals cover training randomness only",
     }
-    paths = write_report(results, out_dir, classes, meta, split=cfg.data.val_split)
+    paths = write_report(
+        results, out_dir, classes, meta, split=cfg.data.val_split, data_per_seed=per_seed
+    )
     return {"results": results, "summary": summarise(results), "paths": paths}
 
 

@@ -396,7 +396,11 @@ def test_report_gives_the_shared_seeds_result_beside_the_extended_one(tmp_path):
     assert "## On seeds 0, 1, 2 only" in md
     assert "| gsag_hybrid | fcn | heads | b | 5 / 3 |" in md
     assert "| gsag_hybrid | fcn | heads | b | 3 / 3 |" in md
-    assert "training randomness only" in md
+    assert "training randomness only" in md and "a new draw of the data as well" not in md
+    # a grid with a dataset per seed says its intervals cover the data too
+    out = tmp_path / "seeded"
+    md = ablate.write_report(runs, out, ["c"], data_per_seed=True)["markdown"].read_text()
+    assert "a new draw of the data as well" in md and "training randomness only" not in md
 
 
 def test_seed_field_puts_the_data_seed_into_the_grid(tmp_path):
