@@ -641,18 +641,16 @@ def _report_body(
                 "the other seeds were added to some groups later, so this is the result before "
                 "that extension.\n\n" + comparisons_markdown(diffs)
             )
-    if data_per_seed:
-        return body + (
-            "\nWhat the intervals cover: the spread over the runs of a group. Each seed trained "
-            "on its own dataset ({seed} in the data) and was scored on that dataset's split, so "
-            "it covers a new draw of the data as well as training randomness (initialisation, "
-            "data order).\n"
-        )
-    return body + (
-        "\nWhat the intervals cover: the spread over the runs of a group. Every run trains on "
-        "the same data and is scored on the same split (no data seed in the grid), so that is "
-        "training randomness only (initialisation, data order), not a new draw of the data.\n"
+    cover = (
+        "Each seed trained on its own dataset ({seed} in the data) and was scored on that "
+        "dataset's split, so it covers a new draw of the data as well as training randomness "
+        "(initialisation, data order)."
+        if data_per_seed
+        else "Every run trains on the same data and is scored on the same split (no data seed "
+        "in the grid), so that is training randomness only (initialisation, data order), not a "
+        "new draw of the data."
     )
+    return body + f"\nWhat the intervals cover: the spread over the runs of a group. {cover}\n"
 
 
 def write_report(

@@ -73,9 +73,10 @@ def train(
             without `resume`, such a folder is refused; see `gsag.engine.run_dir`).
 
     Returns:
-        {"run_dir", "device", "threads", "best_miou", "metrics" (last evaluation), "checkpoint" (best.pt),
-        "last" (last.pt), "iteration", "bad_steps", "seconds", "compile_seconds"}; "best_miou"
-        is NaN and "checkpoint" None when no evaluation had labelled pixels (no best.pt).
+        {"run_dir", "device", "threads", "best_miou", "metrics" (last evaluation),
+        "checkpoint" (best.pt), "last" (last.pt), "iteration", "bad_steps", "seconds",
+        "compile_seconds"}; "best_miou" is NaN and "checkpoint" None when no evaluation had
+        labelled pixels (no best.pt).
 
     Raises:
         TrainingDiverged: too many non-finite losses in a row, or non-finite weights; last.pt
