@@ -112,8 +112,15 @@ def test_padding_is_zeros_at_the_bottom_right_and_cropped_back():
     torch.testing.assert_close(odd, padded[..., : ODD[0], : ODD[1]])
 
 
-def _train_step_lowers_loss(name: str, family: str, factor: float = 0.9, lr: float = 1e-2) -> None:
-    """8 AdamW steps on one fixed batch bring the loss below `factor` x its start."""
+def _train_step_lowers_loss(name: str, family: str, factor: float) -> None:
+    """8 AdamW steps (lr 3e-3) on one fixed batch bring the loss below `factor` x its start.
+
+    lr 1e-2 made the GSAG heads' first steps overshoot (the loss rose at step 2 or 3 on most
+    backbones), so the end point varied with the torch version and the CPU's kernels: convnext +
+    gsag_hybrid ended at 0.70 x its start at torch 2.14 (AVX512) but 0.91 x at torch 2.4.1. At
+    3e-3 every pair's loss falls smoothly; measured 2026-12-07 on both torch versions, the end
+    point is 0.50-0.78 x the start everywhere except MaxViT's GSAG heads (up to 0.90 x).
+    """
     model = _model(name, family).train()
     gen = torch.Generator().manual_seed(0)
     # 8 x 8 blocks of random classes; the image says the class (a bright channel) plus noise
@@ -123,7 +130,7 @@ def _train_step_lowers_loss(name: str, family: str, factor: float = 0.9, lr: flo
         .repeat_interleave(8, 2)
     )
     x = 2.0 * F.one_hot(y, 3).permute(0, 3, 1, 2).float() + torch.randn(2, 3, 48, 56, generator=gen)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
 
     def loss() -> torch.Tensor:
         torch.manual_seed(0)  # the same dropout masks every time
@@ -143,16 +150,17 @@ def _train_step_lowers_loss(name: str, family: str, factor: float = 0.9, lr: flo
 
 @pytest.mark.parametrize(("family", "name"), [("convnext", "gsag_hybrid"), ("vit", "deeplabv3")])
 def test_training_steps_lower_the_loss(family, name):
-    _train_step_lowers_loss(name, family)
+    # measured end points: 0.53-0.57 x (convnext + gsag_hybrid), 0.71-0.72 x (vit + deeplabv3)
+    _train_step_lowers_loss(name, family, factor=0.85)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", HEADS)
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_training_steps_lower_the_loss_every_pair(family, name):
-    # strictly lower. MaxViT pads the 48x56 batch to 160x160; at lr 1e-2 its gsag_basic (1/32
-    # levels only) went up in 8 steps (1.580 -> 1.610), at 3e-3 every head goes down
-    _train_step_lowers_loss(name, family, factor=1.0, lr=3e-3 if family == "maxvit" else 1e-2)
+    # strictly lower: MaxViT pads the 48x56 batch to 160x160 and its GSAG heads fall least
+    # (gsag_basic: 0.86-0.90 x its start)
+    _train_step_lowers_loss(name, family, factor=1.0)
 
 
 def _round_trip(name: str, family: str, tmp_path) -> None:
