@@ -83,7 +83,13 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TimeElapsedColumn,
+    )
 
     from gsag.config import load_config
     from gsag.data.build import synth_seed
@@ -128,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(cfg.output.run_dir) / "report"
     metrics = final_evaluation(cfg, result, args.device)
-    with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
+    # with the metrics already computed only the drawing is left, which reports no count
+    drawing = (SpinnerColumn(), columns[0]) if metrics else columns
+    with Progress(*drawing, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
         task = bar.add_task("drawing" if metrics else "evaluating + drawing", total=None)
         report = write_run_report(
             result["last"],

@@ -32,6 +32,9 @@ def test_demo_generates_data_trains_and_writes_a_report(tmp_path, monkeypatch, c
     printed = capsys.readouterr().out
     report = run / "report" / "report.md"
     assert str(report) in printed.replace("\n", "")
+    # the report reuses training's last evaluation: the drawing line has no count to show
+    drawing = [ln for ln in printed.splitlines() if " drawing " in f" {ln} "]
+    assert drawing and not any("/?" in ln for ln in drawing), drawing
     text = report.read_text()
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     # the table's mIoU is the evaluation of the last checkpoint, as written to metrics.json
