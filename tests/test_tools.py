@@ -182,7 +182,7 @@ def test_evidence_lanes_hold_a_heads_test_runs_until_its_sweep_is_finished(tmp_p
     while (taken := lanes.take()) not in (None, False):
         names.append(taken[0].name)
     assert len(names) == 9 and all(n.startswith("sweep") for n in names)  # tests not ready
-    assert lanes.take() is False and len(lanes.jobs) == 35
+    assert lanes.take() is False and len(lanes.jobs) == 40
     scores = {"0.0003": 0.35, "0.001": 0.50, "0.003": 0.53}  # 3e-3 is 3 points up
     for lr, miou in scores.items():
         run = tmp_path / f"runs/lr_{lr}/runs/gsag_hybrid__resnet18__s0__0123abcd"
@@ -206,6 +206,14 @@ def test_evidence_lanes_hold_a_heads_test_runs_until_its_sweep_is_finished(tmp_p
     args = taken[-2][1]
     assert args[args.index("--models") + 1] == "gsag_basic"
     assert args[-2:] == ["--set", "gsag_basic@optim.lr=0.003"]  # at hybrid's rate
+    # the no_pointwise follow-up comes last, in its own folder, at hybrid's rate
+    *_, last = (lanes.take() for _ in range(13))  # basic and incremental 1-4, then these 5
+    assert last[0].name == "follow-up gsag_hybrid-no_pointwise seed 4"
+    args = last[1]
+    assert args[args.index("--out") + 1] == "runs/test_v2_psa" and "data.val_split=test" in args
+    assert args[args.index("--variants") + 1] == "no_pointwise"
+    assert args[-2:] == ["--set", "gsag_hybrid@optim.lr=0.003"]
+    assert lanes.take() is False  # DeepLabV3's and DANet's runs still wait for their sweeps
 
 
 def test_evidence_lanes_restore_and_record_move_finished_runs_only(tmp_path):
@@ -218,6 +226,19 @@ def test_evidence_lanes_restore_and_record_move_finished_runs_only(tmp_path):
     back = tmp_path / "runs/test_v2/runs/danet__resnet18__s0__45a799a0"
     assert sorted(p.name for p in back.iterdir()) == ["config.yaml", "metrics.jsonl", "result.json"]
     assert tool.restore(tmp_path) == 0  # already there: nothing copied twice
+    # hybrid's test runs are restored beside the follow-up's runs too, and never recorded there
+    hybrid = tmp_path / "docs/results/test_v2/runs/gsag_hybrid__resnet18__s0__b7dfd44d"
+    hybrid.mkdir()
+    (hybrid / "result.json").write_text("{}")
+    assert tool.restore(tmp_path) == 2
+    psa = tmp_path / "runs/test_v2_psa/runs"
+    assert [p.name for p in psa.iterdir()] == [hybrid.name]
+    ablated = psa / "gsag_hybrid-no_pointwise__resnet18__s0__cbe98235"
+    ablated.mkdir()
+    (ablated / "result.json").write_text("{}")
+    assert tool.record(tmp_path) == 1  # the follow-up's own run only
+    kept = tmp_path / "docs/results/test_v2_psa/runs"
+    assert [p.name for p in kept.iterdir()] == [ablated.name]
     # a finished sweep run and an unfinished test run in runs/: only the first is recorded
     sweep = tmp_path / "runs/lr_0.003/runs/gsag_hybrid__resnet18__s0__0a5cd724"
     running = tmp_path / "runs/test_v2/runs/gsag_hybrid__resnet18__s1__11112222"

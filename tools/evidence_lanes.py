@@ -11,15 +11,19 @@
    seed order: hybrid, DeepLabV3, DANet, hybrid's `no_global` and `global_only` (hybrid's rate).
 4. Declared on 2026-12-07, after those 25: GSAG basic and incremental, five seeds on the test
    split at hybrid's rate (not swept), so that the claims about them have a test-split result.
+5. A follow-up declared after the grid: hybrid's `no_pointwise`, five seeds on the test split at
+   hybrid's rate, in a folder of its own (`runs/test_v2_psa`) beside copies of hybrid's five
+   test runs, which its report compares it with.
 
 A lane takes the first queued run that is ready, so neither waits for the other's sweep. Each
 run is one `gsag ablate` call, which skips a finished run and continues an unfinished one from
 its `last.pt`: rerunning this script resumes the grid. A failed run is logged and left out.
 
 The committed records are the grid's memory across machines: at start the script copies every
-finished run recorded under `docs/results/` (RECORDS) into `runs/` where `runs/` lacks it, so a
-fresh clone skips what already ran; `--record` copies the finished runs of `runs/` the other way
-(their config.yaml, metrics.jsonl and result.json, and `chosen_lr.json`).
+finished run recorded under `docs/results/` (RECORDS, and the follow-up's REFERENCES) into
+`runs/` where `runs/` lacks it, so a fresh clone skips what already ran; `--record` copies the
+finished runs of `runs/` the other way (their config.yaml, metrics.jsonl and result.json, and
+`chosen_lr.json`).
 """
 
 from __future__ import annotations
@@ -39,25 +43,30 @@ RATES = ("0.0003", "0.001", "0.003")
 HEADS = ("gsag_hybrid", "deeplabv3", "danet")
 VARIANTS = ("no_global", "global_only")  # of gsag_hybrid, at its rate
 GSAG_HEADS = ("gsag_basic", "gsag_incremental")  # at hybrid's rate, after the 25 runs above
+FOLLOW_UP = "no_pointwise"  # of gsag_hybrid, at its rate, declared after the grid
 SEEDS = (0, 1, 2, 3, 4)
 COMMON = [
     "--config", "configs/demo.yaml", "--backbones", "resnet18",
     "--set", "data.synthetic=false", "--threads", "1", "--device", "cpu",
 ]  # fmt: skip
-# where each `gsag ablate --out` folder's runs are recorded in the repository
-RECORDS = {
-    **{f"runs/lr_{lr}/runs": f"docs/results/lr_sweep_250/runs/lr_{lr}" for lr in RATES},
-    "runs/test_v2/runs": "docs/results/test_v2/runs",
-}
+# (`gsag ablate --out` folder's runs, where they are recorded in the repository, which runs)
+RECORDS = [
+    *((f"runs/lr_{lr}/runs", f"docs/results/lr_sweep_250/runs/lr_{lr}", "*") for lr in RATES),
+    ("runs/test_v2/runs", "docs/results/test_v2/runs", "*"),
+    ("runs/test_v2_psa/runs", "docs/results/test_v2_psa/runs", f"gsag_hybrid-{FOLLOW_UP}__*"),
+]
+# restored but never recorded: the follow-up's reference, hybrid's test runs, beside its own
+REFERENCES = [("runs/test_v2_psa/runs", "docs/results/test_v2/runs", "gsag_hybrid__*")]
 RECORD_FILES = ("config.yaml", "metrics.jsonl", "result.json")  # result.json last: it marks done
 CHOSEN = ("runs/chosen_lr.json", "docs/results/lr_sweep_250/chosen_lr.json")
 
 
-def copy_finished(source: Path, dest: Path) -> list[str]:
-    """Copy each finished run folder under `source` (one with a result.json) that `dest` does
-    not hold finished, file by file (RECORD_FILES, result.json last); the names copied."""
+def copy_finished(source: Path, dest: Path, pattern: str = "*") -> list[str]:
+    """Copy each finished run folder under `source` whose name matches `pattern` (one with a
+    result.json) that `dest` does not hold finished, file by file (RECORD_FILES, result.json
+    last); the names copied."""
     copied = []
-    for result in sorted(source.glob("*/result.json")):
+    for result in sorted(source.glob(f"{pattern}/result.json")):
         run = result.parent
         if (dest / run.name / "result.json").is_file():
             continue
@@ -71,12 +80,13 @@ def copy_finished(source: Path, dest: Path) -> list[str]:
 
 def restore(root: Path = Path(".")) -> int:
     """Bring the committed finished runs into `runs/`; how many were copied."""
-    return sum(len(copy_finished(root / rec, root / out)) for out, rec in RECORDS.items())
+    pairs = [*RECORDS, *REFERENCES]
+    return sum(len(copy_finished(root / rec, root / out, pat)) for out, rec, pat in pairs)
 
 
 def record(root: Path = Path(".")) -> int:
     """Copy the finished runs of `runs/` (and the chosen rates) into the records; how many."""
-    n = sum(len(copy_finished(root / out, root / rec)) for out, rec in RECORDS.items())
+    n = sum(len(copy_finished(root / out, root / rec, pat)) for out, rec, pat in RECORDS)
     chosen, kept = (root / p for p in CHOSEN)
     if chosen.is_file():
         shutil.copyfile(chosen, kept)
@@ -131,6 +141,10 @@ def queue() -> list[Job]:
         for head in GSAG_HEADS:
             args = [*test(seed), "--models", head]
             jobs.append(Job(f"test {head} seed {seed}", "gsag_hybrid", args, model=head))
+    for seed in SEEDS:
+        args = [*test(seed), "--models", "gsag_hybrid", "--variants", FOLLOW_UP]
+        args[args.index("runs/test_v2")] = "runs/test_v2_psa"
+        jobs.append(Job(f"follow-up gsag_hybrid-{FOLLOW_UP} seed {seed}", "gsag_hybrid", args))
     return jobs
 
 
