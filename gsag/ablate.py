@@ -301,7 +301,6 @@ def run_combo(
 
     An interrupted combination continues from its `last.pt` (the engine's resume).
     """
-    from gsag.bench.environment import environment
     from gsag.engine.train import train
 
     cfg, dropped = resolve_combo(config, combo, out_dir, overrides)
@@ -315,6 +314,7 @@ def run_combo(
             f"variant {combo.variant!r} sets {lost}, which {combo.model} does not take"
         )
     start = time.perf_counter()
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     # a folder left without last.pt (killed before its first save) is moved aside and redone
     out = train(cfg, resume=True, overwrite=True, quiet=quiet, device=device)
     if not out["metrics"]:  # last.pt was already final, but the result was never written
@@ -340,11 +340,25 @@ def run_combo(
         "data": data_identity(cfg),
         "confusion": metrics.get("confusion"),
         # where it ran (the date is the end of training): another CPU's kernels round otherwise
-        "environment": environment(out.get("device", "cpu"), out.get("threads")),
+        "environment": _run_environment(out, load_at_start),
     }
     result["cue_accuracy"] = cue_accuracy(result)
     write_json(done, result)
     return result
+
+
+def _run_environment(out: dict[str, Any], load_at_start: float | None) -> dict[str, Any]:
+    """`environment()` written when training has ended: its load average is the one at the end
+    (records before 2026-12-07 carry that value under the `_at_start` name)."""
+    from gsag.bench.environment import environment
+
+    env = environment(out.get("device", "cpu"), out.get("threads"))
+    if "load_average_1min_at_start" in env:
+        env["load_average_1min_at_end"] = env["load_average_1min_at_start"]
+        env["load_average_1min_at_start"] = (
+            None if load_at_start is None else round(load_at_start, 2)
+        )
+    return env
 
 
 def _label(result: dict[str, Any]) -> str:

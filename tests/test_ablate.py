@@ -217,7 +217,7 @@ def test_cli_variant_run_and_report_only(tmp_path, synth_root):
     assert main([*args, "--variants", "no_such"]) == 2
 
 
-def test_a_combination_killed_before_its_first_save_is_redone(tmp_path, synth_root):
+def test_a_combination_killed_before_its_first_save_is_redone(tmp_path, synth_root, monkeypatch):
     """Its folder holds a log but no last.pt: the engine's resume refuses such a folder, so the
     ablation moves it aside and trains the combination anew."""
     sets = [s for s in TINY if s != "--set"]
@@ -230,6 +230,13 @@ def test_a_combination_killed_before_its_first_save_is_redone(tmp_path, synth_ro
     (run / "metrics.jsonl").write_text('{"type": "train", "iteration": 1, "loss": 1.0}\n')
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
+    calls = []
+
+    def load():  # the 1-minute load average is 3.0 when training starts, 5.0 from then on
+        calls.append(1)
+        return (3.0 if len(calls) == 1 else 5.0, 0.0, 0.0)
+
+    monkeypatch.setattr(ablate.os, "getloadavg", load)
     try:  # the run trains at its config's thread count, and its result says so
         result = ablate.run_combo(
             "configs/demo.yaml", combo, tmp_path, [*overrides, "train.num_threads=1"], quiet=True
@@ -237,6 +244,8 @@ def test_a_combination_killed_before_its_first_save_is_redone(tmp_path, synth_ro
     finally:
         torch.set_num_threads(threads)
     assert result["environment"]["threads"] == 1
+    env = result["environment"]
+    assert (env["load_average_1min_at_start"], env["load_average_1min_at_end"]) == (3.0, 5.0)
     assert (run / "result.json").is_file() and result["mIoU"] == result["mIoU"]
     (aside,) = run.parent.glob(f"{run.name}.old-*")
     assert (aside / "metrics.jsonl").read_text().startswith('{"type": "train", "iteration": 1,')
