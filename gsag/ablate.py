@@ -348,8 +348,9 @@ def run_combo(
 
 
 def _run_environment(out: dict[str, Any], load_at_start: float | None) -> dict[str, Any]:
-    """`environment()` written when training has ended: its load average is the one at the end
-    (records before 2026-12-07 carry that value under the `_at_start` name)."""
+    """`environment()` written when training has ended, with the load average at the start and
+    at the end (records written before this, up to 2026-12-07, hold the one at the end under
+    the `_at_start` name)."""
     from gsag.bench.environment import environment
 
     env = environment(out.get("device", "cpu"), out.get("threads"))
