@@ -122,8 +122,8 @@ def queue() -> list[Job]:
         for lr in (RATES[1], RATES[2], RATES[0])
     ]
 
-    def test(seed: int) -> list[str]:
-        return [*COMMON, "--out", "runs/test_v2", "--seeds", str(seed), "--set",
+    def test(seed: int, out: str = "runs/test_v2") -> list[str]:
+        return [*COMMON, "--out", out, "--seeds", str(seed), "--set",
                 "data.root=runs/ctx_v2_d{seed}", "data.val_split=test"]  # fmt: skip
 
     for seed in SEEDS:
@@ -142,8 +142,7 @@ def queue() -> list[Job]:
             args = [*test(seed), "--models", head]
             jobs.append(Job(f"test {head} seed {seed}", "gsag_hybrid", args, model=head))
     for seed in SEEDS:
-        args = [*test(seed), "--models", "gsag_hybrid", "--variants", FOLLOW_UP]
-        args[args.index("runs/test_v2")] = "runs/test_v2_psa"
+        args = [*test(seed, "runs/test_v2_psa"), "--models", "gsag_hybrid", "--variants", FOLLOW_UP]
         jobs.append(Job(f"follow-up gsag_hybrid-{FOLLOW_UP} seed {seed}", "gsag_hybrid", args))
     return jobs
 
