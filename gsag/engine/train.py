@@ -93,7 +93,11 @@ def train(
         check_model_config(cfg)
         keep = [cfg.data.root]  # a dataset generated inside the run folder stays there
         with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep):
-            return _train(cfg, dist, resume=resume, quiet=quiet, stop_after=stop_after)
+            result = _train(cfg, dist, resume=resume, quiet=quiet, stop_after=stop_after)
+        # rank 0 writes files after the last collective: no rank leaves the group before all are
+        # done (only on success: a rank that failed alone must not wait for the others here)
+        distributed.barrier()
+        return result
     finally:
         torch.set_num_threads(old_threads)
         set_rng_state(outer_rng)
