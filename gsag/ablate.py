@@ -301,6 +301,7 @@ def run_combo(
 
     An interrupted combination continues from its `last.pt` (the engine's resume).
     """
+    from gsag.bench.environment import load_average
     from gsag.engine.train import train
 
     cfg, dropped = resolve_combo(config, combo, out_dir, overrides)
@@ -314,7 +315,7 @@ def run_combo(
             f"variant {combo.variant!r} sets {lost}, which {combo.model} does not take"
         )
     start = time.perf_counter()
-    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_at_start = load_average()
     # a folder left without last.pt (killed before its first save) is moved aside and redone
     out = train(cfg, resume=True, overwrite=True, quiet=quiet, device=device)
     if not out["metrics"]:  # last.pt was already final, but the result was never written
@@ -354,11 +355,9 @@ def _run_environment(out: dict[str, Any], load_at_start: float | None) -> dict[s
     from gsag.bench.environment import environment
 
     env = environment(out.get("device", "cpu"), out.get("threads"))
-    if "load_average_1min_at_start" in env:
+    if "load_average_1min_at_start" in env:  # read now, at the end
         env["load_average_1min_at_end"] = env["load_average_1min_at_start"]
-        env["load_average_1min_at_start"] = (
-            None if load_at_start is None else round(load_at_start, 2)
-        )
+        env["load_average_1min_at_start"] = load_at_start
     return env
 
 

@@ -27,7 +27,7 @@ it. Measurement choices (also in docs/bench.md):
 
 from __future__ import annotations
 
-from gsag.bench.environment import environment, sdpa_backends
+from gsag.bench.environment import environment, load_average, sdpa_backends
 from gsag.bench.memory import (
     MIB,
     _cpu_peak_worker,
@@ -53,7 +53,7 @@ __all__ = [
     "BASELINE", "MIB", "PEER", "PEER_LABEL", "BenchRow", "BenchSettings", "Timings", "_cpu_peak_worker",
     "_percentile", "add_ratios", "apply_compile", "bench_group", "build_model", "compact_table",
     "cpu_peak_memory_mb", "cuda_peak_memory_during", "cuda_peak_memory_mb", "default_models",
-    "environment", "interleaved", "peak_rss_during", "run_bench", "sdpa_backends",
+    "environment", "interleaved", "load_average", "peak_rss_during", "run_bench", "sdpa_backends",
     "settings_line", "time_inference", "time_train_step", "to_markdown", "train_step_fn",
     "valid_models", "write_results",
 ]  # fmt: skip

@@ -52,6 +52,11 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def load_average() -> float | None:
+    """The 1-minute load average now, to 2 decimals (None where the OS has none)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def environment(device: str = "cpu", threads: int | None = None) -> dict:
     """The facts a reader needs to interpret the numbers (`threads`: the torch CPU threads the
     work used, when it is not the count in effect now)."""
@@ -65,8 +70,8 @@ def environment(device: str = "cpu", threads: int | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    if hasattr(os, "getloadavg"):
-        info["load_average_1min_at_start"] = round(os.getloadavg()[0], 2)
+    if (load := load_average()) is not None:
+        info["load_average_1min_at_start"] = load
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

@@ -140,7 +140,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     from rich.console import Console
@@ -201,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
         rows = bench.run_bench(
             names, args.backbones, sizes, args.batch, settings, on_row=done, on_progress=partial
         )
-    if hasattr(os, "getloadavg"):
-        env["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+    if (load := bench.load_average()) is not None:
+        env["load_average_1min_at_end"] = load
     paths = bench.write_results(rows, env, args.out, settings)
     table = bench.to_markdown(rows, env, settings)
     console.print(bench.compact_table(rows, env), markup=False, highlight=False, soft_wrap=True)
