@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -78,6 +81,19 @@ def all_true(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([0 if flag else 1], device=device)
     dist.all_reduce(t)
     return int(t.item()) == 0
+
+
+def from_rank0(value: T) -> T:
+    """Rank 0's `value` (any picklable object) on every process; unchanged when not distributed.
+
+    Lets a check that only rank 0 makes fail on every rank with rank 0's own message: under
+    `torchrun` the first rank to exit has the others killed, perhaps before they print.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def mean_over_processes(value: torch.Tensor) -> torch.Tensor:

@@ -216,7 +216,8 @@ def claim_run_dir(
     keep: Sequence[str | os.PathLike] = (),
 ) -> Iterator[None]:
     """`open_run_dir` on rank 0 only (`info`: a `distributed.DistInfo`); every rank fails
-    together when rank 0 cannot have the folder, so no rank waits forever."""
+    together, with rank 0's message, when rank 0 cannot have the folder, so no rank waits
+    forever."""
     from contextlib import ExitStack
 
     from gsag.engine import distributed
@@ -228,6 +229,8 @@ def claim_run_dir(
                 stack.enter_context(open_run_dir(run_dir, resume, overwrite, keep))
             except RunFolderError as e:
                 failure = e
-        if not distributed.all_true(failure is None, info.device):
-            raise failure or RunFolderError(f"rank 0 could not use run folder {run_dir}")
+        # every rank raises rank 0's message: whichever rank torchrun lets print, it says why
+        reason = distributed.from_rank0(None if failure is None else str(failure))
+        if reason is not None:
+            raise failure or RunFolderError(reason)
         yield

@@ -49,3 +49,40 @@ def test_two_processes_report_the_metrics_of_one(synth_root, tmp_path):
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode != 0
     assert f"run folder {run} already holds a run" in again.stderr.replace("\n", "")
+
+
+RANK_SCRIPT = """
+import sys
+from pathlib import Path
+
+from gsag.engine import distributed
+from gsag.engine.run_dir import RunFolderError, claim_run_dir
+
+info = distributed.setup("cpu")
+out = Path(sys.argv[2]) / f"rank{info.rank}.txt"
+try:
+    with claim_run_dir(sys.argv[1], info):
+        out.write_text("claimed")
+except RunFolderError as e:
+    out.write_text(str(e))
+distributed.cleanup(info)
+"""
+
+
+def test_every_rank_raises_rank_0s_reason_for_refusing_a_run_folder(tmp_path):
+    # torchrun kills the other ranks once one exits with an error, perhaps before rank 0 has
+    # printed: each rank's own error must say why, not only that rank 0 failed
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"type": "train", "iteration": 1}\n')
+    script = tmp_path / "claim.py"
+    script.write_text(RANK_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), str(run), str(tmp_path)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for rank in (0, 1):
+        message = (tmp_path / f"rank{rank}.txt").read_text()
+        assert f"run folder {run} already holds a run" in message, (rank, message)
+        assert "--resume" in message  # the fix travels with the reason
