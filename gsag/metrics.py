@@ -18,6 +18,8 @@ import math
 import torch
 import torch.distributed as dist
 
+from gsag.engine.distributed import several_processes
+
 
 class ConfusionMatrix:
     """Accumulates a (num_classes, num_classes) pixel confusion matrix.
@@ -67,7 +69,7 @@ class ConfusionMatrix:
 
     def reduce(self) -> None:
         """Sum the matrix over all processes (no-op without torch.distributed)."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not several_processes():
             return
         device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
         mat = self.mat.to(device)

@@ -76,15 +76,20 @@ def cleanup(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def several_processes() -> bool:
+    """True inside a process group of two or more processes."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def barrier() -> None:
     """Wait for all processes (no-op when not distributed)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if several_processes():
         dist.barrier()
 
 
 def all_true(flag: bool, device: torch.device) -> bool:
     """True when `flag` is true on every process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not several_processes():
         return flag
     t = torch.tensor([0 if flag else 1], device=device)
     dist.all_reduce(t)
@@ -97,7 +102,7 @@ def from_rank0(value: T) -> T:
     Lets a check that only rank 0 makes fail on every rank with rank 0's own message: under
     `torchrun` the first rank to exit has the others killed, perhaps before they print.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not several_processes():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
@@ -106,7 +111,7 @@ def from_rank0(value: T) -> T:
 
 def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
     """Average a tensor across processes (returns it unchanged when not distributed)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not several_processes():
         return value
     value = value.detach().clone()
     dist.all_reduce(value)
@@ -119,7 +124,7 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
     DDP keeps parameters equal, but each process updates its running statistics from its own
     batch; evaluation must use rank 0's, which are the ones checkpoints hold.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not several_processes():
         return
     for buf in module.buffers():
         dist.broadcast(buf.data, src=0)
