@@ -21,16 +21,21 @@ pytestmark = [
 ]
 
 
+def torchrun(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=2 ARGS`, one thread per process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    return subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def test_two_processes_report_the_metrics_of_one(synth_root, tmp_path):
     run = tmp_path / "ddp"
     # 3 validation images over 2 processes: uneven shards, nothing may be counted twice
     cfg = tiny_config(synth_root, run, "train.iters=2", "eval.max_images=3")
     config = tmp_path / "ddp.yaml"
     save_config(cfg, config)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "gsag", "train", str(config), "--device", "cpu", "--quiet"]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    cmd = ["-m", "gsag", "train", str(config), "--device", "cpu", "--quiet"]
+    done = torchrun(*cmd, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -46,7 +51,7 @@ def test_two_processes_report_the_metrics_of_one(synth_root, tmp_path):
     assert ddp["IoU"] == expected
 
     # every rank refuses a folder that holds a run (no rank waits for the others forever)
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    again = torchrun(*cmd, timeout=300)
     assert again.returncode != 0
     assert f"run folder {run} already holds a run" in again.stderr.replace("\n", "")
 
@@ -77,10 +82,7 @@ def test_every_rank_raises_rank_0s_reason_for_refusing_a_run_folder(tmp_path):
     (run / "metrics.jsonl").write_text('{"type": "train", "iteration": 1}\n')
     script = tmp_path / "claim.py"
     script.write_text(RANK_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), str(run), str(tmp_path)]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun(str(script), str(run), str(tmp_path), timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for rank in (0, 1):
         message = (tmp_path / f"rank{rank}.txt").read_text()
@@ -103,12 +105,9 @@ def test_leaving_the_group_right_after_a_collective_does_not_hang(tmp_path):
     # worker thread still held the last collective's tensors; 5 launches catch that 2 times in 3
     script = tmp_path / "teardown.py"
     script.write_text(TEARDOWN_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script)]  # fmt: skip
     for launch in range(5):
         try:
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+            done = torchrun(str(script), timeout=60)
         except subprocess.TimeoutExpired:
             pytest.fail(f"launch {launch}: a rank hung for 60 s while leaving the process group")
         assert done.returncode == 0, done.stderr[-3000:]
