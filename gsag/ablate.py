@@ -105,6 +105,12 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "k3": ("model.kwargs.kernel_size=3",),
     "k11": ("model.kwargs.kernel_size=11",),
     "ce": ("loss.type=ce",),
+    # the GSAG head's widths before they followed the backbone (gsag.models.head_widths)
+    "fixed_widths": (
+        "model.kwargs.head_channels=512",
+        "model.kwargs.key_channels=256",
+        "model.kwargs.num_heads=8",
+    ),
 }
 
 

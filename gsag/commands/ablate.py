@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=["base"],
         help="named configurations run for every model (default: base = the config as is); "
         "GSAG hybrid ablations: no_group no_local no_pointwise no_global no_global_context "
-        "global_only no_mapping no_gate k3 k11 ce (docs/usage.md)",
+        "global_only no_mapping no_gate k3 k11 ce; GSAG heads: fixed_widths (docs/usage.md)",
     )
     parser.add_argument(
         "--seeds",

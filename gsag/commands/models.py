@@ -138,6 +138,7 @@ def model_settings(
     from gsag.flops import count_params
     from gsag.models import create_model, head_defaults
     from gsag.models.backbone import default_levels, probe_backbone
+    from gsag.models.head_widths import head_widths
 
     kwargs = kwargs or {}
     with _build_device(False):  # only counted: shapes are enough
@@ -146,6 +147,8 @@ def model_settings(
         )
     levels = list(default_levels(probe_backbone(backbone)))
     defaults = {**head_defaults(name), "levels": levels}
+    if hasattr(model.head, "widths"):  # GSAG: the widths its rule gives on this backbone
+        defaults.update(head_widths(model.backbone.channels))
     args = model.model_args
     return {
         "model_args": args,

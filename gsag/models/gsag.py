@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gsag.models.head_widths import head_widths
 from gsag.models.layers import ConvBNReLU, resize
 from gsag.models.local_attention import check_impl, local_attention
 
@@ -260,11 +261,12 @@ class GSAGHead(nn.Module):
         in_channels: channels of the backbone levels (C3, C4, C5 by default).
         num_classes: output classes.
         variant: "basic", "incremental" or "hybrid".
-        head_channels: width d of X and of the head's output maps.
-        key_channels: total query/key width d_k (split over heads).
+        head_channels: width d of X and of the head's output maps; None: half the widest
+            level, a power of two in [128, 512] (`gsag.models.head_widths`).
+        key_channels: total query/key width d_k (split over heads); None: d / 2, at most 128.
         value_channels: total value width d_v; defaults to key_channels, so that every head has
             the same query and value size and the fused attention kernel applies.
-        num_heads: attention heads h.
+        num_heads: attention heads h; None: d_k / 32 (heads 32 wide).
         kernel_size: PSA neighbourhood k.
         fuse_channels: width of the final conv3x3-BN-ReLU.
         dropout: dropout before the classifier.
@@ -287,10 +289,10 @@ class GSAGHead(nn.Module):
         in_channels: Sequence[int],
         num_classes: int,
         variant: str = "hybrid",
-        head_channels: int = 512,
-        key_channels: int = 256,
+        head_channels: int | None = None,
+        key_channels: int | None = None,
         value_channels: int | None = None,
-        num_heads: int = 8,
+        num_heads: int | None = None,
         kernel_size: int = 7,
         fuse_channels: int = 256,
         dropout: float = 0.1,
@@ -322,7 +324,11 @@ class GSAGHead(nn.Module):
         hybrid = variant == "hybrid"
         has_global = global_attention or vector_mapping
         self.use_psa = variant == "incremental" or (hybrid and pointwise)
-        d, dv = head_channels, value_channels or key_channels
+        #: the widths this head was built with, given or chosen by the rule
+        self.widths = head_widths(in_channels, head_channels, key_channels, num_heads)
+        d, key_channels = self.widths["head_channels"], self.widths["key_channels"]
+        num_heads = self.widths["num_heads"]
+        dv = value_channels or key_channels
         if hybrid and group_formation:
             self.group = GroupFormation(in_channels, d)
         else:

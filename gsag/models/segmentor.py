@@ -15,6 +15,7 @@ from gsag.flops import count_params
 from gsag.models.backbone import Backbone
 from gsag.models.check import MODEL_SETTINGS, check_model_args
 from gsag.models.gsag import GSAGHead
+from gsag.models.head_widths import legacy_widths
 from gsag.models.heads import DANetHead, DeepLabV3Head, FCNHead
 from gsag.models.layers import resize
 from gsag.models.neck import ResizeNeck
@@ -168,12 +169,18 @@ def create_model(
         output_stride=body.output_stride,
         aux=aux,
         levels=list(body.levels),
-        **kwargs,
+        # GSAG: with the widths the rule chose, so that the stored model is rebuilt as it was
+        **{**getattr(head, "widths", {}), **kwargs},
     )
     return model
 
 
 def model_from_args(args: dict[str, Any]) -> Segmentor:
     """The model that `args` (a `Segmentor.model_args`, e.g. from a checkpoint) describe, with
-    random weights and nothing downloaded: the one way a stored model is rebuilt."""
+    random weights and nothing downloaded: the one way a stored model is rebuilt.
+
+    A GSAG model stored without its widths was built before they followed the backbone, with
+    `gsag.models.head_widths.FIXED_WIDTHS`, and is rebuilt with those."""
+    if getattr(MODELS.get(str(args.get("name"))), "func", None) is GSAGHead:
+        args = legacy_widths(args)
     return create_model(**{**args, "pretrained": False})

@@ -95,7 +95,8 @@ def test_the_check_draws_no_random_numbers():
 def test_head_defaults_are_the_signature_defaults():
     assert head_defaults("fcn") == {"dropout": 0.1, "head_channels": None}
     hybrid = head_defaults("gsag_hybrid")
-    assert hybrid["head_channels"] == 512 and hybrid["num_heads"] == 8 and hybrid["gate"] is True
+    assert hybrid["head_channels"] is None and hybrid["num_heads"] is None  # by the width rule
+    assert hybrid["kernel_size"] == 7 and hybrid["gate"] is True
     assert "variant" not in hybrid  # fixed by the model name
 
 
