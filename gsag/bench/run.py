@@ -52,12 +52,11 @@ def build_model(
         return deeplabv3_resnet50(
             weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux
         )
-    from gsag.models.segmentor import model_from_args
+    from gsag.models.segmentor import create_model
 
-    kwargs = model_kwargs or {}
-    return model_from_args(
-        dict(name=name, num_classes=num_classes, backbone=backbone, aux=aux, **kwargs)
-    )
+    # create_model, not model_from_args: a new model, with today's defaults (model_from_args
+    # rebuilds stored ones, with the widths of their time)
+    return create_model(name, num_classes, backbone=backbone, aux=aux, **(model_kwargs or {}))
 
 
 def _describe(row: BenchRow, model: nn.Module, x: torch.Tensor, settings: BenchSettings) -> None:

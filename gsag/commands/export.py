@@ -129,12 +129,12 @@ def _status(quiet: bool, text: str):
 def _load(args: argparse.Namespace):
     """(model in eval mode, checkpoint meta): a checkpoint's model, or an untrained one."""
     from gsag.hub import load_trained_model
-    from gsag.models.segmentor import model_from_args
+    from gsag.models.segmentor import create_model
 
     if args.checkpoint:
         return load_trained_model(args.checkpoint, map_location=args.device)
-    untrained = dict(name=args.model, num_classes=args.num_classes, backbone=args.backbone)
-    model = model_from_args({**untrained, "aux": False}).to(args.device).eval()
+    model = create_model(args.model, args.num_classes, backbone=args.backbone, aux=False)
+    model = model.to(args.device).eval()
     return model, {"mean": model.mean, "std": model.std}  # the backbone's own normalisation
 
 
