@@ -62,6 +62,7 @@ from gsag.report import (
     plot_miou_bars,
     plot_per_class_iou,
 )
+from gsag.threads import ThreadChoice
 
 RESULT_FILE = "result.json"
 # config keys that do not change a run's results: left out of its fingerprint
@@ -302,10 +303,13 @@ def run_combo(
     overrides: Sequence[str] = (),
     device: str | None = None,
     quiet: bool = False,
+    threads: ThreadChoice | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one combination, or read its result if it already finished.
 
-    An interrupted combination continues from its `last.pt` (the engine's resume).
+    An interrupted combination continues from its `last.pt` (the engine's resume). `threads`:
+    the torch threads of the run and why (None: its config's `train.num_threads`, or the cores
+    free at its start where that is 0).
     """
     from gsag.bench.environment import load_average
     from gsag.engine.train import train
@@ -323,9 +327,9 @@ def run_combo(
     start = time.perf_counter()
     load_at_start = load_average()
     # a folder left without last.pt (killed before its first save) is moved aside and redone
-    out = train(cfg, resume=True, overwrite=True, quiet=quiet, device=device)
+    out = train(cfg, resume=True, overwrite=True, quiet=quiet, device=device, threads=threads)
     if not out["metrics"]:  # last.pt was already final, but the result was never written
-        out = train(cfg, overwrite=True, quiet=quiet, device=device)
+        out = train(cfg, overwrite=True, quiet=quiet, device=device, threads=threads)
     metrics = out["metrics"]
     result = {
         "model": combo.model,
@@ -747,6 +751,7 @@ def run_ablation(
     on_done: Callable[[Combo, dict], None] | None = None,
     variants: Sequence[str] = (BASE,),
     report_only: bool = False,
+    threads: ThreadChoice | None = None,
 ) -> dict[str, Any]:
     """Train every combination (skipping finished ones) and write the report.
 
@@ -760,6 +765,8 @@ def run_ablation(
         on_start: called with (combo, already_finished) before each combination.
         on_done: called with (combo, result) after each combination.
         report_only: train nothing; report the combinations that already finished.
+        threads: the torch threads of every run and why (`run_combo`): one count for the whole
+            grid, so that a run's float rounding does not depend on the load when it started.
 
     Returns:
         {"results": per-run results, "summary": per-group summary, "paths": written files}.
@@ -777,7 +784,9 @@ def run_ablation(
             continue
         if on_start is not None:
             on_start(combo, finished)
-        result = run_combo(config, combo, out_dir, overrides, device=device, quiet=quiet)
+        result = run_combo(
+            config, combo, out_dir, overrides, device=device, quiet=quiet, threads=threads
+        )
         results.append(result)
         covered.append(combo)
         if on_done is not None:

@@ -70,7 +70,9 @@ def check_device(device: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; expected errors become one `error: ...` line and an exit code."""
     from gsag.errors import describe, one_line
+    from gsag.threads import sleep_when_waiting
 
+    sleep_when_waiting()  # before anything imports torch: its OpenMP runtime reads it once
     args = build_parser().parse_args(argv)
     try:
         if hasattr(args, "device"):  # one default for every command: cuda if available

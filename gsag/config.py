@@ -123,7 +123,7 @@ class TrainConfig:
     seed: int = 0
     skip_bad: bool = False
     max_bad_steps: int = 5  # consecutive non-finite losses that stop the run
-    num_threads: int = 0  # torch CPU threads during the run; 0 keeps the current setting
+    num_threads: int = 0  # torch CPU threads during the run; 0: the cores free at its start
     tb_images: int = 4  # validation predictions written to TensorBoard at each evaluation
 
 

@@ -162,14 +162,16 @@ def resolve_device(device: str | None) -> str:
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """`--threads N`; one rule for every command: 0 (default) leaves the count to the config's
-    `train.num_threads` where the command trains (train, ablate, demo), else to torch (one per
-    core). See `resolve_threads`."""
+    `train.num_threads` where the command trains (train, ablate, demo), and where that is 0 too,
+    to the cores free when training starts (`gsag.threads`); other commands: torch's default
+    (one per core). See `resolve_threads`."""
     parser.add_argument(
         "--threads",
         type=config_type("train.num_threads", "threads", "--threads 1"),
         default=0,
-        help="torch CPU threads (default 0: the config's train.num_threads where the command "
-        "trains, else torch's default of one per core; on a loaded machine 1 is often fastest)",
+        help="torch CPU threads (default 0: where the command trains, the config's "
+        "train.num_threads, or the cores free at the start when that is 0 too; elsewhere "
+        "torch's default of one per core)",
     )
 
 

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.config import load_config
     from gsag.errors import check_names
     from gsag.models import list_models
+    from gsag.threads import thread_choice
 
     finish_path_argument(args, "config")
     check_output(args.out, "--out")
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     shared = [o for o in args.overrides if "@" not in o.split("=", 1)[0]]  # no per-model ones
     base = load_config(args.config, shared)  # fails early on a bad config or override
+    # a count nobody set: the cores free now, one count for every run of the grid
+    threads = thread_choice(0) if not base.train.num_threads else None
     backbones = args.backbones or [base.model.backbone]
     combos = ablate.grid(args.models, backbones, args.seeds, args.variants)
     start = time.perf_counter()
@@ -101,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         on_done=on_done,
         variants=args.variants,
         report_only=args.report_only,
+        threads=threads,
     )
     console.print(
         out["paths"]["markdown"].read_text(), markup=False, highlight=False, soft_wrap=True

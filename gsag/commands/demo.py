@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.engine.run_dir import check_run_dir
     from gsag.engine.train import train
     from gsag.report import write_run_report
+    from gsag.threads import thread_choice
 
     console = Console()
     start = time.perf_counter()
@@ -106,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(demo_config(args.config), overrides)
     if args.out:
         cfg.output.run_dir = args.out  # a path as typed, never parsed as YAML
-    set_threads(args.threads, cfg.train.num_threads)  # for the report's evaluation too
+    source = "--threads" if args.threads else "train.num_threads"
+    threads = thread_choice(args.threads or cfg.train.num_threads, source)  # for training
+    set_threads(threads.threads)  # and the report's evaluation
     check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
     check_run_dir(Path(cfg.output.run_dir), args.resume, args.overwrite)  # before any work
     root = Path(cfg.data.root)
@@ -129,7 +132,12 @@ def run(args: argparse.Namespace) -> int:
         f"-> {cfg.output.run_dir}"
     )
     result = train(
-        cfg, device=args.device, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet
+        cfg,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        threads=threads,
     )
 
     out = Path(cfg.output.run_dir) / "report"

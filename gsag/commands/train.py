@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.config import load_config
     from gsag.engine.evaluate import fmt_pct
     from gsag.engine.train import train
+    from gsag.threads import thread_choice
 
     finish_path_argument(args, "config")
     main = int(os.environ.get("RANK", "0")) == 0
@@ -53,8 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         cfg.output.run_dir = args.out  # a path as typed, never parsed as YAML
     check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
+    threads = thread_choice(args.threads, "--threads") if args.threads else None
     result = train(
-        cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, device=args.device
+        cfg,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        device=args.device,
+        threads=threads,  # None: the config's train.num_threads, or the cores free (0)
     )
     if main:
         table = Table(title=f"gsag train {args.config}", show_header=False)

@@ -42,6 +42,7 @@ from gsag.engine.schedule import PolySchedule
 from gsag.engine.step import Batches, grad_scaler, train_step
 from gsag.engine.timing import IterationTimer
 from gsag.losses import build_loss
+from gsag.threads import ThreadChoice, thread_choice
 
 
 class TrainingDiverged(RuntimeError):
@@ -57,6 +58,7 @@ def train(
     stop_after: int | None = None,
     device: str | None = None,
     overwrite: bool = False,
+    threads: ThreadChoice | None = None,
 ) -> dict[str, Any]:
     """Train `cfg.model` on `cfg.data` and evaluate it every `train.eval_interval` iterations.
 
@@ -71,6 +73,8 @@ def train(
         device: "cpu" or "cuda"; by default CUDA when available.
         overwrite: a run folder that already holds a run is moved aside first (without it, and
             without `resume`, such a folder is refused; see `gsag.engine.run_dir`).
+        threads: the torch CPU threads and why (`gsag.threads`); None: `train.num_threads`, or
+            the cores free now where it is 0. The run's first line says which and why.
 
     Returns:
         {"run_dir", "device", "threads", "best_miou", "metrics" (last evaluation),
@@ -88,11 +92,13 @@ def train(
     old_threads = torch.get_num_threads()
     outer_rng = rng_state()
     try:
-        if cfg.train.num_threads > 0:
-            torch.set_num_threads(cfg.train.num_threads)
+        choice = threads or thread_choice(cfg.train.num_threads, "train.num_threads")
+        torch.set_num_threads(choice.threads)
         check_model_config(cfg)
         keep = [cfg.data.root]  # a dataset generated inside the run folder stays there
         with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep):
+            if dist.is_main and not quiet:
+                note(choice.line())  # the run's first line: how many threads, and why
             result = _train(cfg, dist, resume=resume, quiet=quiet, stop_after=stop_after)
         # rank 0 writes files after the last collective: no rank leaves the group before all are
         # done (only on success: a rank that failed alone must not wait for the others here)

@@ -26,6 +26,7 @@ def tiny_config(data_root: Path, run_dir: Path, *overrides: str) -> Config:
         "train.save_interval=2",
         "train.log_interval=1",
         "train.num_workers=0",
+        "train.num_threads=1",  # not the cores free: runs compared in a test use one count
         "train.tb_images=1",
         "eval.max_images=2",
         f"output.run_dir={run_dir}",
@@ -39,4 +40,5 @@ TINY_CLI_SETS = [
     "--set", "train.batch_size=2", "--set", "train.num_workers=0", "--set", "data.crop_size=64",
     "--set", "data.base_size=[64,64]", "--set", "train.log_interval=1",
     "--set", "loss.min_kept=100", "--set", "model.backbone=test_resnet",
+    "--set", "train.num_threads=1",
 ]  # fmt: skip
