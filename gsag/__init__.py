@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gsag.lazy import lazy_attributes
+from gsag.version import __version__
 
 if TYPE_CHECKING:
     from gsag.hub import load_pretrained, push_to_hub
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
     from gsag.predict import Predictor
     from gsag.pretrained import save_pretrained
 
-__version__ = "0.1.0"
 __all__ = [
     "Predictor",
     "__version__",

@@ -191,7 +191,7 @@ def recipe(cfg: Any) -> dict[str, Any]:
     """What a run's results depend on: the config without `FINGERPRINT_IGNORES`, with the
     input normalisation resolved (`data.mean: []` and the backbone's own values are the same
     recipe)."""
-    from gsag.config import input_norm
+    from gsag.engine.datasets import input_norm
 
     kept = _kept(cfg.to_dict())
     kept["data"]["mean"], kept["data"]["std"] = input_norm(cfg)
@@ -276,8 +276,7 @@ def model_kwargs_for(model: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any]
     apply to every model. Anything that is no head option of any model is kept, so that the
     engine's check refuses it as it would in `gsag train`.
     """
-    from gsag.models.check import EXTRA
-    from gsag.models.segmentor import head_defaults, list_models
+    from gsag.models.table import EXTRA, head_defaults, list_models
 
     taken = {*head_defaults(model), *EXTRA}
     others = {k for name in list_models() for k in head_defaults(name)} - taken
@@ -760,7 +759,7 @@ def run_ablation(
     """
     combos = grid(models, backbones, seeds, variants)
     if not report_only and combos:  # generated data first: the fingerprints hash it
-        from gsag.data.build import ensure_data
+        from gsag.engine.datasets import ensure_data
 
         ensure_data(resolve_combo(config, combos[0], out_dir, overrides)[0])
     results, covered = [], []

@@ -53,7 +53,8 @@ class DataConfig:
     photometric: bool = True
     # evaluation: keep-ratio resize of the image into [long edge, short edge]; [] keeps its size
     eval_scale: list[int] = field(default_factory=list)
-    # input normalisation on the [0, 1] scale; [] = the backbone's own (`input_norm`)
+    # input normalisation on the [0, 1] scale; [] = the backbone's own
+    # (`gsag.engine.datasets.input_norm`)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
 
@@ -408,17 +409,6 @@ def rules_markdown() -> str:
         note = f" ({rule.hint})" if rule.hint else ""
         rows.append(f"| `{key}` | {kind.replace('|', 'or')} | {rule.text()}{note} |")
     return "\n".join(rows)
-
-
-def input_norm(cfg: Config) -> tuple[list[float], list[float]]:
-    """The (mean, std) images are normalised with: data.mean / data.std, or where they are
-    empty the ones the backbone's pretrained weights expect."""
-    from gsag.models.backbone import backbone_mean_std
-
-    own_mean, own_std = (
-        ([], []) if cfg.data.mean and cfg.data.std else backbone_mean_std(cfg.model.backbone)
-    )
-    return list(cfg.data.mean or own_mean), list(cfg.data.std or own_std)
 
 
 def _check_key(key: str, valid: list[str], prefix: str, where: str) -> None:

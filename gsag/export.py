@@ -57,13 +57,13 @@ def export_metadata(meta: dict[str, Any], model_args: dict[str, Any]) -> dict[st
             and std, no class names).
         model_args: the model's constructor arguments (`model.model_args`).
     """
-    import gsag
     from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
+    from gsag.version import __version__
 
     mean, std = list(meta.get("mean", IMAGENET_MEAN)), list(meta.get("std", IMAGENET_STD))
     scale = "0-255" if max(mean) > 1.0 else "0-1 (uint8 pixel / 255)"
     out: dict[str, str] = {
-        "gsag_version": gsag.__version__,
+        "gsag_version": __version__,
         "input": f"float32 (B, 3, H, W) named {INPUT_NAME!r}, any H and W: (pixel - mean) / std",
         "input_channel_order": "RGB",
         "input_range": scale,

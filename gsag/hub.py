@@ -123,7 +123,7 @@ def fetch(
     """
     from huggingface_hub import snapshot_download
 
-    from gsag import __version__
+    from gsag.version import __version__
 
     where = HF_SCHEME + repo_id + (f"@{revision}" if revision else "")
     try:
@@ -253,7 +253,7 @@ def _upload(
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf
 
-    from gsag import __version__
+    from gsag.version import __version__
 
     api = HfApi(token=token, library_name="gsag", library_version=__version__)
     where = HF_SCHEME + repo_id + (f"@{revision}" if revision else "")

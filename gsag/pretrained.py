@@ -122,7 +122,7 @@ def _no_weights_message(name: str, files: list[str]) -> str:
 
 def read_config(folder: Path, name: str, files: list[str] | None = None) -> dict[str, Any]:
     """config.json of a pretrained folder, checked: gsag's format, not too new, all keys there."""
-    from gsag import __version__
+    from gsag.version import __version__
 
     path = folder / CONFIG_NAME
     if not path.is_file():
@@ -330,9 +330,9 @@ def _same_file(named: Path, checkpoint: Path, metrics: Path) -> bool:
 
 def folder_config(trained: Trained, include_aux: bool = False) -> dict[str, Any]:
     """config.json of a pretrained folder."""
-    from gsag import __version__
     from gsag.config import EvalConfig
     from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
+    from gsag.version import __version__
 
     meta = trained.meta
     run_config = dict(meta.get("config") or {})

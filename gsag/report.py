@@ -312,8 +312,8 @@ def write_run_report(
         The path of report.md.
     """
     from gsag.config import from_dict
-    from gsag.data.build import make_dataset
     from gsag.engine.checkpoint import load_model
+    from gsag.engine.datasets import make_dataset
     from gsag.engine.evaluate import evaluate, inference_options
     from gsag.engine.evaluate import write_report as write_metrics
 

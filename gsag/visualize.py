@@ -10,26 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-Palette = Sequence[Sequence[int]]  # [(r, g, b), ...], one colour per class
-
-
-def palette_lut(palette: Palette, ignore_index: int | None = 255) -> np.ndarray:
-    """(256, 3) uint8 lookup table: the class colours, `ignore_index` white (None: not marked),
-    every other index black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    if ignore_index is not None:
-        lut[ignore_index] = (255, 255, 255)
-    return lut
-
-
-def colour_mask(mask, palette: Palette, ignore_index: int | None = 255) -> np.ndarray:
-    """An index mask (H, W) (array or CPU tensor) -> RGB uint8 (H, W, 3), see `palette_lut`."""
-    return palette_lut(palette, ignore_index)[np.clip(np.asarray(mask), 0, 255)]
+from gsag.data.colours import Palette, colour_mask, palette_lut
 
 
 def overlay(
@@ -118,43 +101,3 @@ def report_figure(
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.2, wspace=0.04)
     return fig
-
-
-def tensorboard_panel(
-    image: torch.Tensor,
-    mask: torch.Tensor,
-    pred: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    palette: Palette,
-    ignore_index: int = 255,
-) -> torch.Tensor:
-    """(3, H, 3W) uint8 for `SummaryWriter.add_image`: the image | ground truth | prediction,
-    both masks in plain colours.
-
-    Args:
-        image: the normalised input (3, h, w) float; un-normalised with `mean`/`std` ([0, 1]
-            scale) and resized (nearest) to the masks' size when that differs.
-        mask, pred: index masks (H, W) on the CPU.
-        palette, ignore_index: as for `colour_mask`.
-    """
-    m = torch.tensor(mean).view(3, 1, 1)
-    s = torch.tensor(std).view(3, 1, 1)
-    img = ((image.float() * s + m).clamp(0, 1) * 255).to(torch.uint8)  # (3, h, w)
-    if img.shape[-2:] != mask.shape[-2:]:
-        img = F.interpolate(img[None].float(), size=mask.shape[-2:])[0].to(torch.uint8)
-    rgb = img.permute(1, 2, 0).numpy()  # (H, W, 3)
-    panel = _side_by_side(rgb, mask, pred, palette, ignore_index, alpha=None)  # (H, 3W, 3)
-    return torch.from_numpy(panel).permute(2, 0, 1)
-
-
-def _side_by_side(
-    rgb: np.ndarray, truth, pred, palette: Palette, ignore_index: int, alpha: float | None
-) -> np.ndarray:
-    """(H, 3W, 3) uint8: rgb | truth coloured | pred overlaid with `alpha` (None: coloured)."""
-    truth_rgb = colour_mask(truth, palette, ignore_index)
-    if alpha is None:
-        pred_rgb = colour_mask(pred, palette, ignore_index)
-    else:
-        pred_rgb = np.asarray(overlay(rgb, pred, palette, alpha=alpha))
-    return np.concatenate([rgb, truth_rgb, pred_rgb], axis=1)

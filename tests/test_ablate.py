@@ -11,7 +11,7 @@ import torch
 
 import gsag
 from gsag import ablate
-from gsag.config import input_norm
+from gsag.engine.datasets import input_norm
 from gsag.report import read_metrics_log
 from tests.helpers.configs import TINY_CLI_SETS
 

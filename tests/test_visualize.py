@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gsag.visualize import colour_mask, overlay, tensorboard_panel
+from gsag.data.colours import colour_mask
+from gsag.engine.tb import tensorboard_panel
+from gsag.visualize import overlay
 
 PALETTE = [(0, 0, 0), (200, 0, 0), (0, 90, 10)]
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import torch
 
-from gsag.models.local_attention import local_attention, local_attention_reference, output_dtype
+from gsag.models.local_attention import local_attention_reference, output_dtype
+from gsag.models.local_attention_dispatch import local_attention
 
 IMPLS = ("reference", "reference_compiled", "triton")
 

@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from gsag.config import ConfigError, apply_override, from_dict
-    from gsag.data.build import make_dataset
     from gsag.engine import distributed
     from gsag.engine.compile import CompileClock, apply_compile
+    from gsag.engine.datasets import make_dataset
     from gsag.engine.evaluate import evaluate, inference_options, resolve_mode, write_report
     from gsag.errors import GsagError
     from gsag.hub import load_trained_model, output_parent

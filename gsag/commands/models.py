@@ -83,15 +83,15 @@ def model_table(
 
     Without `flops` the models are built on the meta device (no memory, no initialisation).
     `progress(done, name)` is called before each model is built and measured."""
-    import gsag
     from gsag.flops import count_gflops, count_params
+    from gsag.models import create_model, list_models
 
     rows = []
-    for done, name in enumerate(names or gsag.list_models()):
+    for done, name in enumerate(names or list_models()):
         if progress is not None:
             progress(done, name)
         with _build_device(flops):
-            model = gsag.create_model(
+            model = create_model(
                 name, num_classes, backbone=backbone, output_stride=output_stride, aux=False
             )
         row = {"model": name, "backbone": backbone, "params_m": count_params(model) / 1e6}
@@ -269,9 +269,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    import gsag
     from gsag.errors import UsageError, check_names
-    from gsag.models import check_model_args
+    from gsag.models import check_model_args, list_models
 
     console = Console()
     if args.backbones is not None:
@@ -280,11 +279,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.name and args.config:
         raise UsageError("gsag models: give a model name or --config, not both")
-    check_names([args.name] if args.name else [], gsag.list_models(), "model")
-    check_names(args.models or [], gsag.list_models(), "--models")
+    check_names([args.name] if args.name else [], list_models(), "model")
+    check_names(args.models or [], list_models(), "--models")
     if args.name or args.config:
         return _show_settings(args, console)
-    names = args.models or gsag.list_models()
+    names = args.models or list_models()
     for name in names:  # a ModelArgError becomes one `error:` line
         check_model_args(name, args.backbone, {})
     num_classes = args.num_classes or 21

@@ -16,9 +16,8 @@ from gsag.atomic import json_safe
 from gsag.atomic import write_text as atomic_write_text
 from gsag.engine import distributed
 from gsag.engine.distributed import DistInfo
-from gsag.engine.tb import open_writer
+from gsag.engine.tb import open_writer, tensorboard_panel
 from gsag.errors import DiskFullError, RunFolderError
-from gsag.visualize import tensorboard_panel
 
 VAL_KEYS = ("mIoU", "aAcc", "mAcc", "FWIoU")
 

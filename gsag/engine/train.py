@@ -19,10 +19,10 @@ from torch import nn
 
 from gsag.config import Config, ConfigError, save_config
 from gsag.data.base import SegmentationDataset
-from gsag.data.build import dataset_meta, ensure_data, make_dataset
 from gsag.engine import distributed
 from gsag.engine.checkpoint import export_safetensors, rng_state, set_rng_state
 from gsag.engine.compile import apply_compile, compile_mode, resolve_amp
+from gsag.engine.datasets import dataset_meta, ensure_data, make_dataset
 from gsag.engine.distributed import DistInfo
 from gsag.engine.evaluate import evaluate, inference_options
 from gsag.engine.progress import Progress, open_progress

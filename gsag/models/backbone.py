@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from gsag.config import OUTPUT_STRIDES
 from gsag.errors import CheckpointError
-from gsag.models.check import ModelArgError
+from gsag.models.errors import ModelArgError
 from gsag.models.neck import SimplePyramid
 
 if TYPE_CHECKING:

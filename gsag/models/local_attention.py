@@ -1,10 +1,13 @@
-"""Exact k x k local (pointwise) attention with a learned relative-position bias per head.
+"""Exact k x k local (pointwise) attention with a learned relative-position bias per head: the
+reference implementation, and what every implementation shares (shapes, dtypes, whether triton
+is there, the switch that a failed kernel throws).
 
 Every position attends to the k x k neighbourhood around it; neighbours outside the image are
 masked out (-inf logit). Layout: q, k (B, h, H, W, dk); v (B, h, H, W, dv); rel_bias (h, k*k)
 indexed by offset (dy + r) * k + (dx + r) with r = k // 2; output (B, h, H, W, dv).
 
-Implementations (`IMPLS`):
+Implementations (`IMPLS`; `gsag.models.local_attention_dispatch.local_attention` runs the one
+asked for):
 - "reference": a loop over the k*k offsets on a padded view (the readable definition and the
   CPU path; also what torch.compile, torch.export and ONNX export see);
 - "triton": fused Triton kernels, forward and backward (CUDA; on CPU only under the Triton
@@ -19,7 +22,6 @@ Implementations (`IMPLS`):
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 
 import torch
@@ -182,36 +184,6 @@ def check_inputs(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size:
         )
 
 
-def local_attention_triton(
-    q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int
-) -> Tensor:
-    """The fused Triton kernels (forward and backward), same result as the reference.
-
-    Runs on CUDA tensors, or on CPU tensors when `TRITON_INTERPRET=1` was set before the first
-    call (slow; for tests). Accumulates in float32 for float32, bfloat16 and float16 inputs.
-    """
-    check_inputs(q, k, v, rel_bias, kernel_size)
-    if not triton_available():
-        raise RuntimeError(
-            "attention_impl='triton' needs the triton package; install it (pip install triton) "
-            "or use attention_impl='reference'"
-        )
-    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError(
-            f"attention_impl='triton' needs CUDA tensors, got {q.device.type} tensors; use "
-            "attention_impl='reference' (or set TRITON_INTERPRET=1 to emulate it, slowly)"
-        )
-    if not fits_kernels(q):
-        raise ValueError(
-            f"local attention of {q.shape[0]} x {q.shape[1]} (batch x heads) maps of "
-            f"{q.shape[2]}x{q.shape[3]} is too large for the Triton kernels (batch x heads <= "
-            "65535, H x W < 2**31); use attention_impl='reference'"
-        )
-    from gsag.models.local_attention_op import fused_local_attention
-
-    return fused_local_attention(q, k, v, rel_bias, kernel_size, fallback=False)
-
-
 def fits_kernels(q: Tensor) -> bool:
     """Whether the launch grid (batch x heads on axis 1, at most 65535) and the int32 pixel
     index (H x W < 2**31) of the kernels take q (B, h, H, W, dk)."""
@@ -219,40 +191,6 @@ def fits_kernels(q: Tensor) -> bool:
     return b * nh <= 65535 and hh * ww < 2**31
 
 
-def _exporting() -> bool:
-    """True while ONNX export, torch.export or jit tracing records the model: exported files
-    hold the reference (plain aten ops), never the custom op."""
-    is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
-    return (
-        is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-    )  # fmt: skip
-
-
 def kernel_device(q: Tensor) -> bool:
     """Whether q lives where the compiled Triton kernels run (CUDA)."""
     return q.is_cuda
-
-
-def resolve_impl(impl: str, q: Tensor) -> str:
-    """The implementation "auto" stands for with these inputs (others are returned as given)."""
-    if check_impl(impl) != "auto":
-        return impl
-    if kernel_device(q) and triton_available() and kernel_failure() is None and not _exporting():
-        return "triton" if fits_kernels(q) else "reference"
-    return "reference"
-
-
-def local_attention(
-    q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, impl: str = "auto"
-) -> Tensor:
-    """Exact k x k local attention; `impl` is one of `IMPLS` (module docstring)."""
-    resolved = resolve_impl(impl, q)
-    if resolved == "triton" and impl == "auto":
-        check_inputs(q, k, v, rel_bias, kernel_size)
-        from gsag.models.local_attention_op import fused_local_attention
-
-        return fused_local_attention(q, k, v, rel_bias, kernel_size, fallback=True)
-    if resolved == "triton":
-        return local_attention_triton(q, k, v, rel_bias, kernel_size)
-    return local_attention_reference(q, k, v, rel_bias, kernel_size)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,44 +11,11 @@ from torch import Tensor, nn
 
 from gsag.flops import count_params
 from gsag.models.backbone import Backbone
-from gsag.models.check import MODEL_SETTINGS, check_model_args
-from gsag.models.gsag import GSAGHead
-from gsag.models.heads import DANetHead, DeepLabV3Head, FCNHead
+from gsag.models.check import check_model_args
+from gsag.models.heads import FCNHead
 from gsag.models.layers import resize
 from gsag.models.neck import ResizeNeck
-
-# Model name -> head builder(in_channels, num_classes, **head_kwargs). `output_stride` is passed
-# to builders that accept it.
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "fcn": FCNHead,
-    "gsag_basic": partial(GSAGHead, variant="basic"),
-    "gsag_incremental": partial(GSAGHead, variant="incremental"),
-    "gsag_hybrid": partial(GSAGHead, variant="hybrid"),
-    "deeplabv3": DeepLabV3Head,
-    "danet": DANetHead,
-}
-
-
-def list_models() -> list[str]:
-    """Names accepted by `create_model`."""
-    return list(MODELS)
-
-
-def _head_parameters(name: str) -> dict[str, inspect.Parameter]:
-    """Parameters of a model's head builder, less in_channels, num_classes, in_index and those
-    `MODELS` fixes (e.g. the GSAG variant)."""
-    builder = MODELS[name]
-    fixed = builder.keywords if isinstance(builder, partial) else {}
-    func = builder.func if isinstance(builder, partial) else builder
-    params = inspect.signature(func).parameters
-    skip = ("self", "in_channels", "num_classes", "in_index", *fixed)
-    return {k: p for k, p in params.items() if k not in skip}
-
-
-def head_defaults(name: str) -> dict[str, Any]:
-    """{option: default} of a model's head options: the keyword arguments of `create_model`
-    besides its own (output_stride, which heads may also read, is a model setting)."""
-    return {k: p.default for k, p in _head_parameters(name).items() if k not in MODEL_SETTINGS}
+from gsag.models.table import MODELS, head_parameters
 
 
 def make_neck(backbone: Backbone) -> ResizeNeck | None:
@@ -156,7 +121,7 @@ def create_model(
     body = Backbone(backbone, output_stride=output_stride, levels=levels, pretrained=pretrained)
     neck = make_neck(body)
     head_kw = dict(kwargs)
-    if "output_stride" in _head_parameters(name):  # the grid the head sees
+    if "output_stride" in head_parameters(name):  # the grid the head sees
         head_kw["output_stride"] = body.output_stride if neck is None else neck.stride
     head = MODELS[name](body.channels, num_classes, **head_kw)
     aux_head = FCNHead(body.channels, num_classes, in_index=-2) if aux else None

@@ -28,7 +28,7 @@ OWNERS: dict[str, list[str]] = {
     "engine/run_state.py": ["train", "demo"],  # resume rules (what a resumed config may change)
     "engine/evaluate.py": ["eval", "predict"],  # inference options
     "engine/train.py": ["train", "demo", "ablate"],
-    "data/build.py": ["train", "demo", "ablate"],  # missing training data (ensure_data)
+    "engine/datasets.py": ["train", "demo", "ablate"],  # missing training data (ensure_data)
     "export.py": ["export"],
 }
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gsag
-from gsag.data.build import make_dataset
+from gsag.engine.datasets import make_dataset
 from gsag.engine.evaluate import evaluate, infer, write_report
 from gsag.engine.train import train
 from tests.helpers.configs import tiny_config

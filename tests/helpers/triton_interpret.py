@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from gsag.models.local_attention import local_attention
+from gsag.models.local_attention_dispatch import local_attention
 
 
 def heads_last(x: torch.Tensor) -> torch.Tensor:

@@ -19,13 +19,12 @@ import gsag
 from gsag.errors import GsagError
 from gsag.models import local_attention as la
 from gsag.models.local_attention import (
-    local_attention,
     local_attention_reference,
     output_dtype,
     reference_backward,
-    resolve_impl,
     triton_available,
 )
+from gsag.models.local_attention_dispatch import local_attention, resolve_impl
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 needs_triton = pytest.mark.skipif(not triton_available(), reason="needs triton")
@@ -235,7 +234,8 @@ def test_imports_and_runs_without_triton():
     code = (
         "import sys; sys.modules['triton'] = None\n"
         "import torch, gsag\n"
-        "from gsag.models.local_attention import local_attention, triton_available\n"
+        "from gsag.models.local_attention import triton_available\n"
+        "from gsag.models.local_attention_dispatch import local_attention\n"
         "assert not triton_available()\n"
         "q = torch.randn(1, 2, 4, 4, 3)\n"
         "local_attention(q, q, q, torch.zeros(2, 9), 3)\n"

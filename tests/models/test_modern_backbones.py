@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import gsag
-from gsag.config import Config, input_norm
+from gsag.config import Config
+from gsag.engine.datasets import input_norm
 from gsag.models import ModelArgError
 from gsag.models.backbone import Backbone, check_backbone_name
 from gsag.models.neck import ResizeNeck

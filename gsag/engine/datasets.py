@@ -1,13 +1,25 @@
 """The datasets a config describes: generate the synthetic one if asked, open a split with the
-training or the evaluation pipeline, and the dataset facts every checkpoint stores."""
+training or the evaluation pipeline (normalised as the backbone expects), and the dataset facts
+every checkpoint stores."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from gsag.config import Config, input_norm
+from gsag.config import Config
 from gsag.data.base import SegmentationDataset
+
+
+def input_norm(cfg: Config) -> tuple[list[float], list[float]]:
+    """The (mean, std) images are normalised with: data.mean / data.std, or where they are
+    empty the ones the backbone's pretrained weights expect."""
+    from gsag.models.backbone import backbone_mean_std
+
+    own_mean, own_std = (
+        ([], []) if cfg.data.mean and cfg.data.std else backbone_mean_std(cfg.model.backbone)
+    )
+    return list(cfg.data.mean or own_mean), list(cfg.data.std or own_std)
 
 
 def synth_seed(cfg: Config) -> int:
