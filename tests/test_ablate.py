@@ -12,7 +12,7 @@ import torch
 import gsag
 from gsag import ablate
 from gsag.engine.datasets import input_norm
-from gsag.report import read_metrics_log
+from gsag.engine.run_log import read_metrics_log
 from tests.helpers.configs import TINY_CLI_SETS
 
 TINY = TINY_CLI_SETS
@@ -440,7 +440,7 @@ def test_per_model_overrides_apply_to_their_model_only(tmp_path):
 def test_plots_name_the_split_and_label_a_pair_of_its_own(tmp_path, monkeypatch):
     """The axes say which split was scored, and incremental − basic is not drawn as if it were
     hybrid minus basic."""
-    from gsag import report
+    from gsag import ablate as report
 
     figures = []
     monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig) or path)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gsag
-from gsag.export import LogitsOnly, check_onnx, export_onnx, export_program
+from gsag.trained.export import LogitsOnly, check_onnx, export_onnx, export_program
 
 pytest.importorskip("onnxruntime")
 
@@ -96,7 +96,7 @@ def test_export_cli_checks_and_fails_below_the_agreement_threshold(
 ):
     import dataclasses
 
-    import gsag.export
+    import gsag.trained.export
     from gsag.cli import main
 
     out = tmp_path / "m.onnx"
@@ -108,12 +108,12 @@ def test_export_cli_checks_and_fails_below_the_agreement_threshold(
     with pytest.raises(SystemExit) as exc:
         main([*args, "--min-agreement", "1.01"])
     assert exc.value.code == 2
-    real = gsag.export.check_onnx
+    real = gsag.trained.export.check_onnx
 
     def worse(*a, **kw):
         return [dataclasses.replace(c, argmax_agreement=0.99) for c in real(*a, **kw)]
 
-    monkeypatch.setattr(gsag.export, "check_onnx", worse)
+    monkeypatch.setattr(gsag.trained.export, "check_onnx", worse)
     assert main(args) == 1
 
 
@@ -176,7 +176,7 @@ def test_pt2_export_carries_metadata_and_is_checked_like_onnx(tmp_path, capsys):
     import json
 
     from gsag.cli import main
-    from gsag.export import PT2_METADATA
+    from gsag.trained.export import PT2_METADATA
 
     ckpt, meta = _checkpoint(tmp_path, backbone="resnet18")
     out = tmp_path / "m.pt2"
@@ -190,7 +190,7 @@ def test_pt2_export_carries_metadata_and_is_checked_like_onnx(tmp_path, capsys):
 
 
 def test_check_program_agrees_with_a_direct_run(tmp_path):
-    from gsag.export import check_program
+    from gsag.trained.export import check_program
 
     model = _resnet18_model("gsag_hybrid", 5)
     path = export_program(model, tmp_path / "p.pt2", height=64, width=64)

@@ -7,7 +7,7 @@ import torch
 
 from gsag.data.colours import colour_mask
 from gsag.engine.tb import tensorboard_panel
-from gsag.visualize import overlay
+from gsag.trained.draw import overlay
 
 PALETTE = [(0, 0, 0), (200, 0, 0), (0, 90, 10)]
 
@@ -43,8 +43,7 @@ def test_tensorboard_panel_unnormalises_resizes_and_colours_both_masks():
 
 
 def test_report_figure_has_titles_and_a_legend_of_the_classes_present():
-    from gsag.report import pyplot
-    from gsag.visualize import REPORT_TITLES, report_figure
+    from gsag.trained.draw import REPORT_TITLES, pyplot, report_figure
 
     classes = ["background", "red", "green", "unused"]
     palette = [*PALETTE, (1, 2, 3)]

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.engine.datasets import synth_seed
     from gsag.engine.run_dir import check_run_dir
     from gsag.engine.train import train
-    from gsag.report import write_run_report
+    from gsag.trained.report import write_run_report
 
     console = Console()
     start = time.perf_counter()

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from gsag.engine.datasets import make_dataset
     from gsag.engine.evaluate import evaluate, inference_options, resolve_mode, write_report
     from gsag.errors import GsagError
-    from gsag.hub import load_trained_model, output_parent
-    from gsag.report import describe_device
+    from gsag.trained.load import load_trained_model, output_parent
+    from gsag.trained.report import describe_device
 
     finish_path_argument(args, "checkpoint")
     set_threads(args.threads)

@@ -29,7 +29,7 @@ OWNERS: dict[str, list[str]] = {
     "engine/evaluate.py": ["eval", "predict"],  # inference options
     "engine/train.py": ["train", "demo", "ablate"],
     "engine/datasets.py": ["train", "demo", "ablate"],  # missing training data (ensure_data)
-    "export.py": ["export"],
+    "trained/export.py": ["export"],
 }
 
 

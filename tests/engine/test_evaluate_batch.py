@@ -167,7 +167,7 @@ def test_train_report_and_gsag_eval_pass_eval_batch_size(synth_root, tmp_path, m
     """Training's evaluations, the run report and `gsag eval` all batch by `eval.batch_size`
     (`--batch-size` overriding the checkpoint's), with the metrics of batch 1."""
     from gsag.cli import main
-    from gsag.report import write_run_report
+    from gsag.trained.report import write_run_report
 
     seen: list[int] = []
 

@@ -100,7 +100,7 @@ def test_pixel_budget_smaller_than_a_window_fails_saying_so():
 def test_predictor_slide_with_tta_keeps_the_window(tmp_path):
     """`Predictor(mode="slide", tta=True)` slides at every TTA scale (crop and stride honoured)."""
     from gsag.config import DEFAULT_SCALES
-    from gsag.predict import Predictor
+    from gsag.trained.predict import Predictor
 
     model = Recorder()
     info = {"classes": list("abcd"), "palette": [(0, 0, 0)] * 4, "config": {}}

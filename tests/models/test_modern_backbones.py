@@ -210,7 +210,7 @@ def test_checkpoint_round_trip_every_pair(family, name, tmp_path):
 
 def _onnx_parity(name: str, family: str, tmp_path) -> None:
     pytest.importorskip("onnxruntime")
-    from gsag.export import check_onnx, export_onnx
+    from gsag.trained.export import check_onnx, export_onnx
 
     model = _spread(_model(name, family, aux=False)).eval()
     path = export_onnx(model, tmp_path / "m.onnx", height=64, width=64)
@@ -235,7 +235,7 @@ def test_onnx_parity_every_pair(family, name, tmp_path):
 
 def test_vit_onnx_export_says_why_it_cannot(tmp_path):
     from gsag.errors import UsageError
-    from gsag.export import export_onnx
+    from gsag.trained.export import export_onnx
 
     model = _model("fcn", "vit", aux=False).eval()
     with pytest.raises(UsageError, match=r"test_vit cannot be exported to ONNX.*Fix: "):

@@ -1,18 +1,21 @@
-"""Masks in colour: class colours for index masks, overlays on photos, titled image | truth |
-prediction | overlay report figures with a class legend (matplotlib) and TensorBoard panels.
-
-Every picture colours a mask the same way (`colour_mask`): class `i` in `palette[i]`, the ignore
-label white, any other index black. (Mask files are palette PNGs instead: `gsag.data.save_mask`.)
+"""Pictures of a trained model and its run: overlays of predictions on photos, titled image |
+truth | prediction | overlay figures with a class legend, and the training curve of a run's
+metrics.jsonl. Masks are coloured by `gsag.data.colours`; figures are drawn with matplotlib's
+Agg backend and written atomically (`gsag.atomic`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from gsag.atomic import atomic_path
 from gsag.data.colours import Palette, colour_mask, palette_lut
+from gsag.engine.run_log import read_metrics_log, record_iteration
 
 
 def overlay(
@@ -71,11 +74,9 @@ def report_figure(
     classes present in the truth or the prediction (and "ignore", white, where the truth has it).
 
     The overlay blends the prediction over the image (alpha 0.6) with outlined regions; the
-    caller saves and closes the figure (`gsag.report.save_figure`).
+    caller saves and closes the figure (`save_figure`).
     """
     from matplotlib.patches import Patch
-
-    from gsag.report import pyplot
 
     pictures = (
         rgb,
@@ -101,3 +102,43 @@ def report_figure(
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.2, wspace=0.04)
     return fig
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (files only, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    plt = pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training_curve(
+    metrics_log: str | os.PathLike, path: str | os.PathLike, title: str = "", split: str = "val"
+) -> Path:
+    """Training loss and the evaluated `split`'s mIoU against iteration, from one
+    `metrics.jsonl`."""
+    plt = pyplot()
+    train, evals = read_metrics_log(metrics_log)
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_loss.plot([record_iteration(r) for r in train], [r["loss"] for r in train], lw=1.2)
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("training loss")
+    ax_miou.plot([record_iteration(r) for r in evals], [100 * r["mIoU"] for r in evals], "o-")
+    ax_miou.set_xlabel("iteration")
+    ax_miou.set_ylabel(f"{split} mIoU (%)")
+    for ax in (ax_loss, ax_miou):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -27,7 +27,8 @@ from gsag.atomic import atomic_path
 from gsag.config import DEFAULT_MAX_PIXELS, DEFAULT_SCALES, EVAL_MODES
 from gsag.data.io import IMAGE_SUFFIXES, image_to_rgb, read_image, save_mask
 from gsag.errors import OptionError
-from gsag.visualize import overlay
+from gsag.trained.draw import overlay
+from gsag.trained.load import as_source, load_trained_model
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
@@ -125,8 +126,6 @@ class Predictor:
         amp: str | None = None,
         compile: str | None = None,
     ) -> None:
-        from gsag.hub import load_trained_model
-
         _check_mode(mode)  # before the checkpoint loads
         model, meta = load_trained_model(checkpoint, map_location=device)
         self._setup(model, meta, device, mode, tta, crop_size, stride, scales, flip, max_pixels)
@@ -168,8 +167,6 @@ class Predictor:
             token: for private repos (default: HF_TOKEN or `hf auth login`'s).
             options: as for the constructor (mode, tta, crop_size, stride, ...).
         """
-        from gsag.hub import as_source, load_trained_model
-
         _check_mode(options.get("mode", "whole"))
         source = as_source(repo_id_or_folder)
         model, meta = load_trained_model(source, device, revision, token, cache_dir)
