@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -236,7 +237,7 @@ def test_a_combination_killed_before_its_first_save_is_redone(tmp_path, synth_ro
         calls.append(1)
         return (3.0 if len(calls) == 1 else 5.0, 0.0, 0.0)
 
-    monkeypatch.setattr(ablate.os, "getloadavg", load)
+    monkeypatch.setattr(os, "getloadavg", load)
     try:  # the run trains at its config's thread count, and its result says so
         result = ablate.run_combo(
             "configs/demo.yaml", combo, tmp_path, [*overrides, "train.num_threads=1"], quiet=True
@@ -440,7 +441,7 @@ def test_per_model_overrides_apply_to_their_model_only(tmp_path):
 def test_plots_name_the_split_and_label_a_pair_of_its_own(tmp_path, monkeypatch):
     """The axes say which split was scored, and incremental − basic is not drawn as if it were
     hybrid minus basic."""
-    from gsag import ablate as report
+    from gsag.ablate import plots as report
 
     figures = []
     monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig) or path)

@@ -20,7 +20,8 @@ SOURCE = Path(__file__).resolve().parents[2] / "gsag"
 OWNERS: dict[str, list[str]] = {
     "cli.py": ["*device"],  # --device messages: the commands that have --device
     "errors.py": ["*"],
-    "ablate.py": ["ablate"],
+    "ablate/grid.py": ["ablate"],
+    "ablate/run.py": ["ablate"],
     "bench.py": ["bench"],
     "bench/memory.py": ["bench"],
     "engine/run_dir.py": ["train", "demo"],  # the refusal and the lock of a run folder
