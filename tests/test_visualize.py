@@ -85,7 +85,7 @@ def test_outlined_overlay_keeps_a_grey_class_visible_on_a_grey_photo():
 
 
 def test_confusion_cells_show_row_percentages():
-    from gsag.engine.evaluate import confusion_labels
+    from gsag.engine.eval_report import confusion_labels
 
     norm = torch.tensor([[0.875, 0.125, 0.0], [0.002, 0.998, 0.0], [0.0, 0.0, 0.0]])
     assert confusion_labels(norm) == {(0, 0): "88", (0, 1): "12", (1, 0): "<1", (1, 1): "100"}

@@ -22,7 +22,7 @@ from gsag.ablate.analysis import (
 from gsag.ablate.plots import plot_curves, plot_differences, plot_miou_bars, plot_per_class_iou
 from gsag.ablate.records import finite
 from gsag.atomic import write_json, write_text
-from gsag.engine.evaluate import fmt_pct
+from gsag.engine.eval_report import fmt_pct
 
 
 def fmt_pm(mean: float, std: float, digits: int = 1) -> str:

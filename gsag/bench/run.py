@@ -25,8 +25,7 @@ from gsag.bench.rows import (
     add_ratios,
 )
 from gsag.bench.timing import Timings, _percentile, _timed, interleaved, train_step_fn
-from gsag.engine.compile import apply_compile
-from gsag.engine.evaluate import autocast
+from gsag.engine.compile import apply_compile, autocast
 
 
 def _describe(row: BenchRow, model: nn.Module, x: torch.Tensor, settings: BenchSettings) -> None:

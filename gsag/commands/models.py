@@ -223,7 +223,7 @@ def _show_settings(args: argparse.Namespace, console) -> int:
     notes = []
     if args.config:
         from gsag.config import load_config
-        from gsag.engine.train import check_model_config
+        from gsag.engine.checks import check_model_config
 
         cfg = load_config(args.config, args.overrides)
         check_model_config(cfg)  # errors name the config key

@@ -161,7 +161,7 @@ def _usage_lines(repo_id: str | None) -> list[str]:
 
 def _metrics_lines(trained: Trained, config: dict[str, Any]) -> list[str]:
     """The metrics of metrics.json (percent) and how they were measured."""
-    from gsag.engine.evaluate import fmt_pct
+    from gsag.engine.eval_report import fmt_pct
 
     metrics = trained.metrics
     if metrics is None:
@@ -199,7 +199,7 @@ def _relative(path: Path | None, folder: Path | None) -> str:
 
 
 def _class_lines(config: dict[str, Any], metrics: dict[str, Any] | None) -> list[str]:
-    from gsag.engine.evaluate import fmt_pct
+    from gsag.engine.eval_report import fmt_pct
 
     ious = metrics.get("IoU") if metrics else None
     lines = [

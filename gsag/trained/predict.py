@@ -186,7 +186,7 @@ class Predictor:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
-        from gsag.engine.evaluate import check_inference_options, resolve_mode
+        from gsag.engine.infer import check_inference_options, resolve_mode
 
         _check_mode(mode)
         self.device = torch.device(device)
@@ -230,7 +230,8 @@ class Predictor:
     ) -> torch.Tensor:
         """Class logits (1, C, H, W) at the image's own size; `progress(done, total)` is called
         after each forward pass (one per scale, flip and window)."""
-        from gsag.engine.evaluate import autocast, infer
+        from gsag.engine.compile import autocast
+        from gsag.engine.infer import infer
 
         x = normalise(to_rgb_array(image), self.mean, self.std).to(self.device)
         with torch.inference_mode(), autocast(self.device, self.amp):

@@ -88,8 +88,10 @@ def write_run_report(
     from gsag.config import from_dict
     from gsag.engine.checkpoint import load_model
     from gsag.engine.datasets import make_dataset
-    from gsag.engine.evaluate import evaluate, inference_options
-    from gsag.engine.evaluate import write_report as write_metrics
+    from gsag.engine.eval_report import describe_device
+    from gsag.engine.eval_report import write_report as write_metrics
+    from gsag.engine.evaluate import evaluate
+    from gsag.engine.infer import inference_options
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,16 +128,6 @@ def write_run_report(
     lines += [f"- {n}" for n in notes]
     lines += _result_lines(metrics, classes, curve is not None, panels)
     return write_text(out / "report.md", "\n".join(lines))
-
-
-def describe_device(device: Any) -> str:
-    """A device in words for metrics.json and reports: "cpu (2 threads, torch 2.4.1)"."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return f"{device.type} ({torch.get_num_threads()} threads, torch {torch.__version__})"
 
 
 def _write_panels(
@@ -190,7 +182,7 @@ def _result_lines(
     metrics: dict[str, Any], classes: Sequence[str], curve: bool, panels: Sequence[Path]
 ) -> list[str]:
     """The report's sections: metrics table, training curve, prediction panels, confusion."""
-    from gsag.engine.evaluate import metrics_table
+    from gsag.engine.eval_report import metrics_table
 
     lines = ["", "## Metrics (%)", "", metrics_table(metrics, classes)]
     if curve:

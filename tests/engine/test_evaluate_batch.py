@@ -10,7 +10,8 @@ import torch
 
 import gsag
 from gsag.engine import evaluate as evaluate_module
-from gsag.engine.evaluate import evaluate, infer, size_batches
+from gsag.engine.evaluate import evaluate, size_batches
+from gsag.engine.infer import infer
 from gsag.engine.train import train
 from tests.helpers.configs import tiny_config
 
