@@ -98,8 +98,8 @@ def create_model(
     """Build a segmentation model by name.
 
     Args:
-        name: one of `list_models()`: fcn, gsag_basic, gsag_incremental, gsag_hybrid,
-            deeplabv3, danet.
+        name: one of `list_models()`: fcn, fcn_pool, pspnet, gsag_basic, gsag_incremental,
+            gsag_hybrid, deeplabv3, danet.
         num_classes: number of classes (21 for PASCAL VOC).
         backbone: one of `list_backbones()` or any timm model name that gives feature maps,
             e.g. "convnext_tiny.fb_in22k_ft_in1k" or "swin_tiny_patch4_window7_224".

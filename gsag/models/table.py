@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from gsag.models.gsag import GSAGHead
-from gsag.models.heads import DANetHead, DeepLabV3Head, FCNHead
+from gsag.models.heads import DANetHead, DeepLabV3Head, FCNHead, FCNPoolHead, PSPHead
 
 # create_model arguments that are settings of their own, never head options
 MODEL_SETTINGS = ("backbone", "pretrained", "output_stride", "aux", "num_classes")
@@ -22,6 +22,8 @@ EXTRA = ("levels",)  # create_model keywords that may be given among the head op
 # to builders that accept it.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn": FCNHead,
+    "fcn_pool": FCNPoolHead,
+    "pspnet": PSPHead,
     "gsag_basic": partial(GSAGHead, variant="basic"),
     "gsag_incremental": partial(GSAGHead, variant="incremental"),
     "gsag_hybrid": partial(GSAGHead, variant="hybrid"),
