@@ -5,6 +5,10 @@ own modules (at the top of a file, inside a function, under `TYPE_CHECKING`, rel
 every module named in a package's `lazy_attributes` table goes to a file of the same level or a
 lower one, and no files import each other in a circle. The imports are read with `ast`, so a
 lazy import inside a function counts as much as a top-level one: Python runs it all the same.
+
+Sizes: a module has at most `MODULE_LINES` lines and a function at most `FUNCTION_LINES`
+(decorators, signature and docstring included), unless docs/code.md names it under "Above the
+limits" and says why it is clearer whole; a name there that is within the limits is stale.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CODE_MAP = ROOT / "docs" / "code.md"
 PACKAGE = "gsag"
+MODULE_LINES = 400
+FUNCTION_LINES = 80
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,74 @@ def house_problems(root: Path, levels_text: str) -> list[str]:
 def test_imports_point_down_the_levels_of_the_code_map_and_never_go_round():
     problems = house_problems(ROOT / PACKAGE, CODE_MAP.read_text())
     assert not problems, "\n".join(problems)
+
+
+def oversized(root: Path) -> dict[str, int]:
+    """{`gsag/x.py` or `gsag/x.py:Class.function`: lines} of every module and function of the
+    package above its limit."""
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        name = path.relative_to(root.parent).as_posix()
+        text = path.read_text()
+        if len(text.splitlines()) > MODULE_LINES:
+            found[name] = len(text.splitlines())
+
+        def visit(node: ast.AST, prefix: str, name: str = name) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    qualname = f"{prefix}{child.name}"
+                    if not isinstance(child, ast.ClassDef):
+                        start = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                        lines = (child.end_lineno or child.lineno) - start + 1
+                        if lines > FUNCTION_LINES:
+                            found[f"{name}:{qualname}"] = lines
+                    visit(child, f"{qualname}.")
+
+        visit(ast.parse(text), "")
+    return found
+
+
+def named_above_limits(text: str) -> set[str]:
+    """The modules and functions listed as "- `gsag/...`" under "## Above the limits"."""
+    match = re.search(r"^## Above the limits\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    return set(re.findall(r"^- `(gsag/[^`]+)`", match.group(1), re.M)) if match else set()
+
+
+def size_problems(root: Path, code_map: str) -> list[str]:
+    """One line per module or function above its limit and not named in the code map, and per
+    name in the code map that is within the limits (or gone)."""
+    found, named = oversized(root), named_above_limits(code_map)
+    problems = [
+        f"{name} has {lines} lines, above the limit of "
+        f"{FUNCTION_LINES if ':' in name else MODULE_LINES}: split it where a job separates, or "
+        "name it under 'Above the limits' in docs/code.md, saying why it is clearer whole"
+        for name, lines in found.items()
+        if name not in named
+    ]
+    stale = sorted(named - set(found))
+    return problems + [f"docs/code.md names {n} above the limits; it is not" for n in stale]
+
+
+def test_modules_and_functions_stay_within_the_limits_or_are_named_in_the_code_map():
+    problems = size_problems(ROOT / PACKAGE, CODE_MAP.read_text())
+    assert not problems, "\n".join(problems)
+
+
+def test_the_size_check_counts_decorators_docstrings_and_methods(tmp_path):
+    body = "".join(f"        x{i} = {i}\n" for i in range(FUNCTION_LINES - 2))
+    method = f'class A:\n    @staticmethod\n    def f():\n        """doc"""\n{body}'
+    padding = "\n" * (MODULE_LINES - len(method.splitlines()))  # the module at its limit
+    root = _package(tmp_path, {"m.py": method + padding})
+    assert oversized(root) == {"gsag/m.py:A.f": FUNCTION_LINES + 1}
+    code_map = "## Above the limits\n\n- `gsag/m.py:A.f`: one table\n- `gsag/gone.py`: old\n"
+    assert size_problems(root, code_map) == [
+        "docs/code.md names gsag/gone.py above the limits; it is not"
+    ]
+    (root / "m.py").write_text(method + padding + "\n")
+    assert oversized(root)["gsag/m.py"] == MODULE_LINES + 1
+    problems = "\n".join(size_problems(root, ""))
+    assert "gsag/m.py has 401 lines, above the limit of 400" in problems
+    assert "gsag/m.py:A.f has 81 lines, above the limit of 80" in problems
 
 
 def test_the_import_reader_sees_every_kind_of_import():
