@@ -71,7 +71,7 @@ def evaluate(
         model: segmentor; it is switched to eval mode.
         dataset: yields (image (3, H, W) float, mask (H', W') int64); logits are resized to the
             mask when the two sizes differ.
-        mode, crop_size, stride, scales, flip: see `infer`.
+        mode, crop_size, stride, scales, flip: see `gsag.engine.infer.infer`.
         num_classes, ignore_index: default to the dataset's attributes.
         max_images: evaluate only the first N images (0 = all).
         num_workers: DataLoader workers.

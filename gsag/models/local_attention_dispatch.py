@@ -47,7 +47,8 @@ def resolve_impl(impl: str, q: Tensor) -> str:
 def local_attention(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, impl: str = "auto"
 ) -> Tensor:
-    """Exact k x k local attention; `impl` is one of `IMPLS` (module docstring)."""
+    """Exact k x k local attention; `impl` is one of `gsag.models.local_attention.IMPLS` (the
+    module docstring says what each runs)."""
     resolved = resolve_impl(impl, q)
     if resolved == "triton" and impl == "auto":
         la.check_inputs(q, k, v, rel_bias, kernel_size)

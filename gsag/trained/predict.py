@@ -104,7 +104,8 @@ class Predictor:
         scales: scale factors; given with mode "whole" or "slide" they make it multi-scale (with
             "slide", sliding windows at each scale).
         flip: add horizontally flipped passes.
-        max_pixels: whole-image passes on more pixels use sliding windows (see `infer`).
+        max_pixels: whole-image passes on more pixels use sliding windows (see
+            `gsag.engine.infer.infer`).
         amp: autocast, "auto" | "bf16" | "fp16" | "none" (default: the checkpoint config's
             `eval.amp`, else "auto": bf16 on a CUDA GPU that supports it, float32 on CPU).
         compile: "none" | "head" | "model" (default: the config's `eval.compile`, else none),

@@ -46,7 +46,7 @@ def save_pretrained(
     onnx: bool = False,
     repo_id: str | None = None,
 ) -> Path:
-    """Write a pretrained folder (see the module docstring) and return it.
+    """Write a pretrained folder (its format: `gsag.trained.folder`) and return it.
 
     Args:
         model_or_run: a run folder (its best.pt, else last.pt), a `.pt` / `.safetensors`
