@@ -45,7 +45,7 @@ def _tile(ptr, base, sy, sx, y, x, cols, WIDE: tl.constexpr):
 def _at(tile, dy, dx, sy, sx, mask, WIDE: tl.constexpr):
     """Load `tile` shifted by (dy, dx) pixels (one scalar offset) as float32; masked are 0."""
     if WIDE:
-        dy, dx = dy.to(tl.int64), dx.to(tl.int64)
+        dy, dx = tl.cast(dy, tl.int64), tl.cast(dx, tl.int64)  # ints when interpreted
     return tl.load(tile + (dy * sy + dx * sx), mask=mask, other=0.0).to(tl.float32)
 
 
@@ -57,6 +57,16 @@ def _rows(ptr, base, sy, sx, y, x, cols, row_mask, col_mask, WIDE: tl.constexpr)
 
 
 @triton.jit
+def _program(bh, NH, WIDE: tl.constexpr):
+    """(batch, head) of program axis 1; the batch in int64, the head too when WIDE (so that
+    head * head stride, a product of two int32 otherwise, cannot overflow)."""
+    head = bh % NH
+    if WIDE:
+        head = head.to(tl.int64)
+    return (bh // NH).to(tl.int64), head
+
+
+@triton.jit
 def _fwd_kernel(
     Q, K, V, BIAS, OUT, LSE,
     sqb, sqh, sqy, sqx, skb, skh, sky, skx, svb, svh, svy, svx, sob, soh, sod,
@@ -65,7 +75,7 @@ def _fwd_kernel(
     WIDE: tl.constexpr,
 ):  # fmt: skip
     blk, bh = tl.program_id(0), tl.program_id(1)  # pixel blocks on axis 0 (no 65535 limit)
-    b, head = (bh // NH).to(tl.int64), bh % NH
+    b, head = _program(bh, NH, WIDE)
     pix = blk * BLOCK + tl.arange(0, BLOCK)
     inside = pix < H * W
     y, x = pix // W, pix % W
@@ -108,7 +118,7 @@ def _bwd_query_kernel(
     WIDE: tl.constexpr,
 ):  # fmt: skip
     blk, bh = tl.program_id(0), tl.program_id(1)  # pixel blocks on axis 0 (no 65535 limit)
-    b, head = (bh // NH).to(tl.int64), bh % NH
+    b, head = _program(bh, NH, WIDE)
     pix = blk * BLOCK + tl.arange(0, BLOCK)
     inside = pix < H * W
     y, x = pix // W, pix % W
@@ -146,7 +156,7 @@ def _bwd_key_kernel(
     WIDE: tl.constexpr,
 ):  # fmt: skip
     blk, bh = tl.program_id(0), tl.program_id(1)  # pixel blocks on axis 0 (no 65535 limit)
-    b, head = (bh // NH).to(tl.int64), bh % NH
+    b, head = _program(bh, NH, WIDE)
     pix = blk * BLOCK + tl.arange(0, BLOCK)
     inside = pix < H * W
     y, x = pix // W, pix % W
@@ -185,9 +195,10 @@ def _strided(x: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
 
 
 def needs_int64(*tensors: Tensor) -> bool:
-    """Whether a pixel offset y * sy + x * sx (+ d) of one (batch, head) plane reaches 2**31."""
+    """Whether an offset the kernels compute in int32 can reach 2**31: within one batch
+    element, head * head stride plus a pixel's y * sy + x * sx (+ its channel offset)."""
     return any(
-        sum((n - 1) * s for n, s in zip(t.shape[2:], t.stride()[2:], strict=True)) >= 2**31
+        sum((n - 1) * s for n, s in zip(t.shape[1:], t.stride()[1:], strict=True)) >= 2**31
         for t in tensors
     )
 

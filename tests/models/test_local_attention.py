@@ -61,6 +61,8 @@ CASES = {
     "k1": (2, 1, 3, 4, 3, 2, 1, False),
     "wide_heads_three_blocks_k3": (1, 1, 5, 7, 100, 72, 3, False),  # 16 pixels a block
 }
+# the kernels' int64-offset variant (WIDE), forced: the inputs that need it do not fit a test
+WIDE_CASES = {"int64_offsets_strided_k5": (2, 3, 6, 7, 4, 6, 5, True)}
 SLOW_CASES = {
     "k9_5x33": (2, 1, 5, 33, 8, 6, 9, True),
     "k7_33x5": (1, 2, 33, 5, 3, 5, 7, False),
@@ -120,11 +122,15 @@ def run_interpreted(cases: dict[str, dict], tmp: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def interpreted(tmp_path_factory) -> dict[str, dict]:
-    cases = {name: make_case(*shape, seed=i) for i, (name, shape) in enumerate(CASES.items())}
+    """Every interpreted case in one subprocess (each start imports torch and triton)."""
+    shapes = {**CASES, **WIDE_CASES}
+    cases = {name: make_case(*shape, seed=i) for i, (name, shape) in enumerate(shapes.items())}
+    for name in WIDE_CASES:
+        cases[name]["wide"] = True
     return cases, run_interpreted(cases, tmp_path_factory.mktemp("interp"))
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [*CASES, *WIDE_CASES])
 @interpreter_works
 @needs_triton
 def test_triton_interpreted_matches_reference(interpreted, name):
@@ -591,3 +597,43 @@ def test_grid_puts_pixel_blocks_on_axis_0_and_wide_offsets_switch_to_int64():
     assert needs_int64(big)
     assert not needs_int64(big[:, :, :1000])  # offsets below 2**31
     assert la.fits_kernels(q) and not la.fits_kernels(torch.empty(70000, 1, 1, 1, 1, device="meta"))
+
+
+def contiguous_meta(*shape: int) -> torch.Tensor:
+    return torch.empty(shape, device="meta")
+
+
+def test_int64_guard_counts_the_head_offset_the_kernels_multiply_in_int32():
+    """A contiguous (B, h, H, W, d) input whose planes are each below 2**31 elements but whose
+    heads together are not: head * head stride overflows int32 unless the kernels go WIDE."""
+    pytest.importorskip("triton")
+    from gsag.models.local_attention_triton import needs_int64
+
+    big = contiguous_meta(1, 16, 2048, 4096, 32)  # a plane 2**28, head 15 at 15 * 2**28
+    assert sum((n - 1) * s for n, s in zip(big.shape[2:], big.stride()[2:])) < 2**31
+    assert 15 * big.stride(1) >= 2**31
+    assert needs_int64(big)
+    assert not needs_int64(contiguous_meta(2, 8, 1024, 2048, 32))  # 2**29 per batch element
+    assert not needs_int64(contiguous_meta(1, 2, 64, 64, 2**18))  # last offset 2**31 - 1
+    assert needs_int64(contiguous_meta(1, 3, 64, 64, 2**18))  # head 2 starts at 2**31
+    assert la.fits_kernels(big)  # so an explicit "triton" runs the kernels on it
+
+
+def test_explicit_triton_on_an_int32_overflowing_shape_launches_the_int64_variant():
+    """The launches `impl="triton"` makes (its forward and backward, recorded on meta tensors,
+    no memory) take WIDE for contiguous inputs whose head offsets pass 2**31, and not for a
+    smaller shape."""
+    pytest.importorskip("triton")
+    from tests.helpers.triton_aot import benchmark_inputs, recorded_launches
+
+    def wide_flags(inputs):
+        return {name: kw["WIDE"] for name, (_, kw) in recorded_launches(inputs).items()}
+
+    inputs = benchmark_inputs(b=1, h=16, size=(2048, 4096), d=32, k=7)
+    for n in ("q", "k", "v"):
+        inputs[n] = contiguous_meta(*inputs[n].shape).to(inputs[n].dtype)
+    assert wide_flags(inputs) == dict.fromkeys(
+        ("_fwd_kernel", "_bwd_query_kernel", "_bwd_key_kernel"), True
+    )
+    small = benchmark_inputs(b=1, h=16, size=(256, 256), d=32, k=7)
+    assert set(wide_flags(small).values()) == {False}
