@@ -637,3 +637,33 @@ def test_explicit_triton_on_an_int32_overflowing_shape_launches_the_int64_varian
     )
     small = benchmark_inputs(b=1, h=16, size=(256, 256), d=32, k=7)
     assert set(wide_flags(small).values()) == {False}
+
+def test_auto_runs_float64_cuda_inputs_on_the_reference(monkeypatch):
+    """The kernels compute in float32: under "auto", float64 kernel-device inputs take the
+    reference (float64), not the op; float32 ones take the op."""
+    from gsag.models import local_attention_op as op
+
+    monkeypatch.setattr(la, "kernel_device", lambda q: True)
+    monkeypatch.setattr(la, "triton_available", lambda: True)
+    monkeypatch.setattr(la, "_failure", [])
+    seen = []
+    monkeypatch.setattr(
+        op, "fused_local_attention", lambda *a, **k: seen.append(a[0].dtype) or a[2]
+    )
+    case = make_case(1, 2, 4, 5, 3, 3, 3, dtype=torch.float64)
+    args = [case[n] for n in GRADS]
+    assert resolve_impl("auto", args[0]) == "reference"
+    out = local_attention(*args, 3)
+    assert seen == [] and out.dtype == torch.float64
+    assert torch.equal(out, local_attention_reference(*args, 3))
+    bias64 = [a.float() for a in args[:3]] + [args[3]]  # a float64 bias: reference too
+    assert resolve_impl("auto", *bias64) == "reference"
+    local_attention(*[a.float() for a in args], 3)
+    assert seen == [torch.float32]
+
+
+def test_explicit_triton_refuses_float64(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # past the CUDA check on CPU tensors
+    case = make_case(1, 2, 4, 5, 3, 3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="float64.*attention_impl='reference'"):
+        local_attention(*[case[n] for n in GRADS], 3, impl="triton")
