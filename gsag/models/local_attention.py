@@ -29,6 +29,7 @@ from torch import Tensor
 
 IMPLS = ("auto", "reference", "triton")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernels compute exactly
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 REPORT = (
     "please report it to the gsag maintainers with this message and the output of "
     "`python -m torch.utils.collect_env`"
@@ -151,14 +152,12 @@ def triton_available() -> bool:
 
 
 def output_dtype(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor) -> torch.dtype:
-    """The dtype the reference returns: softmax dtype promoted with v's.
-
-    CUDA autocast runs the logits' sum and the softmax in float32; CPU autocast does not.
-    """
-    attn = torch.promote_types(torch.promote_types(q.dtype, k.dtype), rel_bias.dtype)
-    if q.is_cuda and torch.is_autocast_enabled("cuda"):
-        attn = torch.float32
-    return torch.promote_types(attn, v.dtype)
+    """The dtype every implementation returns: q, k and v's when they share a 16-bit float
+    dtype (as under autocast, whatever the bias's: the softmax statistics stay float32, the
+    output is written at the inputs' precision, half the bytes of float32), else all four
+    dtypes promoted (what the reference computes in)."""
+    qkv = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    return qkv if qkv in LOW_PRECISION else torch.promote_types(qkv, rel_bias.dtype)
 
 
 def new_output(q: Tensor, dv: int, dtype: torch.dtype) -> Tensor:
@@ -262,7 +261,8 @@ def resolve_impl(impl: str, q: Tensor, *others: Tensor) -> str:
 def local_attention(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, impl: str = "auto"
 ) -> Tensor:
-    """Exact k x k local attention; `impl` is one of `IMPLS` (module docstring)."""
+    """Exact k x k local attention; `impl` is one of `IMPLS` (module docstring). The output
+    (B, h, H, W, dv) is in `output_dtype` whichever implementation runs."""
     resolved = resolve_impl(impl, q, k, v, rel_bias)
     if resolved == "triton" and impl == "auto":
         check_inputs(q, k, v, rel_bias, kernel_size)
@@ -271,4 +271,5 @@ def local_attention(
         return fused_local_attention(q, k, v, rel_bias, kernel_size, fallback=True)
     if resolved == "triton":
         return local_attention_triton(q, k, v, rel_bias, kernel_size)
-    return local_attention_reference(q, k, v, rel_bias, kernel_size)
+    out = local_attention_reference(q, k, v, rel_bias, kernel_size)
+    return out.to(output_dtype(q, k, v, rel_bias))  # no copy unless 16-bit inputs widened it
