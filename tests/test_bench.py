@@ -326,12 +326,16 @@ def test_psa_bytes_count_what_the_op_must_read_and_write():
 
 
 def test_psa_benchmark_reports_each_implementation_on_cpu():
-    from gsag.bench.psa import benchmark_local_attention, psa_bytes
+    from gsag.bench.psa import IMPLS, benchmark_local_attention, psa_bytes
 
+    assert IMPLS[0] == "triton"  # timed first: the number a GPU session is lent for
     small = dict(batch=1, heads=2, size=(5, 4), head_dim=3, kernel_size=3, dtype=torch.float32)
+    written = []
     rows = benchmark_local_attention(**small, device="cpu", impls=("reference", "reference_compiled"),
-                                     min_run_time=0.01, compile_backend="eager")  # fmt: skip
+                                     min_run_time=0.01, compile_backend="eager",
+                                     on_impl=lambda r: written.append(list(r)))  # fmt: skip
     assert list(rows) == ["reference", "reference_compiled"]
+    assert written == [["reference"], ["reference", "reference_compiled"]]  # after each
     fwd, both = psa_bytes(1, 2, (5, 4), 3, 3, 4, 4)
     for row in rows.values():
         assert set(row) == {
@@ -339,11 +343,24 @@ def test_psa_benchmark_reports_each_implementation_on_cpu():
             "forward_backward_ms",
             "forward_gbps",
             "forward_backward_gbps",
+            "out_rel_err",
+            "grad_rel_err",
         }
         assert row["forward_gbps"] == pytest.approx(fwd / row["forward_ms"] / 1e6)
         assert row["forward_backward_gbps"] == pytest.approx(
             both / row["forward_backward_ms"] / 1e6
         )
+        assert row["out_rel_err"] < 1e-6 and row["grad_rel_err"] < 1e-6  # float32: the same
+
+
+def test_psa_benchmark_errors_measure_the_rounding_of_16_bit_inputs():
+    from gsag.bench.psa import benchmark_local_attention
+
+    small = dict(batch=1, heads=2, size=(6, 5), head_dim=4, kernel_size=3, device="cpu")
+    row = benchmark_local_attention(**small, dtype=torch.bfloat16, impls=("reference",),
+                                    min_run_time=0.01)["reference"]  # fmt: skip
+    assert 1e-4 < row["out_rel_err"] < 2e-2  # bf16 arithmetic against float32 on the same values
+    assert 1e-4 < row["grad_rel_err"] < 5e-2
 
 
 @pytest.mark.gpu
