@@ -283,15 +283,38 @@ def test_run_bench_measures_the_peer_once_labelled_with_its_backbone(monkeypatch
     assert [b for n, b in built if n == bench.PEER] == [bench.PEER_LABEL]
 
 
-def test_progress_reports_inference_rows_before_the_training_step():
+def test_progress_reports_each_model_then_inference_rows_before_the_training_step():
     seen = []
     settings = bench.BenchSettings(warmup=0, repeats=1, memory=False, train_repeats=1)
     bench.run_bench(["fcn"], ["test_resnet"], [(64, 64)], settings=settings,
-                    on_progress=lambda rows: seen.append([(r.model, r.latency_ms, r.train_step_ms) for r in rows]))  # fmt: skip
-    first, last = seen[0], seen[-1]
-    assert [m for m, _, _ in first] == ["fcn", "deeplabv3"]
-    assert all(math.isfinite(lat) and math.isnan(train) for _, lat, train in first)
-    assert all(math.isfinite(train) for _, _, train in last)
+                    on_progress=lambda rows: seen.append([(r.model, r.latency_ms, r.train_step_ms, dict(r.warmup_ms)) for r in rows]))  # fmt: skip
+    # after each model's set-up: its warm-up time, no latency yet; the next model untouched
+    fcn_only, both_set_up, inference, last = seen
+    assert [(m, w.keys()) for m, _, _, w in fcn_only] == [("fcn", {"none"}), ("deeplabv3", set())]
+    assert all(math.isnan(lat) for _, lat, _, _ in fcn_only + both_set_up)
+    assert all(w["none"] > 0 for _, _, _, w in both_set_up)
+    assert [m for m, _, _, _ in inference] == ["fcn", "deeplabv3"]
+    assert all(math.isfinite(lat) and math.isnan(train) for _, lat, train, _ in inference)
+    assert all(math.isfinite(train) for _, _, train, _ in last)
+
+
+def test_compiled_bench_writes_each_models_compile_time_before_the_next_compiles(tmp_path):
+    """What a time limit leaves of a --compile model bench: after the first model's compile,
+    bench.json already holds its compile time and mode."""
+    snapshots = []
+
+    def write(rows):
+        bench.write_results(rows, bench.environment("cpu"), tmp_path)
+        snapshots.append(json.loads((tmp_path / "bench.json").read_text())["rows"])
+
+    settings = bench.BenchSettings(warmup=1, repeats=1, memory=False, train_step=False,
+                                   compile="model", compile_backend="eager")  # fmt: skip
+    bench.run_bench(["gsag_basic"], ["test_resnet"], [(64, 64)], settings=settings,
+                    on_progress=write)  # fmt: skip
+    first = snapshots[0]
+    assert [r["model"] for r in first] == ["gsag_basic", "deeplabv3"]
+    assert first[0]["compile"] == "model" and first[0]["compile_s"].keys() == {"model"}
+    assert first[1]["compile_s"] == {} and first[1]["warmup_ms"] == {}
 
 
 def test_compact_table_keeps_the_columns_that_matter_within_80_characters():
