@@ -665,7 +665,7 @@ def test_int64_guard_counts_the_head_offset_the_kernels_multiply_in_int32():
     from gsag.models.local_attention_triton import needs_int64
 
     big = contiguous_meta(1, 16, 2048, 4096, 32)  # a plane 2**28, head 15 at 15 * 2**28
-    assert sum((n - 1) * s for n, s in zip(big.shape[2:], big.stride()[2:])) < 2**31
+    assert sum((n - 1) * s for n, s in zip(big.shape[2:], big.stride()[2:], strict=True)) < 2**31
     assert 15 * big.stride(1) >= 2**31
     assert needs_int64(big)
     assert not needs_int64(contiguous_meta(2, 8, 1024, 2048, 32))  # 2**29 per batch element
@@ -721,5 +721,5 @@ def test_auto_runs_float64_cuda_inputs_on_the_reference(monkeypatch):
 def test_explicit_triton_refuses_float64(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # past the CUDA check on CPU tensors
     case = make_case(1, 2, 4, 5, 3, 3, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match="float64.*attention_impl='reference'"):
+    with pytest.raises(ValueError, match=r"float64.*attention_impl='reference'"):
         local_attention(*[case[n] for n in GRADS], 3, impl="triton")
