@@ -85,7 +85,10 @@ def benchmark_local_attention(
     out_bytes = torch.empty((), dtype=output_dtype(q, k, v, bias)).element_size()
     moved = psa_bytes(batch, heads, size, head_dim, head_dim, q.element_size(), out_bytes)
     exact = [t.detach().float().requires_grad_(True) for t in inputs]
-    expected = _output_and_grads(lambda: local_attention_reference(*exact, kernel_size), exact)
+    qe, ke, ve, be = exact
+    expected = _output_and_grads(
+        lambda: local_attention_reference(qe, ke, ve, be, kernel_size), exact
+    )
 
     def median_ms(fn) -> float:
         timer = benchmark.Timer("fn()", globals={"fn": fn})
