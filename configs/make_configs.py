@@ -103,7 +103,7 @@ MMSEG = {
     "context60": "{m}_r{d}-d8_4xb4-{it}_pascal-context-480x480.py",
 }
 #: Heads with an mmsegmentation config of their own (others follow FCN's dataset recipe).
-MMSEG_HEADS = {"fcn": "fcn", "deeplabv3": "deeplabv3", "danet": "danet"}
+MMSEG_HEADS = {"fcn": "fcn", "pspnet": "pspnet", "deeplabv3": "deeplabv3", "danet": "danet"}
 #: file suffix -> (loss block, what it is); both keep aux weight 0.4
 LOSSES = {
     "": (

@@ -394,3 +394,40 @@ def test_psa_benchmark_on_cuda_reports_peak_memory():
     rows = benchmark_local_attention(batch=1, heads=2, size=(16, 16), min_run_time=0.05)
     assert set(rows) == {"reference", "reference_compiled", "triton"}
     assert all(row["peak_mib"] > 0 for row in rows.values())
+
+
+def test_code_version_names_the_commit_and_a_dirty_tree(tmp_path):
+    import subprocess
+
+    from gsag.bench.environment import code_version
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    assert code_version(tmp_path) == {"commit": None, "dirty": None}  # not a checkout
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / ".gitignore").write_text("runs/\n")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    assert code_version(tmp_path) == {"commit": git("rev-parse", "HEAD"), "dirty": False}
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "r.json").write_text("{}")  # ignored: still clean
+    assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "b.py").write_text("y = 2\n")  # untracked, not ignored
+    assert code_version(tmp_path)["dirty"] is True
+    (tmp_path / "b.py").unlink()
+    (tmp_path / "a.py").write_text("x = 2\n")  # a tracked change
+    assert code_version(tmp_path)["dirty"] is True
+    (tmp_path / "sub").mkdir()
+    assert code_version(tmp_path / "sub") == {"commit": None, "dirty": None}  # not the top
+
+
+def test_environment_records_the_code_version():
+    from gsag.bench.environment import code_version, environment
+
+    assert environment()["code"] == code_version()

@@ -66,14 +66,22 @@ def test_onnx_export_is_atomic_and_leaves_no_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]
 
 
-def test_torch_export_program_is_dynamic(tmp_path):
+# pspnet: its pyramid's cells (2, 3, 6 per side) must not fix the grid size; (3, 3, 24, 48)
+# has a 3 x 6 grid at stride 8
+@pytest.mark.parametrize(
+    ("name", "shapes"),
+    [
+        ("gsag_hybrid", ((1, 3, 96, 128), (3, 3, 40, 48))),
+        ("pspnet", ((1, 3, 96, 128), (3, 3, 24, 48), (1, 3, 16, 104))),
+    ],
+)
+def test_torch_export_program_is_dynamic(tmp_path, name, shapes):
     # resnet18: the tiny test backbone's same-padding pool uses math.ceil, which .pt2 cannot store
-    name = "gsag_hybrid"
     torch.manual_seed(0)
     model = gsag.create_model(name, 5, backbone="resnet18", aux=False).eval()
     path = export_program(model, tmp_path / f"{name}.pt2", height=64, width=64)
     program = torch.export.load(str(path)).module()
-    for shape in ((1, 3, 96, 128), (3, 3, 40, 48)):
+    for shape in shapes:
         x = torch.randn(*shape)
         with torch.no_grad():
             expected = LogitsOnly(model)(x)

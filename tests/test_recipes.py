@@ -84,7 +84,7 @@ def test_files_follow_their_row(row):
         _check_eval(cfg, row["evaluation"])
         # the header names the mmsegmentation config this file follows
         model, backbone = cfg.model.name, cfg.model.backbone
-        head = model if model in ("fcn", "deeplabv3", "danet") else "fcn"
+        head = model if model in ("fcn", "pspnet", "deeplabv3", "danet") else "fcn"
         depth = backbone.removeprefix("resnet") if backbone in ("resnet50", "resnet101") else "50"
         followed = row["mmsegmentation config followed"].replace("<m>", head)
         header = (ROOT / "configs" / name).read_text().splitlines()[1]

@@ -384,7 +384,7 @@ def test_evidence_lanes_restore_and_record_move_finished_runs_only(tmp_path):
     ablated = psa / "gsag_hybrid-no_pointwise__resnet18__s0__cbe98235"
     ablated.mkdir()
     (ablated / "result.json").write_text("{}")
-    assert tool.record(tmp_path) == 1  # the follow-up's own run only
+    assert tool.record(tmp_path) == (1, [])  # the follow-up's own run only
     kept = tmp_path / "docs/results/test_v2_psa/runs"
     assert [p.name for p in kept.iterdir()] == [ablated.name]
     # a finished sweep run and an unfinished test run in runs/: only the first is recorded
@@ -397,10 +397,119 @@ def test_evidence_lanes_restore_and_record_move_finished_runs_only(tmp_path):
     (sweep / "result.json").write_text('{"mIoU": 53.1}')
     (tmp_path / "runs/chosen_lr.json").write_text('{"gsag_hybrid": {"lr": 0.003}}')
     (tmp_path / "docs/results/lr_sweep_250").mkdir(parents=True)
-    assert tool.record(tmp_path) == 1
+    assert tool.record(tmp_path) == (1, [])
     kept = tmp_path / "docs/results/lr_sweep_250/runs/lr_0.003" / sweep.name
     assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "result.json"]  # no weights
     assert not (tmp_path / "docs/results/test_v2/runs" / running.name).exists()
     assert json.loads((tmp_path / "docs/results/lr_sweep_250/chosen_lr.json").read_text()) == {
         "gsag_hybrid": {"lr": 0.003}
     }
+
+
+def _finished(run, miou=0.5, lr=None, code=None):
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"optim:\n  lr: {lr}\n" if lr else "a: 1\n")
+    result = {"mIoU": miou, "environment": {"code": code} if code else {}}
+    (run / "result.json").write_text(json.dumps(result))
+
+
+def test_vector_grid_sweeps_two_seeds_and_takes_the_rule_on_their_mean(tmp_path, monkeypatch):
+    tool = _lanes_tool()
+    monkeypatch.chdir(tmp_path)
+    lanes = tool.Lanes(python="python", dry_run=True, grid=tool.VECTOR)
+    names = []
+    while (taken := lanes.take()) not in (None, False):
+        names.append(taken[0].name)
+        args = taken[1]
+        assert args[args.index("--seeds") + 1] in ("100", "101")
+        assert "data.val_split=test" not in args  # the sweep is scored on val
+    assert len(names) == 30 and names[:2] == [
+        "sweep gsag_hybrid lr 0.001 seed 100", "sweep gsag_hybrid lr 0.001 seed 101"]  # fmt: skip
+    assert {n.split()[1] for n in names} == {
+        "gsag_hybrid",
+        "fcn_pool",
+        "pspnet",
+        "deeplabv3",
+        "danet",
+    }
+    assert lanes.take() is False and len(lanes.jobs) == 60  # 6 configurations x 10 seeds
+    # seed 100 alone would take 1e-2 (50 against 46); the means are 49.5 (1e-3), 40.0 (3e-3)
+    # and 50.0 (1e-2): 1e-3 is within the 0.5-point margin of the best and nearest 1e-3
+    scores = {"0.001": (0.46, 0.53), "0.003": (0.40, 0.40), "0.01": (0.50, 0.50)}
+    for lr, pair in scores.items():
+        for seed, miou in zip((100, 101), pair, strict=True):
+            run = tmp_path / f"runs/v3_lr_{lr}/runs/gsag_hybrid__resnet18__s{seed}__0123abcd"
+            _finished(run, miou, lr)
+    job, args = lanes.take()
+    assert job.name == "test gsag_hybrid seed 5"
+    assert args[-2:] == ["--set", "gsag_hybrid@optim.lr=0.001"]  # mean 49.5 vs 50.0
+    assert args[args.index("--out") + 1] == "runs/v3_test" and "data.val_split=test" in args
+    job, args = lanes.take()
+    assert job.name == "test gsag_hybrid-no_global seed 5"
+    assert args[args.index("--variants") + 1] == "no_global"
+    assert args[-2:] == ["--set", "gsag_hybrid@optim.lr=0.001"]
+    assert lanes.take()[0].name == "test gsag_hybrid seed 6"  # the other heads' sweeps wait
+    assert json.loads((tmp_path / "runs/v3_chosen_lr.json").read_text()) == {
+        "gsag_hybrid": {"lr": 0.001}
+    }
+
+
+def test_vector_grid_takes_only_runs_of_its_commit(tmp_path):
+    tool = _lanes_tool()
+    grid = tool.VECTOR
+    ours = {"commit": "a" * 40, "dirty": False}
+    runs = tmp_path / "grid/runs/v3_test/runs"
+    _finished(runs / "gsag_hybrid__resnet18__s5__00000001", code=ours)
+    _finished(runs / "pspnet__resnet18__s5__00000002", code={"commit": "b" * 40, "dirty": False})
+    _finished(runs / "danet__resnet18__s5__00000003", code={"commit": "a" * 40, "dirty": True})
+    _finished(runs / "fcn_pool__resnet18__s5__00000004")  # no code version recorded
+    main = tmp_path / "main"
+    main.mkdir()
+    try:
+        tool.record(main, grid, tmp_path / "grid")
+    except SystemExit as e:
+        assert "COMMIT is missing" in str(e)
+    else:
+        raise AssertionError("record must need the declared commit")
+    (main / grid.commit_file).parent.mkdir(parents=True)
+    (main / grid.commit_file).write_text("a" * 40 + "\n")
+    n, refused = tool.record(main, grid, tmp_path / "grid")
+    assert n == 1 and sorted(p.name for p in refused) == [
+        "danet__resnet18__s5__00000003", "fcn_pool__resnet18__s5__00000004",
+        "pspnet__resnet18__s5__00000002"]  # fmt: skip
+    kept = main / "docs/results/vector_v3/test/runs"
+    assert [p.name for p in kept.iterdir()] == ["gsag_hybrid__resnet18__s5__00000001"]
+    # a fresh worktree restores only runs of its own commit
+    fresh = tmp_path / "fresh"
+    assert tool.restore(fresh, grid, main, commit="a" * 40) == 1
+    assert tool.restore(tmp_path / "other", grid, main, commit="c" * 40) == 0
+
+
+def test_vector_grid_refuses_a_dirty_checkout(tmp_path):
+    import subprocess
+
+    tool = _lanes_tool()
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git(
+        "-c",
+        "user.email=t@example.com",
+        "-c",
+        "user.name=t",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "x",
+    )
+    assert len(tool.clean_commit(tmp_path)) == 40
+    (tmp_path / "new.py").write_text("x = 1\n")
+    try:
+        tool.clean_commit(tmp_path)
+    except SystemExit as e:
+        assert "dirty True" in str(e) and "git worktree add" in str(e)
+    else:
+        raise AssertionError("a dirty tree must be refused")

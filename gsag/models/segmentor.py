@@ -15,7 +15,7 @@ from gsag.flops import count_params
 from gsag.models.backbone import Backbone
 from gsag.models.check import MODEL_SETTINGS, check_model_args
 from gsag.models.gsag import GSAGHead
-from gsag.models.heads import DANetHead, DeepLabV3Head, FCNHead
+from gsag.models.heads import DANetHead, DeepLabV3Head, FCNHead, FCNPoolHead, PSPHead
 from gsag.models.layers import resize
 from gsag.models.neck import ResizeNeck
 
@@ -23,6 +23,8 @@ from gsag.models.neck import ResizeNeck
 # to builders that accept it.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn": FCNHead,
+    "fcn_pool": FCNPoolHead,
+    "pspnet": PSPHead,
     "gsag_basic": partial(GSAGHead, variant="basic"),
     "gsag_incremental": partial(GSAGHead, variant="incremental"),
     "gsag_hybrid": partial(GSAGHead, variant="hybrid"),
@@ -133,8 +135,8 @@ def create_model(
     """Build a segmentation model by name.
 
     Args:
-        name: one of `list_models()`: fcn, gsag_basic, gsag_incremental, gsag_hybrid,
-            deeplabv3, danet.
+        name: one of `list_models()`: fcn, fcn_pool, pspnet, gsag_basic, gsag_incremental,
+            gsag_hybrid, deeplabv3, danet.
         num_classes: number of classes (21 for PASCAL VOC).
         backbone: one of `list_backbones()` or any timm model name that gives feature maps,
             e.g. "convnext_tiny.fb_in22k_ft_in1k" or "swin_tiny_patch4_window7_224".

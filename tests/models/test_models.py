@@ -142,6 +142,14 @@ class TestFCN(ModelHarness):
     name = "fcn"
 
 
+class TestFCNPool(ModelHarness):
+    name = "fcn_pool"
+
+
+class TestPSPNet(ModelHarness):
+    name = "pspnet"
+
+
 class TestGSAGBasic(ModelHarness):
     name = "gsag_basic"
     kwargs = {k: v for k, v in SMALL.items() if k in ("head_channels", "fuse_channels")}  # noqa: RUF012
