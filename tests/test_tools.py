@@ -187,6 +187,7 @@ def test_gpu_check_dry_run_leaves_at_most_8_files_that_parse_after_a_step_is_kil
     assert by_name["bench_compile_head"]["rc"] == -9
     assert [s["rc"] for n, s in by_name.items() if n != "bench_compile_head"] == [0] * 5
     assert by_name["psa_bench"]["headline"]["reference_compiled"]["forward_gbps"] > 0
+    assert len(by_name["environment"]["headline"]["code"]["commit"]) == 40  # what the GPU ran
     assert by_name["bench_compile_model"]["headline"]["ms"].keys() == {
         "gsag_hybrid model", "deeplabv3 model"}  # fmt: skip
     assert not by_name["bench_eager"]["headline"]["errors"]

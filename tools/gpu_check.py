@@ -134,7 +134,7 @@ def headline(step: Step, work: Path, log: str) -> dict:
     if data is None:
         return {}
     if step.name == "environment":
-        keys = ("gpu", "cpu", "torch", "cuda", "triton", "capability", "memory_gib")
+        keys = ("gpu", "cpu", "torch", "cuda", "triton", "capability", "memory_gib", "code")
         return {k: data.get(k) for k in keys}
     if step.name == "psa_bench":
         return {impl: {k: float(f"{v:.4g}") for k, v in row.items()} for impl, row in data.items()}
