@@ -10,9 +10,10 @@ Implementations (`IMPLS`):
 - "triton": fused Triton kernels, forward and backward (CUDA; on CPU only under the Triton
   interpreter, `TRITON_INTERPRET=1`), in `gsag.models.local_attention_triton`, called through
   the custom ops of `gsag.models.local_attention_op`, which torch.compile keeps as one node;
-- "auto": "triton" for CUDA tensors when triton is installed, eager or compiled, unless the
-  model is being exported (ONNX, torch.export) or a kernel already failed in this process;
-  else "reference". A kernel that fails to compile or launch under "auto" gives one warning
+- "auto": "triton" for float32, bfloat16 and float16 CUDA tensors when triton is installed,
+  eager or compiled, unless the model is being exported (ONNX, torch.export) or a kernel
+  already failed in this process; else "reference" (float64 included: the kernels compute in
+  float32). A kernel that fails to compile or launch under "auto" gives one warning
   and the reference from then on; under "triton" it is an error (`kernel_failed`).
 """
 
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 IMPLS = ("auto", "reference", "triton")
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernels compute exactly
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 REPORT = (
     "please report it to the gsag maintainers with this message and the output of "
     "`python -m torch.utils.collect_env`"
@@ -149,14 +152,12 @@ def triton_available() -> bool:
 
 
 def output_dtype(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor) -> torch.dtype:
-    """The dtype the reference returns: softmax dtype promoted with v's.
-
-    CUDA autocast runs the logits' sum and the softmax in float32; CPU autocast does not.
-    """
-    attn = torch.promote_types(torch.promote_types(q.dtype, k.dtype), rel_bias.dtype)
-    if q.is_cuda and torch.is_autocast_enabled("cuda"):
-        attn = torch.float32
-    return torch.promote_types(attn, v.dtype)
+    """The dtype every implementation returns: q, k and v's when they share a 16-bit float
+    dtype (as under autocast, whatever the bias's: the softmax statistics stay float32, the
+    output is written at the inputs' precision, half the bytes of float32), else all four
+    dtypes promoted (what the reference computes in)."""
+    qkv = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    return qkv if qkv in LOW_PRECISION else torch.promote_types(qkv, rel_bias.dtype)
 
 
 def new_output(q: Tensor, dv: int, dtype: torch.dtype) -> Tensor:
@@ -188,9 +189,16 @@ def local_attention_triton(
     """The fused Triton kernels (forward and backward), same result as the reference.
 
     Runs on CUDA tensors, or on CPU tensors when `TRITON_INTERPRET=1` was set before the first
-    call (slow; for tests). Accumulates in float32 for float32, bfloat16 and float16 inputs.
+    call (slow; for tests). Accumulates in float32 for float32, bfloat16 and float16 inputs;
+    float64 inputs are an error (the reference computes them in float64).
     """
     check_inputs(q, k, v, rel_bias, kernel_size)
+    if not kernel_dtypes(q, k, v, rel_bias):
+        raise ValueError(
+            f"attention_impl='triton' computes in float32 and takes float32, bfloat16 or float16 "
+            f"inputs, got {', '.join(sorted({str(t.dtype) for t in (q, k, v, rel_bias)}))}; use "
+            "attention_impl='reference' (or 'auto', which picks it for these)"
+        )
     if not triton_available():
         raise RuntimeError(
             "attention_impl='triton' needs the triton package; install it (pip install triton) "
@@ -229,25 +237,33 @@ def _exporting() -> bool:
     )  # fmt: skip
 
 
+def kernel_dtypes(*tensors: Tensor) -> bool:
+    """Whether the kernels compute these inputs as the reference would (float64 they do not:
+    they accumulate in float32)."""
+    return all(t.dtype in KERNEL_DTYPES for t in tensors)
+
+
 def kernel_device(q: Tensor) -> bool:
     """Whether q lives where the compiled Triton kernels run (CUDA)."""
     return q.is_cuda
 
 
-def resolve_impl(impl: str, q: Tensor) -> str:
-    """The implementation "auto" stands for with these inputs (others are returned as given)."""
+def resolve_impl(impl: str, q: Tensor, *others: Tensor) -> str:
+    """The implementation "auto" stands for with inputs q (and k, v, rel_bias: `others`);
+    others are returned as given."""
     if check_impl(impl) != "auto":
         return impl
     if kernel_device(q) and triton_available() and kernel_failure() is None and not _exporting():
-        return "triton" if fits_kernels(q) else "reference"
+        return "triton" if fits_kernels(q) and kernel_dtypes(q, *others) else "reference"
     return "reference"
 
 
 def local_attention(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, impl: str = "auto"
 ) -> Tensor:
-    """Exact k x k local attention; `impl` is one of `IMPLS` (module docstring)."""
-    resolved = resolve_impl(impl, q)
+    """Exact k x k local attention; `impl` is one of `IMPLS` (module docstring). The output
+    (B, h, H, W, dv) is in `output_dtype` whichever implementation runs."""
+    resolved = resolve_impl(impl, q, k, v, rel_bias)
     if resolved == "triton" and impl == "auto":
         check_inputs(q, k, v, rel_bias, kernel_size)
         from gsag.models.local_attention_op import fused_local_attention
@@ -255,4 +271,5 @@ def local_attention(
         return fused_local_attention(q, k, v, rel_bias, kernel_size, fallback=True)
     if resolved == "triton":
         return local_attention_triton(q, k, v, rel_bias, kernel_size)
-    return local_attention_reference(q, k, v, rel_bias, kernel_size)
+    out = local_attention_reference(q, k, v, rel_bias, kernel_size)
+    return out.to(output_dtype(q, k, v, rel_bias))  # no copy unless 16-bit inputs widened it
