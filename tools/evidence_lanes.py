@@ -116,7 +116,7 @@ def v2_queue() -> list[Job]:
                     f"test gsag_hybrid-{variant} seed {seed}",
                     "gsag_hybrid",
                     [*args, "--variants", variant],
-                )  # fmt: skip
+                )
             )
     for seed in V2_SEEDS:
         for head in V2_GSAG_HEADS:
@@ -129,7 +129,7 @@ def v2_queue() -> list[Job]:
                 f"follow-up gsag_hybrid-{FOLLOW_UP} seed {seed}",
                 "gsag_hybrid",
                 [*args, "--variants", FOLLOW_UP],
-            )  # fmt: skip
+            )
         )
     return jobs
 
@@ -180,7 +180,7 @@ def vector_queue() -> list[Job]:
                 f"test gsag_hybrid-{VECTOR_VARIANT} seed {seed}",
                 "gsag_hybrid",
                 [*args, "--variants", VECTOR_VARIANT],
-            )  # fmt: skip
+            )
         )
     return jobs
 

@@ -138,7 +138,11 @@ def run_bench(
 def bench_group(
     rows: list[BenchRow], settings: BenchSettings, progress: Callable[[], None] = lambda: None
 ) -> None:
-    """Measures the models of `rows` (one backbone and size) in place; errors go to `row.error`."""
+    """Measures the models of `rows` (one backbone and size) in place; errors go to `row.error`.
+
+    `progress` is called after each model's set-up (its size facts, compile time and warm-up
+    times: what a time limit keeps when the next model's compile is cut short) and after each
+    phase."""
     device = torch.device(settings.device)
     timed: dict[tuple[int, str], Callable[[], Any]] = {}
     for i, row in enumerate(rows):
@@ -151,6 +155,8 @@ def bench_group(
             _describe(row, model, x, settings)
             for mode, variant in _variants(model, settings).items():
                 timed[(i, mode)] = _inference_call(variant, x, settings, row, mode)
+            row.compile = row.compile if settings.best else settings.compile
+        progress()
     results = interleaved(timed, settings.rounds, settings.repeats, device)
     _keep_best(rows, results, "latency", settings)
     timed.clear()
@@ -218,6 +224,7 @@ def _inference_call(
     steady = Timings()
     for _ in range(max(settings.warmup, 1)):
         _timed(call, device, steady)
+    row.warmup_ms[mode] = statistics.median(steady.wall_ms)
     if mode != "none":
         row.compile_s[mode] = max(0.0, first.wall_ms[0] - statistics.median(steady.wall_ms)) / 1e3
     return call

@@ -13,9 +13,10 @@ asked for):
 - "triton": fused Triton kernels, forward and backward (CUDA; on CPU only under the Triton
   interpreter, `TRITON_INTERPRET=1`), in `gsag.models.local_attention_triton`, called through
   the custom ops of `gsag.models.local_attention_op`, which torch.compile keeps as one node;
-- "auto": "triton" for CUDA tensors when triton is installed, eager or compiled, unless the
-  model is being exported (ONNX, torch.export) or a kernel already failed in this process;
-  else "reference". A kernel that fails to compile or launch under "auto" gives one warning
+- "auto": "triton" for float32, bfloat16 and float16 CUDA tensors when triton is installed,
+  eager or compiled, unless the model is being exported (ONNX, torch.export) or a kernel
+  already failed in this process; else "reference" (float64 included: the kernels compute in
+  float32). A kernel that fails to compile or launch under "auto" gives one warning
   and the reference from then on; under "triton" it is an error (`kernel_failed`).
 """
 
@@ -29,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 IMPLS = ("auto", "reference", "triton")
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernels compute exactly
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 REPORT = (
     "please report it to the gsag maintainers with this message and the output of "
     "`python -m torch.utils.collect_env`"
@@ -151,14 +154,12 @@ def triton_available() -> bool:
 
 
 def output_dtype(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor) -> torch.dtype:
-    """The dtype the reference returns: softmax dtype promoted with v's.
-
-    CUDA autocast runs the logits' sum and the softmax in float32; CPU autocast does not.
-    """
-    attn = torch.promote_types(torch.promote_types(q.dtype, k.dtype), rel_bias.dtype)
-    if q.is_cuda and torch.is_autocast_enabled("cuda"):
-        attn = torch.float32
-    return torch.promote_types(attn, v.dtype)
+    """The dtype every implementation returns: q, k and v's when they share a 16-bit float
+    dtype (as under autocast, whatever the bias's: the softmax statistics stay float32, the
+    output is written at the inputs' precision, half the bytes of float32), else all four
+    dtypes promoted (what the reference computes in)."""
+    qkv = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    return qkv if qkv in LOW_PRECISION else torch.promote_types(qkv, rel_bias.dtype)
 
 
 def new_output(q: Tensor, dv: int, dtype: torch.dtype) -> Tensor:
@@ -189,6 +190,12 @@ def fits_kernels(q: Tensor) -> bool:
     index (H x W < 2**31) of the kernels take q (B, h, H, W, dk)."""
     b, nh, hh, ww, _ = q.shape
     return b * nh <= 65535 and hh * ww < 2**31
+
+
+def kernel_dtypes(*tensors: Tensor) -> bool:
+    """Whether the kernels compute these inputs as the reference would (float64 they do not:
+    they accumulate in float32)."""
+    return all(t.dtype in KERNEL_DTYPES for t in tensors)
 
 
 def kernel_device(q: Tensor) -> bool:
