@@ -24,7 +24,6 @@ from gsag.errors import UsageError
 # create_model arguments that are settings of their own, never head options
 MODEL_SETTINGS = ("backbone", "pretrained", "output_stride", "aux", "num_classes")
 EXTRA = ("levels",)  # create_model keywords that may be given among the head options
-DEFAULT_NUM_LEVELS = 3  # C3, C4, C5
 
 
 class ModelArgError(UsageError, ValueError):
@@ -112,7 +111,7 @@ def check_model_args(
     head once on the meta device (no memory, no random numbers drawn).
     """
     from gsag.models.backbone import check_backbone_name
-    from gsag.models.segmentor import MODELS, list_models
+    from gsag.models.segmentor import MODELS, head_levels, list_models
 
     _one_of("name", name, list_models())
     check_backbone_name(backbone)
@@ -139,12 +138,19 @@ def check_model_args(
                 f"kwargs.{key}", f"is {value!r}; expected {hint_name(hints[key])}"
             )
     levels = kwargs.get("levels")
+    spec = head_levels(name)
+    if levels is not None and len(levels) < spec.min_levels:
+        raise ModelArgError(
+            "kwargs.levels",
+            f"is {list(levels)}; {name} fuses at least {spec.min_levels} levels (a fine one "
+            f"first, the last one last), e.g. levels at strides {list(spec.strides)}",
+        )
     if aux and levels is not None and len(levels) < 2:
         raise ModelArgError(
             "kwargs.levels", f"is {list(levels)}; the aux head needs at least two levels"
         )
     head_kw = {k: v for k, v in kwargs.items() if k not in EXTRA}
-    in_channels = [64] * (DEFAULT_NUM_LEVELS if levels is None else len(levels))
+    in_channels = [64] * (len(spec.strides) if levels is None else len(levels))
     try:  # values: the head's own checks, on dummy levels of 64 channels
         with torch.device("meta"):
             MODELS[name](in_channels, 2, **head_kw)
