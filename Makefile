@@ -27,8 +27,10 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow" || [ $$? -eq 5 ]  # 5 = no slow test selected
 
 # the default suite (or the tests in MIN_TESTS) at the oldest torch and torchvision
-# pyproject.toml allows (their newest patch releases), in a venv of its own; the pins are read
-# from pyproject.toml, nowhere else
+# pyproject.toml allows (their newest patch releases: torch 2.4.1 with Triton 3.0.0, torchvision
+# 0.19.1; a CUDA build of torch from PyPI, several GB), in a venv of its own; the pins are read
+# from pyproject.toml, nowhere else. There, a `.pt2` export takes only heights and widths that are
+# multiples of 8 (torch < 2.5), and Triton 3.0's interpreter tests skip with numpy 2.
 MIN_VENV ?= .venv-min
 MIN_TESTS ?= tests
 MIN_PINS := $(shell sed -n 's/^ *"\(torch\|torchvision\)>=\([0-9.]*\)",/\1==\2.*/p' pyproject.toml)

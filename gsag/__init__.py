@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gsag.lazy import lazy_attributes
+from gsag.version import __version__
 
 if TYPE_CHECKING:
-    from gsag.hub import load_pretrained, push_to_hub
     from gsag.models import create_model, list_backbones, list_models
-    from gsag.predict import Predictor
-    from gsag.pretrained import save_pretrained
+    from gsag.trained.load import load_pretrained
+    from gsag.trained.predict import Predictor
+    from gsag.trained.push import push_to_hub
+    from gsag.trained.save import save_pretrained
 
-__version__ = "0.1.0"
 __all__ = [
     "Predictor",
     "__version__",
@@ -30,12 +31,12 @@ __all__ = [
 __getattr__, __dir__ = lazy_attributes(
     __name__,
     {
-        "Predictor": "gsag.predict",
+        "Predictor": "gsag.trained.predict",
         "create_model": "gsag.models",
         "list_backbones": "gsag.models",
         "list_models": "gsag.models",
-        "load_pretrained": "gsag.hub",
-        "push_to_hub": "gsag.hub",
-        "save_pretrained": "gsag.pretrained",
+        "load_pretrained": "gsag.trained.load",
+        "push_to_hub": "gsag.trained.push",
+        "save_pretrained": "gsag.trained.save",
     },
 )

@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from gsag import __version__
+from gsag.version import __version__
 
 # name on the command line -> module in gsag.commands
 COMMANDS: dict[str, str] = {

@@ -9,17 +9,17 @@ that file loads back with `load_config` to the same `Config`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
 from gsag.atomic import write_text
+from gsag.errors import ConfigError
+from gsag.hints import build, check_key, convert
 from gsag.rules import Rule
 
 #: Image scales of multi-scale inference (`eval.scales`, `gsag predict --tta`).
@@ -30,10 +30,6 @@ EVAL_MODES = ("whole", "slide", "multiscale")
 DEFAULT_MAX_PIXELS = 4096 * 4096
 #: ONNX opset of `gsag export` and `export_onnx` (>= 14 for scaled_dot_product_attention).
 DEFAULT_OPSET = 17
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message says where and how to fix it."""
 
 
 @dataclass
@@ -53,7 +49,8 @@ class DataConfig:
     photometric: bool = True
     # evaluation: keep-ratio resize of the image into [long edge, short edge]; [] keeps its size
     eval_scale: list[int] = field(default_factory=list)
-    # input normalisation on the [0, 1] scale; [] = the backbone's own (`input_norm`)
+    # input normalisation on the [0, 1] scale; [] = the backbone's own
+    # (`gsag.engine.datasets.input_norm`)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
 
@@ -65,7 +62,9 @@ class ModelConfig:
     name: str = "gsag_hybrid"
     backbone: str = "resnet50"
     pretrained: bool | str = True  # True: timm weights; a string: a local weights file
-    output_stride: int | None = None  # None: 8 where timm can dilate the backbone, else its own
+    # None: the head's (8; 32 for upernet, segformer) where timm can dilate the backbone, else
+    # the backbone's own
+    output_stride: int | None = None
     aux: bool = True
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -313,7 +312,7 @@ def load_config(path: str | os.PathLike | None, overrides: typing.Sequence[str] 
 
 def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Build a `Config` from a nested dict, checking keys and types."""
-    return _build(Config, raw, prefix="", source=source)
+    return build(Config, raw, "", source, check=_checked)
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
@@ -342,9 +341,9 @@ def apply_override(cfg: Config, item: str) -> None:
     if len(parts) != 2:
         raise ConfigError(f"override {item!r}: key must be section.key, e.g. train.iters")
     section_name, name = parts
-    _check_key(section_name, [f.name for f in dataclasses.fields(Config)], "", f"override {item!r}")
+    check_key(section_name, [f.name for f in dataclasses.fields(Config)], "", f"override {item!r}")
     section = getattr(cfg, section_name)
-    _check_key(
+    check_key(
         name,
         [f.name for f in dataclasses.fields(section)],
         f"{section_name}.",
@@ -353,7 +352,7 @@ def apply_override(cfg: Config, item: str) -> None:
     hint = typing.get_type_hints(type(section))[name]
     where = f"override {item!r}"
     full = f"{section_name}.{name}"
-    setattr(section, name, _checked(full, _convert(value, hint, full, where), where))
+    setattr(section, name, _checked(full, convert(value, hint, full, where), where))
 
 
 def validate(cfg: Config, source: str = "config") -> None:
@@ -408,84 +407,3 @@ def rules_markdown() -> str:
         note = f" ({rule.hint})" if rule.hint else ""
         rows.append(f"| `{key}` | {kind.replace('|', 'or')} | {rule.text()}{note} |")
     return "\n".join(rows)
-
-
-def input_norm(cfg: Config) -> tuple[list[float], list[float]]:
-    """The (mean, std) images are normalised with: data.mean / data.std, or where they are
-    empty the ones the backbone's pretrained weights expect."""
-    from gsag.models.backbone import backbone_mean_std
-
-    own_mean, own_std = (
-        ([], []) if cfg.data.mean and cfg.data.std else backbone_mean_std(cfg.model.backbone)
-    )
-    return list(cfg.data.mean or own_mean), list(cfg.data.std or own_std)
-
-
-def _check_key(key: str, valid: list[str], prefix: str, where: str) -> None:
-    if key in valid:
-        return
-    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"; did you mean {prefix}{near[0]}?" if near else f"; valid keys: {', '.join(valid)}"
-    raise ConfigError(f"{where}: unknown key {prefix}{key}{hint}")
-
-
-def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
-    where = prefix.rstrip(".") or "top level"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        _check_key(str(key), names, prefix, source)
-        hint = hints[key]
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(
-                hint, value if value is not None else {}, f"{prefix}{key}.", source
-            )
-        else:
-            full = f"{prefix}{key}"
-            kwargs[key] = _checked(full, _convert(value, hint, full, source), source)
-    return cls(**kwargs)
-
-
-def _convert(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Check `value` against a type hint, converting int -> float where a float is expected."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        # bool before str: `pretrained: true` stays a bool, `pretrained: weights.pth` a path.
-        for option in args:
-            try:
-                return _convert(value, option, key, source)
-            except ConfigError:
-                continue
-        names = " or ".join(getattr(a, "__name__", str(a)) for a in args)
-        raise ConfigError(f"{source}: {key} is {value!r}; expected {names}")
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: {key} is {value!r}; expected a list, e.g. [1, 2]")
-        return [_convert(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key} is {value!r}; expected a mapping")
-        return dict(value)
-    if hint is Any or (hint is type(None) and value is None):
-        return value
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is bool and isinstance(value, bool):
-        return value
-    if hint is int and is_number and float(value).is_integer():
-        return int(value)
-    if hint is float and is_number:
-        return float(value)
-    if hint is float and isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint is str and isinstance(value, str):
-        return value
-    raise ConfigError(f"{source}: {key} is {value!r}; expected {getattr(hint, '__name__', hint)}")

@@ -48,6 +48,10 @@ class DiskFullError(GsagError, OSError):
     """The disk filled up while a file was being written."""
 
 
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message says where and how to fix it."""
+
+
 # "Caught BadSampleError in DataLoader worker process 0.\nOriginal Traceback ...\n
 #  gsag.data.errors.BadSampleError: path: problem"
 _WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+")

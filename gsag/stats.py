@@ -6,8 +6,13 @@
   undefined (NaN bounds).
 - `rank_interval(a, b)`: the Hodges-Lehmann shift with its exact Mann-Whitney interval and
   p-value (no normality assumed), for groups that `looks_normal` (Shapiro-Wilk) doubts.
+- `paired_interval(a, b)`: for runs paired by seed (seed k of both sides shares its dataset
+  and training seed), the mean of the differences a_k - b_k with a paired t interval, and
+  `sign_flip_p`, the exact sign-flip (permutation) p-value of that mean, with no normality
+  assumed.
 - `holm(p)`: Holm step-down adjusted p-values over a declared family of comparisons.
-- `wilson_interval(k, n)`: a binomial proportion (e.g. the share of runs that learn a cue).
+- `wilson_interval(k, n)`: a binomial proportion (e.g. the share of runs that learn a cue);
+  `fisher_p(k_a, n_a, k_b, n_b)`: Fisher's exact two-sided test of two such proportions.
 
 The intervals of runs that share one dataset and one validation set cover training randomness
 only (initialisation, data order), not a new draw of the data.
@@ -33,8 +38,9 @@ class Difference:
     n_b: int
     level: float = 0.95
     p: float = math.nan  # two-sided p-value of "no difference"
-    method: str = "welch"  # "welch" (t interval) or "rank" (Hodges-Lehmann / Mann-Whitney)
+    method: str = "welch"  # "welch", "rank" (Hodges-Lehmann / Mann-Whitney) or "paired"
     coverage: float = math.nan  # rank: the exact coverage of [low, high] (>= level)
+    flip_p: float = math.nan  # paired: the exact sign-flip p-value (`sign_flip_p`)
 
     @property
     def decided(self) -> bool:
@@ -161,6 +167,78 @@ def compare(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Diff
     if looks_normal(a) and looks_normal(b):
         return welch_interval(a, b, level)
     return rank_interval(a, b, level)
+
+
+#: Most pairs `sign_flip_p` enumerates (2^n sign assignments).
+MAX_SIGN_FLIP_PAIRS = 20
+
+
+def sign_flip_p(diffs: Sequence[float]) -> float:
+    """Exact two-sided sign-flip p-value of "the paired differences are centred on 0".
+
+    Under the null each difference is as likely positive as negative, so all 2^n assignments
+    of signs are equally likely; the p-value is the share of them whose |sum| reaches the
+    observed |sum| (the statistic is the mean difference). Exact, no normality assumed; the
+    smallest possible value is 2 / 2^n (0.002 at 10 pairs).
+    """
+    d = _finite(diffs)
+    n = len(d)
+    if n == 0:
+        raise ValueError("need at least one paired difference")
+    if n > MAX_SIGN_FLIP_PAIRS:
+        raise ValueError(f"{n} pairs: exact enumeration stops at {MAX_SIGN_FLIP_PAIRS}")
+    observed = abs(sum(d))
+    tol = 1e-9 * max(1.0, observed)  # float sums of the same magnitudes count as equal
+    hits = 0
+    for signs in itertools.product((1.0, -1.0), repeat=n - 1):  # the first sign fixed: symmetry
+        total = abs(d[0] + sum(s * v for s, v in zip(signs, d[1:], strict=True)))
+        hits += total >= observed - tol
+    return hits / 2 ** (n - 1)
+
+
+def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Difference:
+    """mean(a_k - b_k) over pairs with a paired t interval at `level` and its two-sided p.
+
+    `a` and `b` are aligned (pair k is a[k], b[k]); pairs with a NaN on either side are dropped.
+    `flip_p` is the exact sign-flip p-value (`sign_flip_p`) of the same differences.
+    """
+    from scipy.stats import t
+
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    d = [
+        float(x) - float(y)
+        for x, y in zip(a, b, strict=True)
+        if not (math.isnan(float(x)) or math.isnan(float(y)))
+    ]
+    if not d:
+        raise ValueError("need at least one complete pair")
+    n = len(d)
+    mean, var = _mean_var(d)
+    flip = sign_flip_p(d) if n <= MAX_SIGN_FLIP_PAIRS else math.nan
+    if n < 2:
+        return Difference(
+            mean, math.nan, math.nan, math.nan, n, n, level, flip_p=flip, method="paired"
+        )
+    se = math.sqrt(var / n)
+    if se == 0:
+        p = 1.0 if mean == 0 else 0.0
+        return Difference(mean, mean, mean, n - 1, n, n, level, p, "paired", flip_p=flip)
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * se
+    p = float(2 * t.sf(abs(mean) / se, n - 1))
+    return Difference(mean, mean - half, mean + half, n - 1, n, n, level, p, "paired", flip_p=flip)
+
+
+def fisher_p(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
+    """Fisher's exact two-sided p-value for k_a / n_a against k_b / n_b (e.g. runs that learn
+    a cue): the hypergeometric probability of every table at most as likely as the observed."""
+    from scipy.stats import fisher_exact
+
+    for k, n in ((k_a, n_a), (k_b, n_b)):
+        if not 0 <= k <= n:
+            raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    table = [[k_a, n_a - k_a], [k_b, n_b - k_b]]
+    return float(fisher_exact(table, alternative="two-sided").pvalue)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

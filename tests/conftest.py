@@ -54,7 +54,7 @@ def evaluated_run(synth_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pretrained(evaluated_run, tmp_path_factory) -> Path:
     """`evaluated_run` saved as a pretrained folder by `gsag.save_pretrained`."""
-    from gsag.pretrained import save_pretrained
+    from gsag.trained.save import save_pretrained
 
     return save_pretrained(evaluated_run, tmp_path_factory.mktemp("pretrained") / "tiny")
 

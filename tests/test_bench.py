@@ -283,15 +283,38 @@ def test_run_bench_measures_the_peer_once_labelled_with_its_backbone(monkeypatch
     assert [b for n, b in built if n == bench.PEER] == [bench.PEER_LABEL]
 
 
-def test_progress_reports_inference_rows_before_the_training_step():
+def test_progress_reports_each_model_then_inference_rows_before_the_training_step():
     seen = []
     settings = bench.BenchSettings(warmup=0, repeats=1, memory=False, train_repeats=1)
     bench.run_bench(["fcn"], ["test_resnet"], [(64, 64)], settings=settings,
-                    on_progress=lambda rows: seen.append([(r.model, r.latency_ms, r.train_step_ms) for r in rows]))  # fmt: skip
-    first, last = seen[0], seen[-1]
-    assert [m for m, _, _ in first] == ["fcn", "deeplabv3"]
-    assert all(math.isfinite(lat) and math.isnan(train) for _, lat, train in first)
-    assert all(math.isfinite(train) for _, _, train in last)
+                    on_progress=lambda rows: seen.append([(r.model, r.latency_ms, r.train_step_ms, dict(r.warmup_ms)) for r in rows]))  # fmt: skip
+    # after each model's set-up: its warm-up time, no latency yet; the next model untouched
+    fcn_only, both_set_up, inference, last = seen
+    assert [(m, w.keys()) for m, _, _, w in fcn_only] == [("fcn", {"none"}), ("deeplabv3", set())]
+    assert all(math.isnan(lat) for _, lat, _, _ in fcn_only + both_set_up)
+    assert all(w["none"] > 0 for _, _, _, w in both_set_up)
+    assert [m for m, _, _, _ in inference] == ["fcn", "deeplabv3"]
+    assert all(math.isfinite(lat) and math.isnan(train) for _, lat, train, _ in inference)
+    assert all(math.isfinite(train) for _, _, train, _ in last)
+
+
+def test_compiled_bench_writes_each_models_compile_time_before_the_next_compiles(tmp_path):
+    """What a time limit leaves of a --compile model bench: after the first model's compile,
+    bench.json already holds its compile time and mode."""
+    snapshots = []
+
+    def write(rows):
+        bench.write_results(rows, bench.environment("cpu"), tmp_path)
+        snapshots.append(json.loads((tmp_path / "bench.json").read_text())["rows"])
+
+    settings = bench.BenchSettings(warmup=1, repeats=1, memory=False, train_step=False,
+                                   compile="model", compile_backend="eager")  # fmt: skip
+    bench.run_bench(["gsag_basic"], ["test_resnet"], [(64, 64)], settings=settings,
+                    on_progress=write)  # fmt: skip
+    first = snapshots[0]
+    assert [r["model"] for r in first] == ["gsag_basic", "deeplabv3"]
+    assert first[0]["compile"] == "model" and first[0]["compile_s"].keys() == {"model"}
+    assert first[1]["compile_s"] == {} and first[1]["warmup_ms"] == {}
 
 
 def test_compact_table_keeps_the_columns_that_matter_within_80_characters():
@@ -326,12 +349,16 @@ def test_psa_bytes_count_what_the_op_must_read_and_write():
 
 
 def test_psa_benchmark_reports_each_implementation_on_cpu():
-    from gsag.bench.psa import benchmark_local_attention, psa_bytes
+    from gsag.bench.psa import IMPLS, benchmark_local_attention, psa_bytes
 
+    assert IMPLS[0] == "triton"  # timed first: the number a GPU session is lent for
     small = dict(batch=1, heads=2, size=(5, 4), head_dim=3, kernel_size=3, dtype=torch.float32)
+    written = []
     rows = benchmark_local_attention(**small, device="cpu", impls=("reference", "reference_compiled"),
-                                     min_run_time=0.01, compile_backend="eager")  # fmt: skip
+                                     min_run_time=0.01, compile_backend="eager",
+                                     on_impl=lambda r: written.append(list(r)))  # fmt: skip
     assert list(rows) == ["reference", "reference_compiled"]
+    assert written == [["reference"], ["reference", "reference_compiled"]]  # after each
     fwd, both = psa_bytes(1, 2, (5, 4), 3, 3, 4, 4)
     for row in rows.values():
         assert set(row) == {
@@ -339,11 +366,24 @@ def test_psa_benchmark_reports_each_implementation_on_cpu():
             "forward_backward_ms",
             "forward_gbps",
             "forward_backward_gbps",
+            "out_rel_err",
+            "grad_rel_err",
         }
         assert row["forward_gbps"] == pytest.approx(fwd / row["forward_ms"] / 1e6)
         assert row["forward_backward_gbps"] == pytest.approx(
             both / row["forward_backward_ms"] / 1e6
         )
+        assert row["out_rel_err"] < 1e-6 and row["grad_rel_err"] < 1e-6  # float32: the same
+
+
+def test_psa_benchmark_errors_measure_the_rounding_of_16_bit_inputs():
+    from gsag.bench.psa import benchmark_local_attention
+
+    small = dict(batch=1, heads=2, size=(6, 5), head_dim=4, kernel_size=3, device="cpu")
+    row = benchmark_local_attention(**small, dtype=torch.bfloat16, impls=("reference",),
+                                    min_run_time=0.01)["reference"]  # fmt: skip
+    assert 1e-4 < row["out_rel_err"] < 2e-2  # bf16 arithmetic against float32 on the same values
+    assert 1e-4 < row["grad_rel_err"] < 5e-2
 
 
 @pytest.mark.gpu
@@ -354,3 +394,40 @@ def test_psa_benchmark_on_cuda_reports_peak_memory():
     rows = benchmark_local_attention(batch=1, heads=2, size=(16, 16), min_run_time=0.05)
     assert set(rows) == {"reference", "reference_compiled", "triton"}
     assert all(row["peak_mib"] > 0 for row in rows.values())
+
+
+def test_code_version_names_the_commit_and_a_dirty_tree(tmp_path):
+    import subprocess
+
+    from gsag.bench.environment import code_version
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    assert code_version(tmp_path) == {"commit": None, "dirty": None}  # not a checkout
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / ".gitignore").write_text("runs/\n")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    assert code_version(tmp_path) == {"commit": git("rev-parse", "HEAD"), "dirty": False}
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "r.json").write_text("{}")  # ignored: still clean
+    assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "b.py").write_text("y = 2\n")  # untracked, not ignored
+    assert code_version(tmp_path)["dirty"] is True
+    (tmp_path / "b.py").unlink()
+    (tmp_path / "a.py").write_text("x = 2\n")  # a tracked change
+    assert code_version(tmp_path)["dirty"] is True
+    (tmp_path / "sub").mkdir()
+    assert code_version(tmp_path / "sub") == {"commit": None, "dirty": None}  # not the top
+
+
+def test_environment_records_the_code_version():
+    from gsag.bench.environment import code_version, environment
+
+    assert environment()["code"] == code_version()

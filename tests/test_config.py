@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gsag.config import Config, ConfigError, load_config, save_config
+from gsag.models import list_models
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
 #: the ResNet OHEM recipes (ConvNeXt-T / Swin-T ones: tests/test_configs_modern.py; the `*_ce`
@@ -112,7 +113,7 @@ def test_shipped_configs_load(path):
 
 def test_voc_recipe_configs_follow_the_recipe():
     voc = [p for p in RESNET_CONFIGS if p.name.startswith("voc_")]
-    assert len(voc) == 36
+    assert len(voc) == 6 * len(list_models())  # 3 ResNets x 20k / 40k per model
     for path in voc:
         cfg = load_config(path)
         assert (cfg.data.crop_size, cfg.train.batch_size, cfg.optim.lr) == (512, 16, 0.01)
@@ -125,17 +126,17 @@ def test_voc_recipe_configs_follow_the_recipe():
 
 
 @pytest.mark.parametrize(
-    ("prefix", "count", "crop", "batch", "lr", "iters", "eval_mode"),
+    ("prefix", "per_model", "crop", "batch", "lr", "iters", "eval_mode"),
     [
-        ("cityscapes", 12, [512, 1024], 8, 0.01, {80_000}, "whole"),
-        ("ade20k", 24, 512, 16, 0.01, {80_000, 160_000}, "whole"),
-        ("context59", 24, 480, 16, 0.004, {40_000, 80_000}, "slide"),
-        ("context60", 24, 480, 16, 0.004, {40_000, 80_000}, "slide"),
+        ("cityscapes", 2, [512, 1024], 8, 0.01, {80_000}, "whole"),
+        ("ade20k", 4, 512, 16, 0.01, {80_000, 160_000}, "whole"),
+        ("context59", 4, 480, 16, 0.004, {40_000, 80_000}, "slide"),
+        ("context60", 4, 480, 16, 0.004, {40_000, 80_000}, "slide"),
     ],
 )
-def test_dataset_recipe_configs(prefix, count, crop, batch, lr, iters, eval_mode):
+def test_dataset_recipe_configs(prefix, per_model, crop, batch, lr, iters, eval_mode):
     paths = [p for p in RESNET_CONFIGS if p.name.startswith(f"{prefix}_")]
-    assert len(paths) == count
+    assert len(paths) == per_model * len(list_models())  # ResNet-50 / 101 x schedules
     for path in paths:
         cfg = load_config(path)
         assert (cfg.data.layout, cfg.data.crop_size, cfg.data.scale_range) == (

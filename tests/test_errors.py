@@ -286,7 +286,7 @@ def test_checkpoints_with_the_marker_but_missing_parts(capsys, trained, synth_ro
     ("argv", "fragment"),
     [
         (["models", "gsag_hybird"], "model 'gsag_hybird' is unknown; did you mean gsag_hybrid?"),
-        (["models", "nosuch"], "model 'nosuch' is unknown; valid: fcn, gsag_basic"),
+        (["models", "nosuch"], "model 'nosuch' is unknown; valid: fcn, fcn_pool"),
         (["models", "--models", "fcn", "danat"], "did you mean danet?"),
         (["models", "fcn", "--backbone", "resnet5"], "did you mean resnet50 or"),
         (["export", "--out", "m.onnx"], "give exactly one of a checkpoint"),

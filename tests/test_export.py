@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gsag
-from gsag.export import LogitsOnly, check_onnx, export_onnx, export_program
+from gsag.trained.export import LogitsOnly, check_onnx, export_onnx, export_program
 
 pytest.importorskip("onnxruntime")
 
@@ -66,14 +66,28 @@ def test_onnx_export_is_atomic_and_leaves_no_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]
 
 
-def test_torch_export_program_is_dynamic(tmp_path):
+# pspnet: its pyramid's cells (2, 3, 6 per side) must not fix the grid size; (3, 3, 24, 48)
+# has a 3 x 6 grid at stride 8. upernet pools the 1/32 level (2 x 4 cells at 33 x 104, the
+# smallest height a program takes: torch.export assumes no grid of 1 cell, docs/model.md) and
+# fuses four grids; segformer and deeplabv3plus predict at 1/4. Sizes off the multiples of 32
+# check that no level's grid is fixed.
+@pytest.mark.parametrize(
+    ("name", "shapes"),
+    [
+        ("gsag_hybrid", ((1, 3, 96, 128), (3, 3, 40, 48))),
+        ("pspnet", ((1, 3, 96, 128), (3, 3, 24, 48), (1, 3, 16, 104))),
+        ("deeplabv3plus", ((1, 3, 97, 130), (2, 3, 40, 56))),
+        ("upernet", ((1, 3, 97, 130), (2, 3, 40, 56), (1, 3, 33, 104))),
+        ("segformer", ((1, 3, 97, 130), (2, 3, 40, 56))),
+    ],
+)
+def test_torch_export_program_is_dynamic(tmp_path, name, shapes):
     # resnet18: the tiny test backbone's same-padding pool uses math.ceil, which .pt2 cannot store
-    name = "gsag_hybrid"
     torch.manual_seed(0)
     model = gsag.create_model(name, 5, backbone="resnet18", aux=False).eval()
     path = export_program(model, tmp_path / f"{name}.pt2", height=64, width=64)
     program = torch.export.load(str(path)).module()
-    for shape in ((1, 3, 96, 128), (3, 3, 40, 48)):
+    for shape in shapes:
         x = torch.randn(*shape)
         with torch.no_grad():
             expected = LogitsOnly(model)(x)
@@ -96,7 +110,7 @@ def test_export_cli_checks_and_fails_below_the_agreement_threshold(
 ):
     import dataclasses
 
-    import gsag.export
+    import gsag.trained.export
     from gsag.cli import main
 
     out = tmp_path / "m.onnx"
@@ -108,12 +122,12 @@ def test_export_cli_checks_and_fails_below_the_agreement_threshold(
     with pytest.raises(SystemExit) as exc:
         main([*args, "--min-agreement", "1.01"])
     assert exc.value.code == 2
-    real = gsag.export.check_onnx
+    real = gsag.trained.export.check_onnx
 
     def worse(*a, **kw):
         return [dataclasses.replace(c, argmax_agreement=0.99) for c in real(*a, **kw)]
 
-    monkeypatch.setattr(gsag.export, "check_onnx", worse)
+    monkeypatch.setattr(gsag.trained.export, "check_onnx", worse)
     assert main(args) == 1
 
 
@@ -176,7 +190,7 @@ def test_pt2_export_carries_metadata_and_is_checked_like_onnx(tmp_path, capsys):
     import json
 
     from gsag.cli import main
-    from gsag.export import PT2_METADATA
+    from gsag.trained.export import PT2_METADATA
 
     ckpt, meta = _checkpoint(tmp_path, backbone="resnet18")
     out = tmp_path / "m.pt2"
@@ -190,7 +204,7 @@ def test_pt2_export_carries_metadata_and_is_checked_like_onnx(tmp_path, capsys):
 
 
 def test_check_program_agrees_with_a_direct_run(tmp_path):
-    from gsag.export import check_program
+    from gsag.trained.export import check_program
 
     model = _resnet18_model("gsag_hybrid", 5)
     path = export_program(model, tmp_path / "p.pt2", height=64, width=64)

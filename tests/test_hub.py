@@ -1,5 +1,6 @@
-"""gsag.hub: pretrained folders, loading by repo id from the Hub cache, hf:// checkpoints in the
-commands, refused pickles and the one-line errors. Nothing here reaches the network."""
+"""gsag.trained.hub and gsag.trained.load: pretrained folders, loading by repo id from the Hub
+cache, hf:// checkpoints in the commands, refused pickles and the one-line errors. Nothing here
+reaches the network."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from safetensors.torch import load_file
 
 from gsag.data.synth import SYNTH_CLASSES
 from gsag.errors import CheckpointError, UsageError
-from gsag.hub import load_pretrained
-from gsag.predict import Predictor
+from gsag.trained.load import load_pretrained
+from gsag.trained.predict import Predictor
 from tests.helpers.hub import cache_repo, one_error_line, random_image
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -1,4 +1,4 @@
-"""gsag.model_card: the card parses as Hub metadata and its numbers are metrics.json's."""
+"""gsag.trained.card: the card parses as Hub metadata and its numbers are metrics.json's."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import yaml
 from huggingface_hub import ModelCard
 
 import gsag
-from gsag.model_card import SYNTHETIC_DATASET
-from gsag.pretrained import find_checkpoint, save_pretrained
+from gsag.trained.card import SYNTHETIC_DATASET
+from gsag.trained.save import find_checkpoint, save_pretrained
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -10,8 +10,8 @@ from PIL import Image
 import gsag
 from gsag.data.synth import SYNTH_CLASSES, SYNTH_PALETTE
 from gsag.engine.checkpoint import FORMAT, VERSION, atomic_save
-from gsag.predict import Predictor, list_images, predict_files, to_rgb_array
-from gsag.visualize import overlay
+from gsag.trained.draw import overlay
+from gsag.trained.predict import Predictor, list_images, predict_files, to_rgb_array
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -1,5 +1,5 @@
-"""gsag.pretrained: the folder round trip, kept settings, the aux head, and the one-line errors
-for folders that are not gsag models."""
+"""gsag.trained.save and gsag.trained.folder: the folder round trip, kept settings, the aux
+head, and the one-line errors for folders that are not gsag models."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from gsag.data.synth import SYNTH_CLASSES, SYNTH_PALETTE
-from gsag.hub import load_pretrained
-from gsag.predict import Predictor
-from gsag.pretrained import save_pretrained
+from gsag.trained.load import load_pretrained
+from gsag.trained.predict import Predictor
+from gsag.trained.save import save_pretrained
 from tests.helpers.hub import folder_files, one_error_line, random_image
 
 pytestmark = pytest.mark.usefixtures("single_thread")

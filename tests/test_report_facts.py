@@ -1,5 +1,5 @@
-"""`gsag.report.training_facts`: what a run's metrics.jsonl says about its training, read the
-same way whenever a report is written."""
+"""`gsag.trained.report.training_facts`: what a run's metrics.jsonl says about its training,
+read the same way whenever a report is written."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from gsag.report import training_facts, training_line
+from gsag.trained.report import training_facts, training_line
 
 
 def write_log(path, records):

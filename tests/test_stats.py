@@ -11,9 +11,12 @@ from scipy import stats as sps
 from gsag.stats import (
     _u_counts,
     compare,
+    fisher_p,
     holm,
     looks_normal,
+    paired_interval,
     rank_interval,
+    sign_flip_p,
     welch_from_stats,
     welch_interval,
     wilson_interval,
@@ -151,3 +154,75 @@ def test_compare_switches_to_rank_when_shapiro_rejects():
 def test_rank_p_with_a_tie_is_scipys_conservative_exact_p():
     a, b = [0.512, 0.543, 0.559, 0.516, 0.527], [0.598, 0.572, 0.391, 0.591, 0.543]
     assert rank_interval(a, b).p == pytest.approx(sps.mannwhitneyu(a, b, method="exact").pvalue)
+
+
+# ---- paired analysis (runs paired by seed) ------------------------------------------------
+PAIRED_A = [50.1, 48.3, 55.2, 41.0, 52.7, 47.9, 53.3, 49.0, 51.8, 44.6]
+PAIRED_B = [47.2, 49.9, 50.1, 40.2, 46.3, 48.5, 50.0, 45.1, 50.9, 43.0]
+
+
+def test_paired_interval_matches_scipy_ttest_rel():
+    r = paired_interval(PAIRED_A, PAIRED_B)
+    ref = sps.ttest_rel(PAIRED_A, PAIRED_B)
+    ci = ref.confidence_interval(0.95)
+    assert r.method == "paired" and r.n_a == r.n_b == 10 and r.dof == 9
+    assert r.diff == pytest.approx(np.mean(np.subtract(PAIRED_A, PAIRED_B)))
+    assert (r.low, r.high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert r.p == pytest.approx(ref.pvalue)
+
+
+def test_sign_flip_p_matches_scipys_exact_permutation_test():
+    d = np.subtract(PAIRED_A, PAIRED_B)
+    ref = sps.permutation_test(
+        (PAIRED_A, PAIRED_B),
+        lambda x, y: np.mean(x - y),
+        permutation_type="samples",
+        n_resamples=np.inf,
+        alternative="two-sided",
+        vectorized=False,
+    )
+    assert sign_flip_p(d) == pytest.approx(ref.pvalue)
+    assert paired_interval(PAIRED_A, PAIRED_B).flip_p == pytest.approx(ref.pvalue)
+
+
+def test_sign_flip_p_by_hand():
+    # all 3 positive: only (+,+,+) and (-,-,-) reach |sum| 6 of 8 assignments
+    assert sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)
+    # 10 positive differences: the smallest p there is, 2 / 1024
+    assert sign_flip_p([1.0 + i for i in range(10)]) == pytest.approx(2 / 1024)
+    assert sign_flip_p([0.0, 0.0]) == 1.0
+    with pytest.raises(ValueError, match="at least one"):
+        sign_flip_p([])
+
+
+def test_pairing_narrows_the_interval_when_seeds_share_their_variation():
+    # each seed moves both sides alike: unpaired, that spread hides the constant +2 shift
+    base = [40.0, 55.0, 47.0, 60.0, 43.0]
+    a = [v + 2.0 + e for v, e in zip(base, [0.1, -0.2, 0.3, 0.0, -0.1], strict=True)]
+    paired, unpaired = paired_interval(a, base), welch_interval(a, base)
+    assert paired.decided and not unpaired.decided
+    assert paired.high - paired.low < (unpaired.high - unpaired.low) / 10
+
+
+def test_paired_interval_refuses_unaligned_sides_and_drops_incomplete_pairs():
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_interval([1.0, 2.0], [1.0])
+    r = paired_interval([1.0, math.nan, 3.0, 5.0], [0.0, 1.0, 1.0, 2.0])
+    assert r.n_a == 3 and r.diff == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    ("k_a", "n_a", "k_b", "n_b"), [(10, 10, 5, 10), (3, 10, 7, 10), (5, 5, 0, 5)]
+)
+def test_fisher_p_is_the_hypergeometric_sum(k_a, n_a, k_b, n_b):
+    from math import comb
+
+    total_k, total = k_a + k_b, n_a + n_b
+
+    def prob(x: int) -> float:  # P(k_a = x) with the margins fixed
+        return comb(n_a, x) * comb(n_b, total_k - x) / comb(total, total_k)
+
+    observed = prob(k_a)
+    support = range(max(0, total_k - n_b), min(n_a, total_k) + 1)
+    expected = sum(prob(x) for x in support if prob(x) <= observed * (1 + 1e-9))
+    assert fisher_p(k_a, n_a, k_b, n_b) == pytest.approx(min(1.0, expected))

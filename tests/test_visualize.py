@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gsag.visualize import colour_mask, overlay, tensorboard_panel
+from gsag.data.colours import colour_mask
+from gsag.engine.tb import tensorboard_panel
+from gsag.trained.draw import overlay
 
 PALETTE = [(0, 0, 0), (200, 0, 0), (0, 90, 10)]
 
@@ -41,8 +43,7 @@ def test_tensorboard_panel_unnormalises_resizes_and_colours_both_masks():
 
 
 def test_report_figure_has_titles_and_a_legend_of_the_classes_present():
-    from gsag.report import pyplot
-    from gsag.visualize import REPORT_TITLES, report_figure
+    from gsag.trained.draw import REPORT_TITLES, pyplot, report_figure
 
     classes = ["background", "red", "green", "unused"]
     palette = [*PALETTE, (1, 2, 3)]
@@ -84,7 +85,7 @@ def test_outlined_overlay_keeps_a_grey_class_visible_on_a_grey_photo():
 
 
 def test_confusion_cells_show_row_percentages():
-    from gsag.engine.evaluate import confusion_labels
+    from gsag.engine.eval_report import confusion_labels
 
     norm = torch.tensor([[0.875, 0.125, 0.0], [0.002, 0.998, 0.0], [0.0, 0.0, 0.0]])
     assert confusion_labels(norm) == {(0, 0): "88", (0, 1): "12", (1, 0): "<1", (1, 1): "100"}

@@ -1,12 +1,14 @@
 """Each head's learning rate from the evidence grid's sweep, by the rule docs/results.md declares.
 
-The rule: a head takes the rate with its highest val mIoU; among the rates within 0.5 points of
-that best, the one nearest 1e-3 in steps of the sweep's grid (3e-4 and 3e-3 are both one step
-from 1e-3; a tie between two equally near rates goes to the higher mIoU). The sweep's runs are
-`gsag ablate` folders, one per rate:
+The rule: a head takes the rate with its highest val mIoU (the mean over the sweep's seeds when
+it has several); among the rates within 0.5 points of that best, the one nearest 1e-3 in steps
+of the sweep's grid (3e-4 and 3e-3 are both one step from 1e-3; a tie between two equally near
+rates goes to the higher mIoU). The sweep's runs are `gsag ablate` folders, one per rate:
 
     python tools/choose_lr.py runs/lr_0.0003 runs/lr_0.001 runs/lr_0.003 \
         --models gsag_hybrid deeplabv3 danet
+    python tools/choose_lr.py runs/v3_lr_0.001 runs/v3_lr_0.003 runs/v3_lr_0.01 \
+        --models gsag_hybrid fcn_pool --seeds 100 101
 
 prints `gsag_hybrid@optim.lr=... deeplabv3@optim.lr=... danet@optim.lr=...` (the `--set`
 values for the test runs) and writes the scores and choices to `--json` when given. A rate's
@@ -19,6 +21,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -42,26 +45,32 @@ def choose(scores: dict[float, float], margin: float = MARGIN) -> float:
     return rates[min(near, key=lambda i: (abs(i - home), -scores[rates[i]]))]
 
 
-def read_scores(folders: list[Path], model: str, seed: int = 0) -> dict[float, float]:
-    """{lr: mIoU in %} of `model`'s finished base run of `seed` in each `gsag ablate` folder."""
+def read_scores(folders: list[Path], model: str, seeds: Sequence[int] = (0,)) -> dict[float, float]:
+    """{lr: mIoU in %} of `model`'s finished base runs in each `gsag ablate` folder: the mean over
+    `seeds`, each of which must have exactly one finished run there."""
     scores: dict[float, float] = {}
     for folder in folders:
-        found = []
-        for result in sorted((folder / "runs").glob(f"{model}__*__s{seed}__*/result.json")):
-            config = yaml.safe_load((result.parent / "config.yaml").read_text())
-            found.append(
-                (float(config["optim"]["lr"]), 100 * json.loads(result.read_text())["mIoU"])
-            )
-        if len(found) != 1:
-            error = SweepUnfinished if not found else ValueError
-            raise error(
-                f"{folder}/runs holds {len(found)} finished seed-{seed} runs of {model}; "
-                "need exactly one (finish the sweep, or move the extra folder away)"
-            )
-        lr, miou = found[0]
+        rates, values = set(), []
+        for seed in seeds:
+            found = []
+            for result in sorted((folder / "runs").glob(f"{model}__*__s{seed}__*/result.json")):
+                config = yaml.safe_load((result.parent / "config.yaml").read_text())
+                miou = 100 * json.loads(result.read_text())["mIoU"]
+                found.append((float(config["optim"]["lr"]), miou))
+            if len(found) != 1:
+                error = SweepUnfinished if not found else ValueError
+                raise error(
+                    f"{folder}/runs holds {len(found)} finished seed-{seed} runs of {model}; "
+                    "need exactly one (finish the sweep, or move the extra folder away)"
+                )
+            rates.add(found[0][0])
+            values.append(found[0][1])
+        if len(rates) != 1:
+            raise ValueError(f"{folder}/runs holds runs of {model} at several rates: {rates}")
+        lr = rates.pop()
         if lr in scores:
             raise ValueError(f"lr {lr} of {model} appears in two folders")
-        scores[lr] = miou
+        scores[lr] = sum(values) / len(values)
     return scores
 
 
@@ -69,13 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="one `gsag ablate --out` per rate")
     parser.add_argument("--models", nargs="+", required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="the sweep's seeds (their mean counts)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write scores and choices here")
     args = parser.parse_args(argv)
     chosen = {}
     for model in args.models:
         try:
-            scores = read_scores(args.folders, model, args.seed)
+            scores = read_scores(args.folders, model, args.seeds)
         except (SweepUnfinished, ValueError) as e:
             raise SystemExit(f"error: {e}") from None
         lr = choose(scores)

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# One GPU session's checks in at most ~10 minutes, most valuable first, each step with its own
-# time limit; OUT_DIR/summary.json always holds the answer so far (see tools/gpu_check.py):
+# One GPU session's checks in at most 8 minutes (tools/gpu_check.py says what and how); the
+# output folder gets at most 8 files, summary.json the answer so far:
 #
 #   tools/gpu_check.sh [--out OUT_DIR] [--budget SECONDS]   # default OUT_DIR: $OUT or runs/gpu_check
 #   tools/gpu_check.sh --dry-run --out /tmp/x               # tiny, on CPU: what the tests run
 #
-# Steps: environment; the local-attention gpu tests (-x -rA); the PSA micro-benchmark
-# (reference, compiled reference, Triton; ms and GB/s); the eager table; the --compile head
-# table; the --compile model table (gsag_hybrid); the other gpu tests. Bench steps fill their
-# sections of docs/bench.md (bench-gpu-eager, bench-gpu-compile_head, bench-gpu-compile_model).
+# The interpreter: $PYTHON if set, else python3, else python; the first that imports torch.
 set -u
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" tools/gpu_check.py "$@"
+for py in ${PYTHON:+"$PYTHON"} python3 python; do
+    if command -v "$py" >/dev/null 2>&1 && "$py" -c "import torch" >/dev/null 2>&1; then
+        exec "$py" tools/gpu_check.py "$@"
+    fi
+done
+echo "error: none of ${PYTHON:+\$PYTHON ($PYTHON), }python3, python can import torch; install PyTorch for one of them or set PYTHON=/path/to/python" >&2
+exit 1

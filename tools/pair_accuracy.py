@@ -37,7 +37,7 @@ def read(paths: list[str]) -> dict[str, list[float]]:
 
 def plot(accs: dict[str, list[float]], path: str) -> None:
     """One panel per pair: a row per label (folder name without `_s<seed>`), a dot per seed."""
-    from gsag.report import pyplot, save_figure
+    from gsag.trained.draw import pyplot, save_figure
 
     groups: dict[str, list[list[float]]] = {}
     for name, values in accs.items():

@@ -36,9 +36,10 @@ from gsag.bench.memory import (
     cuda_peak_memory_mb,
     peak_rss_during,
 )
+from gsag.bench.models import build_model, default_models, valid_models
 from gsag.bench.report import compact_table, settings_line, to_markdown, write_results
 from gsag.bench.rows import BASELINE, PEER, PEER_LABEL, BenchRow, BenchSettings, add_ratios
-from gsag.bench.run import bench_group, build_model, default_models, run_bench, valid_models
+from gsag.bench.run import bench_group, run_bench
 from gsag.bench.timing import (
     Timings,
     _percentile,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -57,6 +59,27 @@ def load_average() -> float | None:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
+def code_version(root: str | os.PathLike | None = None) -> dict[str, str | bool | None]:
+    """The git commit the code runs from and whether its tree differs from it ("dirty": tracked
+    changes, or untracked files git does not ignore). `root`: the checkout (default: the folder
+    holding the `gsag` package). None for both where `root` is not the top of a git checkout (an
+    installed package) or git is missing."""
+    top = os.path.abspath(root or Path(__file__).resolve().parents[2])
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", top, *args], capture_output=True, text=True)
+        except OSError:
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    toplevel = git("rev-parse", "--show-toplevel")
+    if toplevel is None or os.path.realpath(toplevel) != os.path.realpath(top):
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "-unormal")  # untracked files too, whatever the config
+    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+
+
 def environment(device: str = "cpu", threads: int | None = None) -> dict:
     """The facts a reader needs to interpret the numbers (`threads`: the torch CPU threads the
     work used, when it is not the count in effect now)."""
@@ -69,6 +92,7 @@ def environment(device: str = "cpu", threads: int | None = None) -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch picks
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "code": code_version(),  # the git commit and whether the tree was dirty
     }
     if (load := load_average()) is not None:
         info["load_average_1min_at_start"] = load

@@ -57,7 +57,7 @@ def peak_rss_during(fn: Callable[[], Any]) -> float:
 
 def _cpu_peak_worker(spec: dict) -> dict:
     """Runs in a fresh process: the extra resident memory one forward needs, in MiB."""
-    from gsag.bench.run import build_model
+    from gsag.bench.models import build_model
 
     torch.manual_seed(0)
     if spec.get("threads"):

@@ -39,6 +39,7 @@ class BenchRow:
     compile: str = "none"  # the mode timed for inference (the faster one with `best`)
     train_compile: str = "none"  # the mode timed for the training step
     compile_s: dict = field(default_factory=dict)  # mode -> first call minus a steady one (s)
+    warmup_ms: dict = field(default_factory=dict)  # mode -> median wall ms of the warm-up calls
     train_peak_mem_mb: float = float("nan")  # CUDA only
     error: str = ""
     rounds: dict = field(default_factory=dict)  # metric -> per-round medians (ms)

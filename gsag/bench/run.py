@@ -14,6 +14,7 @@ from torch import nn
 
 from gsag.bench.environment import sdpa_backends
 from gsag.bench.memory import MIB, cpu_peak_memory_mb, cuda_peak_memory_during, cuda_peak_memory_mb
+from gsag.bench.models import build_model, valid_models
 from gsag.bench.rows import (
     BASELINE,
     PEER,
@@ -24,39 +25,7 @@ from gsag.bench.rows import (
     add_ratios,
 )
 from gsag.bench.timing import Timings, _percentile, _timed, interleaved, train_step_fn
-from gsag.engine.compile import apply_compile
-from gsag.engine.evaluate import autocast
-
-
-def valid_models() -> list[str]:
-    """Model names `gsag bench` accepts: gsag's models and the torchvision peer."""
-    from gsag.models import list_models
-
-    return [*list_models(), PEER]
-
-
-def default_models() -> list[str]:
-    """The models `gsag bench` compares by default: all of gsag's, the baseline added last."""
-    from gsag.models import list_models
-
-    return [name for name in list_models() if name != BASELINE]
-
-
-def build_model(
-    name: str, backbone: str, aux: bool, num_classes: int = 21, model_kwargs: dict | None = None
-) -> nn.Module:
-    """A randomly initialised model; `PEER` is torchvision's DeepLabV3 (its own ResNet-50)."""
-    if name == PEER:
-        from torchvision.models.segmentation import deeplabv3_resnet50
-
-        return deeplabv3_resnet50(
-            weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux
-        )
-    from gsag.models.segmentor import create_model
-
-    # create_model, not model_from_args: a new model, with today's defaults (model_from_args
-    # rebuilds stored ones, with the widths of their time)
-    return create_model(name, num_classes, backbone=backbone, aux=aux, **(model_kwargs or {}))
+from gsag.engine.compile import apply_compile, autocast
 
 
 def _describe(row: BenchRow, model: nn.Module, x: torch.Tensor, settings: BenchSettings) -> None:
@@ -169,7 +138,11 @@ def run_bench(
 def bench_group(
     rows: list[BenchRow], settings: BenchSettings, progress: Callable[[], None] = lambda: None
 ) -> None:
-    """Measures the models of `rows` (one backbone and size) in place; errors go to `row.error`."""
+    """Measures the models of `rows` (one backbone and size) in place; errors go to `row.error`.
+
+    `progress` is called after each model's set-up (its size facts, compile time and warm-up
+    times: what a time limit keeps when the next model's compile is cut short) and after each
+    phase."""
     device = torch.device(settings.device)
     timed: dict[tuple[int, str], Callable[[], Any]] = {}
     for i, row in enumerate(rows):
@@ -182,6 +155,8 @@ def bench_group(
             _describe(row, model, x, settings)
             for mode, variant in _variants(model, settings).items():
                 timed[(i, mode)] = _inference_call(variant, x, settings, row, mode)
+            row.compile = row.compile if settings.best else settings.compile
+        progress()
     results = interleaved(timed, settings.rounds, settings.repeats, device)
     _keep_best(rows, results, "latency", settings)
     timed.clear()
@@ -249,6 +224,7 @@ def _inference_call(
     steady = Timings()
     for _ in range(max(settings.warmup, 1)):
         _timed(call, device, steady)
+    row.warmup_ms[mode] = statistics.median(steady.wall_ms)
     if mode != "none":
         row.compile_s[mode] = max(0.0, first.wall_ms[0] - statistics.median(steady.wall_ms)) / 1e3
     return call

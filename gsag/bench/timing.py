@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gsag.engine.evaluate import autocast
+from gsag.engine.compile import autocast
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from gsag.rules import Rule
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
-# what `gsag predict`, `eval` and `export` accept as CHECKPOINT (see gsag.hub.load_trained_model)
+# what `gsag predict`, `eval` and `export` accept as CHECKPOINT
+# (see gsag.trained.load.load_trained_model)
 CHECKPOINT_HELP = (
     "a gsag .pt checkpoint, .safetensors weights, a folder written by `gsag save`, or "
     "hf://owner/name[@revision] on the Hugging Face Hub"

@@ -20,8 +20,13 @@ DOC_END = "<!-- {}:end -->"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gsag.config import MAX_CLASSES
+    _compared_arguments(parser)
+    _timing_arguments(parser)
+    _output_arguments(parser)
 
+
+def _compared_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is compared: models, backbones, input sizes, batch."""
     parser.add_argument(
         "--models",
         nargs="+",
@@ -52,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="inference batch size",
     )
+
+
+def _timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """How it is measured: device, repeats, what is timed, precision and compilation."""
     add_device_argument(parser)
     parser.add_argument(
         "--warmup",
@@ -101,6 +110,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="inductor",
         help="torch.compile backend; 'eager' traces without generating code (quick checks)",
     )
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The heads' class count, and where the tables go."""
+    from gsag.config import MAX_CLASSES
+
     parser.add_argument(
         "--num-classes",
         type=bounded(int, 1, "classes", "--num-classes 21", high=MAX_CLASSES),

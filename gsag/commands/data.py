@@ -17,11 +17,19 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    _synth_arguments(
+        sub.add_parser("synth", help="write the generated context benchmark as a VOC tree")
+    )
+    _check_arguments(sub.add_parser("check", help="open every image/mask pair and report problems"))
+    _prepare_arguments(sub)
+    for action in sub.choices.values():
+        add_quiet_argument(action)
 
-    p = sub.add_parser("synth", help="write the generated context benchmark as a VOC tree")
-    p.add_argument("--out", default="data/synth", help="output folder (default: data/synth)")
+
+def _synth_arguments(p: argparse.ArgumentParser) -> None:
     from gsag.config import MAX_SIDE, MAX_WORKERS, MIN_INPUT
 
+    p.add_argument("--out", default="data/synth", help="output folder (default: data/synth)")
     count = bounded(int, 1, "images", "--num-train 600")
     p.add_argument("--num-train", type=count, default=600, help="training images (default: 600)")
     p.add_argument("--num-val", type=count, default=150, help="validation images (default: 150)")
@@ -56,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write into an OUT that holds other files, moving them to OUT.old-<time> first",
     )
 
-    p = sub.add_parser("check", help="open every image/mask pair and report problems")
+
+def _check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", help="a VOC tree or an images/ + masks/ + classes.yaml folder")
     p.add_argument("--split", action="append", help="split to check (repeatable; default all)")
     p.add_argument(
@@ -72,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset layout (default: auto-detect)",
     )
 
+
+def _prepare_arguments(sub: argparse._SubParsersAction) -> None:
+    """The actions that fetch and convert the public datasets."""
     p = sub.add_parser(
         "prepare-voc", help="make the VOC + SBD train_aug split (10 582 images on the real data)"
     )
@@ -112,8 +124,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--annotations", required=True, help="trainval.tar.gz or its unpacked trainval/ folder"
     )
     p.add_argument("--labels", help="the release's labels.txt, to check the class id table")
-    for action in sub.choices.values():
-        add_quiet_argument(action)
 
 
 def _track(label: str, work, quiet: bool = False):

@@ -92,12 +92,12 @@ def run(args: argparse.Namespace) -> int:
     )
 
     from gsag.config import load_config
-    from gsag.data.build import synth_seed
     from gsag.data.synth import generate
+    from gsag.engine.datasets import synth_seed
     from gsag.engine.run_dir import check_run_dir
     from gsag.engine.train import train
-    from gsag.report import write_run_report
     from gsag.threads import thread_choice
+    from gsag.trained.report import write_run_report
 
     console = Console()
     start = time.perf_counter()

@@ -56,14 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from gsag.config import ConfigError, apply_override, from_dict
-    from gsag.data.build import make_dataset
+    from gsag.config import from_dict
     from gsag.engine import distributed
     from gsag.engine.compile import CompileClock, apply_compile
-    from gsag.engine.evaluate import evaluate, inference_options, resolve_mode, write_report
-    from gsag.errors import GsagError
-    from gsag.hub import load_trained_model, output_parent
-    from gsag.report import describe_device
+    from gsag.engine.evaluate import evaluate
+    from gsag.engine.infer import inference_options, resolve_mode
+    from gsag.trained.load import load_trained_model, output_parent
 
     finish_path_argument(args, "checkpoint")
     set_threads(args.threads)
@@ -74,35 +72,8 @@ def run(args: argparse.Namespace) -> int:
         model, meta = load_trained_model(args.checkpoint, map_location=info.device)
         cfg = from_dict(meta["config"], source=args.checkpoint)
         mode, window = resolve_mode(args.mode or cfg.eval.mode, bool(args.scales))
-        for key, value in [
-            ("data.root", args.data),
-            ("data.val_split", args.split),
-            ("eval.mode", mode),
-            ("eval.crop_size", args.crop_size),
-            ("eval.stride", args.stride),
-            ("eval.scales", args.scales and f"[{', '.join(map(str, args.scales))}]"),
-            ("eval.amp", args.amp),
-            ("eval.compile", args.compile),
-            ("eval.batch_size", args.batch_size),
-        ]:
-            if value is not None:
-                apply_override(cfg, f"{key}={value}")
-        if args.flip:
-            cfg.eval.flip = True
-        dataset = make_dataset(cfg, cfg.data.val_split, train=False)
-        if dataset.num_classes != meta["num_classes"]:
-            raise ConfigError(
-                f"{cfg.data.root} has {dataset.num_classes} classes but {args.checkpoint} was "
-                f"trained on {meta['num_classes']}; evaluate on the dataset it was trained for"
-            )
-        renamed = class_names_differ(list(dataset.classes), list(meta["classes"]))
-        if renamed and info.is_main:
-            console.print(
-                f"warning: {cfg.data.root} names class {renamed[0]} {renamed[1]!r} where "
-                f"{args.checkpoint} has {renamed[2]!r}; the report uses the checkpoint's names",
-                markup=False,
-                highlight=False,
-            )
+        _apply_options(cfg, args, mode)
+        dataset = _open_dataset(cfg, meta, args.checkpoint, console if info.is_main else None)
         e = cfg.eval
         tag = eval_tag(cfg.data.val_split, e, args.max_images, window)
         out = Path(args.out) if args.out else output_parent(args.checkpoint) / f"eval_{tag}"
@@ -128,25 +99,94 @@ def run(args: argparse.Namespace) -> int:
         distributed.cleanup(info)
     if not info.is_main:
         return 0
+    settings = _settings(args, cfg, window, info.device, metrics["images"], clock.compile_seconds)
+    _print_table(metrics, meta["classes"], tag)  # shown even when the report cannot be written
+    if e.compile != "none":
+        console.print(f"compile ({e.compile}): {clock.compile_seconds:.1f} s")
+    paths = _write_report(metrics, meta["classes"], out, settings)
+    console.print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
+    return 0
+
+
+def _apply_options(cfg: Any, args: argparse.Namespace, mode: str) -> None:
+    """The command's options over the checkpoint config's data and eval sections (each value
+    checked by its config rule)."""
+    from gsag.config import apply_override
+
+    for key, value in [
+        ("data.root", args.data),
+        ("data.val_split", args.split),
+        ("eval.mode", mode),
+        ("eval.crop_size", args.crop_size),
+        ("eval.stride", args.stride),
+        ("eval.scales", args.scales and f"[{', '.join(map(str, args.scales))}]"),
+        ("eval.amp", args.amp),
+        ("eval.compile", args.compile),
+        ("eval.batch_size", args.batch_size),
+    ]:
+        if value is not None:
+            apply_override(cfg, f"{key}={value}")
+    if args.flip:
+        cfg.eval.flip = True
+
+
+def _open_dataset(cfg: Any, meta: dict[str, Any], checkpoint: str, console: Any) -> Any:
+    """The evaluation split, refused when its class count is not the checkpoint's; a class the
+    two name differently is a warning on `console` (None: say nothing)."""
+    from gsag.config import ConfigError
+    from gsag.engine.datasets import make_dataset
+
+    dataset = make_dataset(cfg, cfg.data.val_split, train=False)
+    if dataset.num_classes != meta["num_classes"]:
+        raise ConfigError(
+            f"{cfg.data.root} has {dataset.num_classes} classes but {checkpoint} was "
+            f"trained on {meta['num_classes']}; evaluate on the dataset it was trained for"
+        )
+    renamed = class_names_differ(list(dataset.classes), list(meta["classes"]))
+    if renamed and console is not None:
+        console.print(
+            f"warning: {cfg.data.root} names class {renamed[0]} {renamed[1]!r} where "
+            f"{checkpoint} has {renamed[2]!r}; the report uses the checkpoint's names",
+            markup=False,
+            highlight=False,
+        )
+    return dataset
+
+
+def _settings(
+    args: argparse.Namespace, cfg: Any, window: str, device: Any, images: int, compile_s: float
+) -> dict[str, Any]:
+    """What the evaluation covered, for metrics.json and the head of metrics.md."""
+    from gsag.engine.eval_report import describe_device
+
+    e = cfg.eval
     settings: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         "data": cfg.data.root,
         "split": cfg.data.val_split,
-        "device": describe_device(info.device),
+        "device": describe_device(device),
     }
     settings.update(
         mode=e.mode, window=window, flip=e.flip,
         scales=e.scales if e.mode == "multiscale" else None,
         crop_size=e.crop_size, stride=e.stride,
-        images=metrics["images"], max_images=args.max_images, max_pixels=args.max_pixels,
-        amp=e.amp, compile=e.compile, compile_seconds=round(clock.compile_seconds, 2),
+        images=images, max_images=args.max_images, max_pixels=args.max_pixels,
+        amp=e.amp, compile=e.compile, compile_seconds=round(compile_s, 2),
         batch_size=e.batch_size,
     )  # fmt: skip
-    _print_table(metrics, meta["classes"], tag)  # shown even when the report cannot be written
-    if e.compile != "none":
-        console.print(f"compile ({e.compile}): {clock.compile_seconds:.1f} s")
+    return settings
+
+
+def _write_report(
+    metrics: dict[str, Any], classes: list[str], out: Path, settings: dict[str, Any]
+) -> dict[str, Path]:
+    """metrics.json, metrics.md and confusion.png in `out`; a failed write says that the metrics
+    were printed and how to write them elsewhere."""
+    from gsag.engine.eval_report import write_report
+    from gsag.errors import GsagError
+
     try:
-        paths = write_report(metrics, meta["classes"], out, extra={"settings": settings})
+        return write_report(metrics, classes, out, extra={"settings": settings})
     except OSError as err:
         if isinstance(err, GsagError):  # a full disk already says so, naming the file
             raise
@@ -154,8 +194,6 @@ def run(args: argparse.Namespace) -> int:
             f"the metrics are printed above, but the report could not be written to {out} "
             f"({err}); rerun with another --out"
         ) from err
-    console.print(f"wrote {paths['markdown']}, {paths['json']} and {paths['plot']}")
-    return 0
 
 
 def class_names_differ(data: list[str], checkpoint: list[str]) -> tuple[int, str, str] | None:
@@ -193,7 +231,7 @@ def _print_table(metrics: dict, classes: list[str], tag: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gsag.engine.evaluate import fmt_pct as pct
+    from gsag.engine.eval_report import fmt_pct as pct
 
     table = Table(title=f"{tag}: {metrics['images']} images")
     table.add_column("class")

@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from gsag import export
     from gsag.errors import UsageError
+    from gsag.trained import export
 
     args.checkpoint = args.checkpoint or args.checkpoint_option
     if bool(args.checkpoint) == bool(args.model):
@@ -128,8 +128,8 @@ def _status(quiet: bool, text: str):
 
 def _load(args: argparse.Namespace):
     """(model in eval mode, checkpoint meta): a checkpoint's model, or an untrained one."""
-    from gsag.hub import load_trained_model
     from gsag.models.segmentor import create_model
+    from gsag.trained.load import load_trained_model
 
     if args.checkpoint:
         return load_trained_model(args.checkpoint, map_location=args.device)
@@ -140,7 +140,7 @@ def _load(args: argparse.Namespace):
 
 def _check_inputs(folder: str, meta: dict):
     from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
-    from gsag.predict import list_images, normalise, to_rgb_array
+    from gsag.trained.predict import list_images, normalise, to_rgb_array
 
     mean = meta.get("mean", IMAGENET_MEAN)
     std = meta.get("std", IMAGENET_STD)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from gsag.predict import Predictor, list_images, predict_files
+    from gsag.trained.predict import Predictor, list_images, predict_files
 
     finish_path_argument(args, "checkpoint")
     check_output(args.out, "--out")

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from gsag.hub import push_to_hub
+    from gsag.trained.push import push_to_hub
 
     with Console(stderr=True).status(f"pushing {args.run_dir} to {args.repo_id} ..."):
         url = push_to_hub(

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from gsag.pretrained import save_pretrained
+    from gsag.trained.save import save_pretrained
 
     with Console(stderr=True).status(f"saving {args.run_dir} ..."):
         folder = save_pretrained(

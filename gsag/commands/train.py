@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from gsag.config import load_config
-    from gsag.engine.evaluate import fmt_pct
+    from gsag.engine.eval_report import fmt_pct
     from gsag.engine.train import train
     from gsag.threads import thread_choice
 

@@ -267,6 +267,20 @@ def generate(
         (root / sub).mkdir(parents=True, exist_ok=True)
     counts = dict(zip(SPLITS, (num_train, num_val, num_test), strict=True))
     jobs = [(root, seed, s, i, size, quality, version) for s, n in counts.items() for i in range(n)]
+    _write_all(jobs, workers, progress)
+    lists = {s: [f"{s}_{i:05d}" for i in range(n)] for s, n in counts.items() if n or s != "test"}
+    lists["trainval"] = lists["train"] + lists["val"]
+    for split, ids in lists.items():
+        text = "".join(f"{i}\n" for i in ids)
+        atomic_write_bytes(root / "ImageSets" / "Segmentation" / f"{split}.txt", text.encode())
+    generator = {"version": version, "seed": seed, "size": size, "num_train": num_train,
+                 "num_val": num_val, "num_test": num_test}  # fmt: skip
+    _write_classes(root, generator)
+    return root
+
+
+def _write_all(jobs: list[tuple], workers: int, progress) -> None:
+    """Render and write every image of `jobs`, in `workers` processes (1: this one)."""
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             for done, _ in enumerate(pool.map(_write_one, jobs, chunksize=16), 1):
@@ -277,24 +291,16 @@ def generate(
             _write_one(job)
             if progress:
                 progress(done, len(jobs))
-    lists = {s: [f"{s}_{i:05d}" for i in range(n)] for s, n in counts.items() if n or s != "test"}
-    lists["trainval"] = lists["train"] + lists["val"]
-    for split, ids in lists.items():
-        text = "".join(f"{i}\n" for i in ids)
-        atomic_write_bytes(root / "ImageSets" / "Segmentation" / f"{split}.txt", text.encode())
+
+
+def _write_classes(root: Path, generator: dict) -> None:
+    """classes.yaml: the classes and palette, the generator settings and the context rules."""
     write_classes_yaml(
         root / "classes.yaml",
         ClassInfo(list(SYNTH_CLASSES), list(SYNTH_PALETTE), 255),
         extra={
             "dataset": "gsag synthetic context benchmark",
-            "generator": {
-                "version": version,
-                "seed": seed,
-                "size": size,
-                "num_train": num_train,
-                "num_val": num_val,
-                "num_test": num_test,
-            },
+            "generator": generator,
             "context_rules": {
                 "car": "hull shape on a road scene (grey band with a dashed line)",
                 "boat": "hull shape on a water scene (blue band with waves)",
@@ -303,4 +309,3 @@ def generate(
             },
         },
     )
-    return root

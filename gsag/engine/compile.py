@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any
@@ -111,3 +112,12 @@ class CompileClock(nn.Module):
     @property
     def recompiles(self) -> int:
         return max(0, len(self.compiling_s) - 1)
+
+
+def autocast(device: torch.device, amp: str):
+    """Autocast context for `amp` ("none" gives a null context; "auto" as `resolve_amp`)."""
+    amp = resolve_amp(amp, device)
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype)

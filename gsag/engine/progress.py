@@ -20,7 +20,7 @@ import math
 import sys
 from typing import IO, Any
 
-from gsag.engine.evaluate import fmt_pct
+from gsag.engine.eval_report import fmt_pct
 from gsag.engine.run_log import VAL_KEYS
 
 

@@ -1,12 +1,13 @@
 """What a training run records as it goes: metrics.jsonl, TensorBoard scalars and image panels
 (through `gsag.engine.tb`'s failure-proof writer), and one-line notes (the progress display is
-`gsag.engine.progress`)."""
+`gsag.engine.progress`); `read_metrics_log` reads metrics.jsonl back."""
 
 from __future__ import annotations
 
 import errno
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,8 @@ from gsag.atomic import json_safe
 from gsag.atomic import write_text as atomic_write_text
 from gsag.engine import distributed
 from gsag.engine.distributed import DistInfo
-from gsag.engine.tb import open_writer
+from gsag.engine.tb import open_writer, tensorboard_panel
 from gsag.errors import DiskFullError, RunFolderError
-from gsag.visualize import tensorboard_panel
 
 VAL_KEYS = ("mIoU", "aAcc", "mAcc", "FWIoU")
 
@@ -157,3 +157,36 @@ def note(msg: str) -> None:
     from rich.console import Console
 
     Console(stderr=True, soft_wrap=True).print(msg)
+
+
+def read_metrics_log(path: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """Split a run's `metrics.jsonl` into training records and evaluation records.
+
+    A record with an "mIoU" key is an evaluation; one with a "loss" key is a training log line.
+    Lines that are not JSON objects (e.g. a half-written last line) are skipped.
+    """
+    train: list[dict] = []
+    evals: list[dict] = []
+    path = Path(path)
+    if not path.is_file():
+        return train, evals
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        if "mIoU" in record:
+            evals.append(record)
+        elif "loss" in record:
+            train.append(record)
+    return train, evals
+
+
+def record_iteration(record: dict) -> float:
+    """The iteration of a metrics.jsonl record (older logs: "iter" or "step"); NaN if none."""
+    for key in ("iter", "iteration", "step"):
+        if key in record:
+            return float(record[key])
+    return float("nan")

@@ -41,7 +41,7 @@ class Run:
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
     val_set: SegmentationDataset
-    meta: dict[str, Any]  # `gsag.data.build.dataset_meta` of the training set
+    meta: dict[str, Any]  # `gsag.engine.datasets.dataset_meta` of the training set
     run_dir: Path
 
     @property

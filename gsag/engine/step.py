@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from gsag.engine import distributed
-from gsag.engine.evaluate import autocast
+from gsag.engine.compile import autocast
 from gsag.engine.run_state import Run
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (images (B, 3, H, W), masks (B, H, W))

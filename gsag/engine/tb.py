@@ -1,4 +1,5 @@
-"""A TensorBoard writer whose failures (e.g. a full disk) warn once and never stop training.
+"""TensorBoard: a writer whose failures (e.g. a full disk) warn once and never stop training, and
+the image | truth | prediction panels it shows (`tensorboard_panel`).
 
 TensorBoard writes events from a background thread; a failed write there would print a thread
 traceback and re-raise on the next `add_scalar`. Here the thread's record writer swallows the
@@ -8,9 +9,15 @@ error, and the writer stops logging after one warning.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gsag.data.colours import Palette, colour_mask
 
 
 class SafeWriter:
@@ -78,3 +85,32 @@ def open_writer(run_dir: Path, resumed_at: int = 0) -> SafeWriter | None:
         return None
     writer = SummaryWriter(log_dir=str(run_dir), purge_step=resumed_at + 1 if resumed_at else None)
     return SafeWriter(writer, run_dir)
+
+
+def tensorboard_panel(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    pred: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    palette: Palette,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """(3, H, 3W) uint8 for `SummaryWriter.add_image`: the image | ground truth | prediction,
+    both masks in plain colours.
+
+    Args:
+        image: the normalised input (3, h, w) float; un-normalised with `mean`/`std` ([0, 1]
+            scale) and resized (nearest) to the masks' size when that differs.
+        mask, pred: index masks (H, W) on the CPU.
+        palette, ignore_index: as for `colour_mask`.
+    """
+    m = torch.tensor(mean).view(3, 1, 1)
+    s = torch.tensor(std).view(3, 1, 1)
+    img = ((image.float() * s + m).clamp(0, 1) * 255).to(torch.uint8)  # (3, h, w)
+    if img.shape[-2:] != mask.shape[-2:]:
+        img = F.interpolate(img[None].float(), size=mask.shape[-2:])[0].to(torch.uint8)
+    rgb = img.permute(1, 2, 0).numpy()  # (H, W, 3)
+    truth_rgb, pred_rgb = (colour_mask(m, palette, ignore_index) for m in (mask, pred))
+    panel = np.concatenate([rgb, truth_rgb, pred_rgb], axis=1)  # (H, 3W, 3)
+    return torch.from_numpy(panel).permute(2, 0, 1)

@@ -17,14 +17,16 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from gsag.config import Config, ConfigError, save_config
+from gsag.config import Config, save_config
 from gsag.data.base import SegmentationDataset
-from gsag.data.build import dataset_meta, ensure_data, make_dataset
 from gsag.engine import distributed
 from gsag.engine.checkpoint import export_safetensors, rng_state, set_rng_state
-from gsag.engine.compile import apply_compile, compile_mode, resolve_amp
+from gsag.engine.checks import check_amp, check_model_config, micro_batch
+from gsag.engine.compile import apply_compile, compile_mode
+from gsag.engine.datasets import dataset_meta, ensure_data, make_dataset
 from gsag.engine.distributed import DistInfo
-from gsag.engine.evaluate import evaluate, inference_options
+from gsag.engine.evaluate import evaluate
+from gsag.engine.infer import inference_options
 from gsag.engine.progress import Progress, open_progress
 from gsag.engine.run_dir import claim_run_dir
 from gsag.engine.run_log import RunLog, note
@@ -116,8 +118,8 @@ def _train(
     t0 = time.perf_counter()
     tc = cfg.train
     show = dist.is_main and not quiet
-    amp = _check_amp(cfg, dist)
-    micro = _micro_batch(cfg, dist)
+    amp = check_amp(cfg, dist)
+    micro = micro_batch(cfg, dist)
     ckpt = read_resume(cfg, show) if resume else None  # refuses before anything is written
     seed_everything(tc.seed + dist.rank)
     train_set, val_set, meta = _datasets(cfg, dist)
@@ -254,28 +256,6 @@ def no_labels_message(run: Run) -> str:
 
 
 # -- setting up ------------------------------------------------------------------------------
-def _check_amp(cfg: Config, dist: DistInfo) -> str:
-    """`train.amp` resolved for the device: "none", "bf16" or "fp16"."""
-    amp = resolve_amp(cfg.train.amp, dist.device)
-    if amp == "fp16" and dist.device.type != "cuda":
-        raise ConfigError(
-            "train.amp=fp16 needs CUDA (it uses a GradScaler); use bf16 or none on CPU"
-        )
-    return amp
-
-
-def _micro_batch(cfg: Config, dist: DistInfo) -> int:
-    """Images per process and forward pass: `train.batch_size` / (accum_steps x processes)."""
-    tc = cfg.train
-    micro = tc.batch_size // (tc.accum_steps * dist.world_size)
-    if micro * tc.accum_steps * dist.world_size != tc.batch_size or micro == 0:
-        raise ConfigError(
-            f"train.batch_size {tc.batch_size} cannot be split over {dist.world_size} process(es) "
-            f"x {tc.accum_steps} accumulation step(s); make it a multiple of their product"
-        )
-    return micro
-
-
 def _datasets(
     cfg: Config, dist: DistInfo
 ) -> tuple[SegmentationDataset, SegmentationDataset, dict[str, Any]]:
@@ -356,24 +336,6 @@ def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
         aux=m.aux,
         **m.kwargs,
     )
-
-
-def check_model_config(cfg: Config) -> None:
-    """Name the config key at fault before any work: model name, backbone, head options (the
-    checks of `gsag.models.check_model_args`, whose error keys sit below `model.`)."""
-    from gsag.models import ModelArgError, check_model_args
-
-    m = cfg.model
-    try:
-        check_model_args(m.name, m.backbone, m.kwargs, aux=m.aux)
-    except ModelArgError as e:
-        fix = f"; use --set model.{e.fix[0]}={e.fix[1]} instead" if e.fix else ""
-        raise ConfigError(f"model.{e.key} {e.detail}{fix}") from e
-    if isinstance(m.pretrained, str) and not Path(m.pretrained).is_file():
-        raise ConfigError(
-            f"model.pretrained is {m.pretrained!r}, which is not a file; give a local weights "
-            "file, true (download from timm's hub) or false"
-        )
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:

@@ -10,44 +10,23 @@ from __future__ import annotations
 
 import collections.abc
 import difflib
-import inspect
 import types
 import typing
 from collections.abc import Mapping
-from functools import partial
 from typing import Any, Union
 
 import torch
 
-from gsag.errors import UsageError
-
-# create_model arguments that are settings of their own, never head options
-MODEL_SETTINGS = ("backbone", "pretrained", "output_stride", "aux", "num_classes")
-EXTRA = ("levels",)  # create_model keywords that may be given among the head options
-DEFAULT_NUM_LEVELS = 3  # C3, C4, C5
-
-
-class ModelArgError(UsageError, ValueError):
-    """A `create_model` argument that cannot work (`gsag` prints it as one line, exit code 2).
-
-    Attributes:
-        key: what is at fault, as a path below the config's `model` section: "name",
-            "backbone", "num_classes", "kwargs.<option>" (one head option, or `levels`) or
-            "kwargs" (a combination of head options the head refuses).
-        detail: the problem and the valid values, without the key.
-        fix: (setting, value) when a model setting was given as a head option.
-    """
-
-    def __init__(self, key: str, detail: str, fix: tuple[str, Any] | None = None) -> None:
-        self.key, self.detail, self.fix = key, detail, fix
-        label = {"name": "model name", "kwargs": "head options"}.get(key, key)
-        label = label.removeprefix("kwargs.")
-        hint = f"; pass {fix[0]}={fix[1]!r} to create_model instead" if fix else ""
-        super().__init__(f"{label} {detail}{hint}")
-
-
-class ModelArgTypeError(ModelArgError, TypeError):
-    """An unknown head option, or one of the wrong type (a `TypeError`, as Python's own)."""
+from gsag.models.backbone import check_backbone_name
+from gsag.models.errors import ModelArgError, ModelArgTypeError
+from gsag.models.table import (
+    EXTRA,
+    MODEL_SETTINGS,
+    MODELS,
+    head_hints,
+    head_levels,
+    list_models,
+)
 
 
 def _one_of(key: str, value: Any, valid: list[str]) -> None:
@@ -55,17 +34,6 @@ def _one_of(key: str, value: Any, valid: list[str]) -> None:
         near = difflib.get_close_matches(str(value), valid, n=1)
         hint = f"did you mean {near[0]}? " if near else ""
         raise ModelArgError(key, f"is {value!r}; {hint}valid: {', '.join(valid)}")
-
-
-def head_hints(name: str) -> dict[str, Any]:
-    """{option: type hint} of a model's head options (those of `head_defaults(name)`)."""
-    from gsag.models.segmentor import MODELS, head_defaults
-
-    builder = MODELS[name]
-    func = builder.func if isinstance(builder, partial) else builder
-    target = func.__init__ if inspect.isclass(func) else func
-    hints = typing.get_type_hints(target)
-    return {k: hints.get(k, Any) for k in head_defaults(name)}
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -111,9 +79,6 @@ def check_model_args(
     name and type are checked against the head's signature, then its values by building the
     head once on the meta device (no memory, no random numbers drawn).
     """
-    from gsag.models.backbone import check_backbone_name
-    from gsag.models.segmentor import MODELS, list_models
-
     _one_of("name", name, list_models())
     check_backbone_name(backbone)
     if num_classes is not None and (
@@ -139,12 +104,19 @@ def check_model_args(
                 f"kwargs.{key}", f"is {value!r}; expected {hint_name(hints[key])}"
             )
     levels = kwargs.get("levels")
+    spec = head_levels(name)
+    if levels is not None and len(levels) < spec.min_levels:
+        raise ModelArgError(
+            "kwargs.levels",
+            f"is {list(levels)}; {name} fuses at least {spec.min_levels} levels (a fine one "
+            f"first, the last one last), e.g. levels at strides {list(spec.strides)}",
+        )
     if aux and levels is not None and len(levels) < 2:
         raise ModelArgError(
             "kwargs.levels", f"is {list(levels)}; the aux head needs at least two levels"
         )
     head_kw = {k: v for k, v in kwargs.items() if k not in EXTRA}
-    in_channels = [64] * (DEFAULT_NUM_LEVELS if levels is None else len(levels))
+    in_channels = [64] * (len(spec.strides) if levels is None else len(levels))
     try:  # values: the head's own checks, on dummy levels of 64 channels
         with torch.device("meta"):
             MODELS[name](in_channels, 2, **head_kw)

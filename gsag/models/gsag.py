@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from gsag.models.head_widths import head_widths
 from gsag.models.layers import ConvBNReLU, resize
-from gsag.models.local_attention import check_impl, local_attention
+from gsag.models.local_attention import check_impl
+from gsag.models.local_attention_dispatch import local_attention
 
 VARIANTS = ("basic", "incremental", "hybrid")
 

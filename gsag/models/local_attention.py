@@ -1,25 +1,28 @@
-"""Exact k x k local (pointwise) attention with a learned relative-position bias per head.
+"""Exact k x k local (pointwise) attention with a learned relative-position bias per head: the
+reference implementation, and what every implementation shares (shapes, dtypes, whether triton
+is there, the switch that a failed kernel throws).
 
 Every position attends to the k x k neighbourhood around it; neighbours outside the image are
 masked out (-inf logit). Layout: q, k (B, h, H, W, dk); v (B, h, H, W, dv); rel_bias (h, k*k)
 indexed by offset (dy + r) * k + (dx + r) with r = k // 2; output (B, h, H, W, dv).
 
-Implementations (`IMPLS`):
+Implementations (`IMPLS`; `gsag.models.local_attention_dispatch.local_attention` runs the one
+asked for):
 - "reference": a loop over the k*k offsets on a padded view (the readable definition and the
   CPU path; also what torch.compile, torch.export and ONNX export see);
 - "triton": fused Triton kernels, forward and backward (CUDA; on CPU only under the Triton
   interpreter, `TRITON_INTERPRET=1`), in `gsag.models.local_attention_triton`, called through
   the custom ops of `gsag.models.local_attention_op`, which torch.compile keeps as one node;
-- "auto": "triton" for CUDA tensors when triton is installed, eager or compiled, unless the
-  model is being exported (ONNX, torch.export) or a kernel already failed in this process;
-  else "reference". A kernel that fails to compile or launch under "auto" gives one warning
+- "auto": "triton" for float32, bfloat16 and float16 CUDA tensors when triton is installed,
+  eager or compiled, unless the model is being exported (ONNX, torch.export) or a kernel
+  already failed in this process; else "reference" (float64 included: the kernels compute in
+  float32). A kernel that fails to compile or launch under "auto" gives one warning
   and the reference from then on; under "triton" it is an error (`kernel_failed`).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 
 import torch
@@ -27,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 IMPLS = ("auto", "reference", "triton")
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernels compute exactly
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 REPORT = (
     "please report it to the gsag maintainers with this message and the output of "
     "`python -m torch.utils.collect_env`"
@@ -149,14 +154,12 @@ def triton_available() -> bool:
 
 
 def output_dtype(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor) -> torch.dtype:
-    """The dtype the reference returns: softmax dtype promoted with v's.
-
-    CUDA autocast runs the logits' sum and the softmax in float32; CPU autocast does not.
-    """
-    attn = torch.promote_types(torch.promote_types(q.dtype, k.dtype), rel_bias.dtype)
-    if q.is_cuda and torch.is_autocast_enabled("cuda"):
-        attn = torch.float32
-    return torch.promote_types(attn, v.dtype)
+    """The dtype every implementation returns: q, k and v's when they share a 16-bit float
+    dtype (as under autocast, whatever the bias's: the softmax statistics stay float32, the
+    output is written at the inputs' precision, half the bytes of float32), else all four
+    dtypes promoted (what the reference computes in)."""
+    qkv = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    return qkv if qkv in LOW_PRECISION else torch.promote_types(qkv, rel_bias.dtype)
 
 
 def new_output(q: Tensor, dv: int, dtype: torch.dtype) -> Tensor:
@@ -182,36 +185,6 @@ def check_inputs(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size:
         )
 
 
-def local_attention_triton(
-    q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int
-) -> Tensor:
-    """The fused Triton kernels (forward and backward), same result as the reference.
-
-    Runs on CUDA tensors, or on CPU tensors when `TRITON_INTERPRET=1` was set before the first
-    call (slow; for tests). Accumulates in float32 for float32, bfloat16 and float16 inputs.
-    """
-    check_inputs(q, k, v, rel_bias, kernel_size)
-    if not triton_available():
-        raise RuntimeError(
-            "attention_impl='triton' needs the triton package; install it (pip install triton) "
-            "or use attention_impl='reference'"
-        )
-    if not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError(
-            f"attention_impl='triton' needs CUDA tensors, got {q.device.type} tensors; use "
-            "attention_impl='reference' (or set TRITON_INTERPRET=1 to emulate it, slowly)"
-        )
-    if not fits_kernels(q):
-        raise ValueError(
-            f"local attention of {q.shape[0]} x {q.shape[1]} (batch x heads) maps of "
-            f"{q.shape[2]}x{q.shape[3]} is too large for the Triton kernels (batch x heads <= "
-            "65535, H x W < 2**31); use attention_impl='reference'"
-        )
-    from gsag.models.local_attention_op import fused_local_attention
-
-    return fused_local_attention(q, k, v, rel_bias, kernel_size, fallback=False)
-
-
 def fits_kernels(q: Tensor) -> bool:
     """Whether the launch grid (batch x heads on axis 1, at most 65535) and the int32 pixel
     index (H x W < 2**31) of the kernels take q (B, h, H, W, dk)."""
@@ -219,40 +192,12 @@ def fits_kernels(q: Tensor) -> bool:
     return b * nh <= 65535 and hh * ww < 2**31
 
 
-def _exporting() -> bool:
-    """True while ONNX export, torch.export or jit tracing records the model: exported files
-    hold the reference (plain aten ops), never the custom op."""
-    is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
-    return (
-        is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-    )  # fmt: skip
+def kernel_dtypes(*tensors: Tensor) -> bool:
+    """Whether the kernels compute these inputs as the reference would (float64 they do not:
+    they accumulate in float32)."""
+    return all(t.dtype in KERNEL_DTYPES for t in tensors)
 
 
 def kernel_device(q: Tensor) -> bool:
     """Whether q lives where the compiled Triton kernels run (CUDA)."""
     return q.is_cuda
-
-
-def resolve_impl(impl: str, q: Tensor) -> str:
-    """The implementation "auto" stands for with these inputs (others are returned as given)."""
-    if check_impl(impl) != "auto":
-        return impl
-    if kernel_device(q) and triton_available() and kernel_failure() is None and not _exporting():
-        return "triton" if fits_kernels(q) else "reference"
-    return "reference"
-
-
-def local_attention(
-    q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, impl: str = "auto"
-) -> Tensor:
-    """Exact k x k local attention; `impl` is one of `IMPLS` (module docstring)."""
-    resolved = resolve_impl(impl, q)
-    if resolved == "triton" and impl == "auto":
-        check_inputs(q, k, v, rel_bias, kernel_size)
-        from gsag.models.local_attention_op import fused_local_attention
-
-        return fused_local_attention(q, k, v, rel_bias, kernel_size, fallback=True)
-    if resolved == "triton":
-        return local_attention_triton(q, k, v, rel_bias, kernel_size)
-    return local_attention_reference(q, k, v, rel_bias, kernel_size)

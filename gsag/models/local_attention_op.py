@@ -105,6 +105,6 @@ local_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 def fused_local_attention(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, fallback: bool
 ) -> Tensor:
-    """The op's output (B, h, H, W, dv), stored channel-first, in the reference's dtype."""
+    """The op's output (B, h, H, W, dv), stored channel-first, in `output_dtype`."""
     out_dtype = str(la.output_dtype(q, k, v, rel_bias)).removeprefix("torch.")
     return local_attention_fwd(q, k, v, rel_bias, kernel_size, out_dtype, fallback)[0]

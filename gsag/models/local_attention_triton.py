@@ -11,8 +11,10 @@ the head, is copied once); the output is written channel-first (`new_output`), t
 the head reads next.
 Softmax statistics are float32; the forward pass keeps the log-sum-exp per pixel.
 - forward: an online softmax over the k*k neighbours, one neighbour row of k and v at a time;
-- backward, query side: dq, and per program the sum over its pixels of the bias gradient
-  (summed over programs with torch afterwards: deterministic, no atomics);
+- backward, query side: dq, and per program the sum over its pixels of the bias gradient,
+  accumulated in registers as a (pixels, k*k) tile and reduced over the pixels once after the
+  neighbour loop (no barrier inside it); the programs' sums are added with torch afterwards
+  (deterministic, no atomics);
 - backward, key side: dk and dv, by visiting for each key the queries that see it.
 """
 
@@ -45,7 +47,7 @@ def _tile(ptr, base, sy, sx, y, x, cols, WIDE: tl.constexpr):
 def _at(tile, dy, dx, sy, sx, mask, WIDE: tl.constexpr):
     """Load `tile` shifted by (dy, dx) pixels (one scalar offset) as float32; masked are 0."""
     if WIDE:
-        dy, dx = dy.to(tl.int64), dx.to(tl.int64)
+        dy, dx = tl.cast(dy, tl.int64), tl.cast(dx, tl.int64)  # ints when interpreted
     return tl.load(tile + (dy * sy + dx * sx), mask=mask, other=0.0).to(tl.float32)
 
 
@@ -57,6 +59,16 @@ def _rows(ptr, base, sy, sx, y, x, cols, row_mask, col_mask, WIDE: tl.constexpr)
 
 
 @triton.jit
+def _program(bh, NH, WIDE: tl.constexpr):
+    """(batch, head) of program axis 1; the batch in int64, the head too when WIDE (so that
+    head * head stride, a product of two int32 otherwise, cannot overflow)."""
+    head = bh % NH
+    if WIDE:
+        head = head.to(tl.int64)
+    return (bh // NH).to(tl.int64), head
+
+
+@triton.jit
 def _fwd_kernel(
     Q, K, V, BIAS, OUT, LSE,
     sqb, sqh, sqy, sqx, skb, skh, sky, skx, svb, svh, svy, svx, sob, soh, sod,
@@ -65,7 +77,7 @@ def _fwd_kernel(
     WIDE: tl.constexpr,
 ):  # fmt: skip
     blk, bh = tl.program_id(0), tl.program_id(1)  # pixel blocks on axis 0 (no 65535 limit)
-    b, head = (bh // NH).to(tl.int64), bh % NH
+    b, head = _program(bh, NH, WIDE)
     pix = blk * BLOCK + tl.arange(0, BLOCK)
     inside = pix < H * W
     y, x = pix // W, pix % W
@@ -105,10 +117,10 @@ def _bwd_query_kernel(
     sqb, sqh, sqy, sqx, skb, skh, sky, skx, svb, svh, svy, svx, sob, soh, soy, sox,
     NH, H, W, DK, DV, scale,
     KS: tl.constexpr, BLOCK: tl.constexpr, DKP: tl.constexpr, DVP: tl.constexpr,
-    WIDE: tl.constexpr,
+    WIDE: tl.constexpr, KKP: tl.constexpr,
 ):  # fmt: skip
     blk, bh = tl.program_id(0), tl.program_id(1)  # pixel blocks on axis 0 (no 65535 limit)
-    b, head = (bh // NH).to(tl.int64), bh % NH
+    b, head = _program(bh, NH, WIDE)
     pix = blk * BLOCK + tl.arange(0, BLOCK)
     inside = pix < H * W
     y, x = pix // W, pix % W
@@ -119,7 +131,8 @@ def _bwd_query_kernel(
     lse = tl.load(LSE + stat, mask=inside, other=0.0)
     delta = tl.load(DELTA + stat, mask=inside, other=0.0)
     dq = tl.zeros((BLOCK, DKP), tl.float32)
-    dbias = DBIAS + (bh.to(tl.int64) * tl.num_programs(0) + blk) * KS * KS
+    kk = tl.arange(0, KKP)  # the k*k offsets, padded to a power of two
+    dbias = tl.zeros((BLOCK, KKP), tl.float32)  # column o: this program's ds of offset o
     kp = _tile(K, b * skb + head * skh, sky, skx, y, x, ck, WIDE)
     vp = _tile(V, b * svb + head * svh, svy, svx, y, x, cv, WIDE)
     for o in range(KS * KS):
@@ -132,9 +145,11 @@ def _bwd_query_kernel(
         p = tl.where(valid, tl.exp2(s - lse), 0.0)
         ds = p * (tl.sum(do * vt, axis=1) - delta)  # d loss / d logit
         dq += ds[:, None] * kt
-        tl.store(dbias + o, tl.sum(ds, axis=0))
+        dbias += ds[:, None] * (kk == o).to(tl.float32)[None, :]  # one FMA per element
     dq_offs = (bh.to(tl.int64) * H * W + pix)[:, None] * DK + ck[None, :]
     tl.store(DQ + dq_offs, dq * scale, mask=inside[:, None] & (ck < DK)[None, :])
+    partial = DBIAS + (bh.to(tl.int64) * tl.num_programs(0) + blk) * KS * KS
+    tl.store(partial + kk, tl.sum(dbias, axis=0), mask=kk < KS * KS)  # one reduction
 
 
 @triton.jit
@@ -146,7 +161,7 @@ def _bwd_key_kernel(
     WIDE: tl.constexpr,
 ):  # fmt: skip
     blk, bh = tl.program_id(0), tl.program_id(1)  # pixel blocks on axis 0 (no 65535 limit)
-    b, head = (bh // NH).to(tl.int64), bh % NH
+    b, head = _program(bh, NH, WIDE)
     pix = blk * BLOCK + tl.arange(0, BLOCK)
     inside = pix < H * W
     y, x = pix // W, pix % W
@@ -185,9 +200,10 @@ def _strided(x: Tensor) -> tuple[Tensor, tuple[int, int, int, int]]:
 
 
 def needs_int64(*tensors: Tensor) -> bool:
-    """Whether a pixel offset y * sy + x * sx (+ d) of one (batch, head) plane reaches 2**31."""
+    """Whether an offset the kernels compute in int32 can reach 2**31: within one batch
+    element, head * head stride plus a pixel's y * sy + x * sx (+ its channel offset)."""
     return any(
-        sum((n - 1) * s for n, s in zip(t.shape[2:], t.stride()[2:], strict=True)) >= 2**31
+        sum((n - 1) * s for n, s in zip(t.shape[1:], t.stride()[1:], strict=True)) >= 2**31
         for t in tensors
     )
 
@@ -249,7 +265,8 @@ def backward(
     partial = q.new_empty((b, nh, g[0], bias.shape[1]), dtype=torch.float32)
     common = (*sq, *sk, *sv, *so)
     with _on(q):
-        _bwd_query_kernel[g](q, k, v, bias, dout, lse, delta, dq, partial, *common, **meta)
+        kkp = triton.next_power_of_2(kernel_size**2)
+        _bwd_query_kernel[g](q, k, v, bias, dout, lse, delta, dq, partial, *common, **meta, KKP=kkp)
         _bwd_key_kernel[g](q, k, v, bias, dout, lse, delta, dk, dv, *common, **meta)
     dbias = partial.sum(dim=(0, 2)).to(bias.dtype)  # (h, k*k)
     return dq, dk, dv, dbias

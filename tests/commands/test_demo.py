@@ -89,7 +89,7 @@ def test_demo_and_train_generate_the_same_data_whatever_train_seed(tmp_path, mon
     import gsag.engine.train as engine
     from gsag.cli import main
     from gsag.config import load_config
-    from gsag.data.build import ensure_data
+    from gsag.engine.datasets import ensure_data
 
     seeds = []
 

@@ -116,8 +116,8 @@ def test_save_refuses_a_folder_holding_something_else(evaluated_run, tmp_path, c
 def test_save_onnx_computes_what_the_saved_model_computes(pretrained, tmp_path):
     import onnxruntime as ort
 
-    from gsag.hub import load_pretrained
-    from gsag.pretrained import save_pretrained
+    from gsag.trained.load import load_pretrained
+    from gsag.trained.save import save_pretrained
 
     folder = save_pretrained(pretrained, tmp_path / "m", onnx=True)
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])

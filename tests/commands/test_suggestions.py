@@ -20,16 +20,19 @@ SOURCE = Path(__file__).resolve().parents[2] / "gsag"
 OWNERS: dict[str, list[str]] = {
     "cli.py": ["*device"],  # --device messages: the commands that have --device
     "errors.py": ["*"],
-    "ablate.py": ["ablate"],
+    "ablate/grid.py": ["ablate"],
+    "ablate/run.py": ["ablate"],
     "bench.py": ["bench"],
     "bench/memory.py": ["bench"],
     "engine/run_dir.py": ["train", "demo"],  # the refusal and the lock of a run folder
     "engine/checkpoint.py": ["train", "demo"],  # resuming a run that does not fit its config
     "engine/run_state.py": ["train", "demo"],  # resume rules (what a resumed config may change)
-    "engine/evaluate.py": ["eval", "predict"],  # inference options
+    "engine/infer.py": ["eval", "predict"],  # inference options
+    "engine/evaluate.py": ["eval", "predict"],
     "engine/train.py": ["train", "demo", "ablate"],
-    "data/build.py": ["train", "demo", "ablate"],  # missing training data (ensure_data)
-    "export.py": ["export"],
+    "engine/checks.py": ["train", "demo", "ablate"],  # stopped runs, the model section
+    "engine/datasets.py": ["train", "demo", "ablate"],  # missing training data (ensure_data)
+    "trained/export.py": ["export"],
 }
 
 

@@ -96,7 +96,7 @@ def test_malformed_trees_name_the_file(tmp_path):
 def test_check_and_train_end_to_end(cityscapes, tmp_path, capsys):
     from gsag.cli import main
     from gsag.engine.train import train
-    from gsag.predict import Predictor, predict_files
+    from gsag.trained.predict import Predictor, predict_files
 
     assert main(["data", "check", str(cityscapes)]) == 0
     out = capsys.readouterr().out

@@ -95,7 +95,7 @@ def test_text_file_named_jpg_is_a_bad_sample_naming_the_file(tmp_path):
 
 
 def test_predictor_inputs_follow_the_same_rules(tmp_path):
-    from gsag.predict import to_rgb_array
+    from gsag.trained.predict import to_rgb_array
 
     stored = _stored()
     _with_orientation(tmp_path / "a.png", stored, 6)

@@ -205,7 +205,7 @@ def test_generated_on_demand_data_ignores_the_training_seed(tmp_path, monkeypatc
     # a seed grid with data.synthetic=true must not train seed k on data of generator seed k
     import gsag.data.synth as synth
     from gsag.config import load_config
-    from gsag.data.build import ensure_data
+    from gsag.engine.datasets import ensure_data
 
     calls = []
     monkeypatch.setattr(synth, "generate", lambda root, **kw: calls.append(kw))

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import gsag
-from gsag.data.build import make_dataset
 from gsag.engine.checkpoint import (
     atomic_save,
     export_safetensors,
@@ -18,6 +17,7 @@ from gsag.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from gsag.engine.datasets import make_dataset
 from gsag.engine.train import train
 from tests.helpers.configs import tiny_config
 

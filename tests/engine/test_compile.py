@@ -96,7 +96,7 @@ def test_predict_over_a_folder_of_mixed_sizes_does_not_recompile(tmp_path, monke
     rng = np.random.default_rng(0)
     for i, (h, w) in enumerate(SIZES):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    from gsag.predict import Predictor, list_images, predict_files
+    from gsag.trained.predict import Predictor, list_images, predict_files
 
     info = {"classes": [str(i) for i in range(5)], "palette": [[i, i, i] for i in range(5)]}
     eager = Predictor.from_model(tiny_model(), info, compile="none")

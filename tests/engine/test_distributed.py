@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from gsag.config import save_config
-from gsag.data.build import make_dataset
 from gsag.engine.checkpoint import load_model
+from gsag.engine.datasets import make_dataset
 from gsag.engine.evaluate import evaluate
 from tests.helpers.configs import tiny_config
 

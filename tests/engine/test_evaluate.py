@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import gsag
-from gsag.data.build import make_dataset
-from gsag.engine.evaluate import evaluate, infer, write_report
+from gsag.engine.datasets import make_dataset
+from gsag.engine.eval_report import write_report
+from gsag.engine.evaluate import evaluate
+from gsag.engine.infer import infer
 from gsag.engine.train import train
 from tests.helpers.configs import tiny_config
 
@@ -268,7 +270,7 @@ def test_slide_memory_is_bounded_by_the_crop_on_a_large_image():
 
 
 def test_fmt_pct_two_decimals_and_a_dash_for_missing():
-    from gsag.engine.evaluate import fmt_pct
+    from gsag.engine.eval_report import fmt_pct
 
     assert fmt_pct(0.123456) == "12.35" and fmt_pct(1.0, digits=1) == "100.0"
     assert fmt_pct(float("nan")) == "–" and fmt_pct(None) == "–"

@@ -10,7 +10,8 @@ import torch
 
 import gsag
 from gsag.engine import evaluate as evaluate_module
-from gsag.engine.evaluate import evaluate, infer, size_batches
+from gsag.engine.evaluate import evaluate, size_batches
+from gsag.engine.infer import infer
 from gsag.engine.train import train
 from tests.helpers.configs import tiny_config
 
@@ -167,7 +168,7 @@ def test_train_report_and_gsag_eval_pass_eval_batch_size(synth_root, tmp_path, m
     """Training's evaluations, the run report and `gsag eval` all batch by `eval.batch_size`
     (`--batch-size` overriding the checkpoint's), with the metrics of batch 1."""
     from gsag.cli import main
-    from gsag.report import write_run_report
+    from gsag.trained.report import write_run_report
 
     seen: list[int] = []
 

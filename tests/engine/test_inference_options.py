@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsag.engine.evaluate import infer
+from gsag.engine.infer import infer
 
 
 class Recorder(nn.Module):
@@ -67,7 +67,7 @@ def test_multiscale_slide_runs_sliding_windows_at_every_scale():
 
 def test_whole_pass_over_the_pixel_budget_slides_with_a_notice(caplog):
     model, x = Recorder(), torch.randn(1, 3, 48, 64)
-    with caplog.at_level(logging.WARNING, logger="gsag.engine.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="gsag.engine.infer"):
         out = infer(model, x, "whole", crop_size=32, stride=24, max_pixels=48 * 64 - 1)
     assert "over the pixel budget" in caplog.text and len(caplog.records) == 1
     assert set(model.sizes) == {(32, 32)}
@@ -79,7 +79,7 @@ def test_whole_pass_over_the_pixel_budget_slides_with_a_notice(caplog):
 
 def test_slide_crop_larger_than_the_image_on_both_sides_is_noticed_once(caplog):
     model = Recorder()
-    with caplog.at_level(logging.WARNING, logger="gsag.engine.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="gsag.engine.infer"):
         infer(model, torch.randn(1, 3, 40, 56), "slide", crop_size=48, stride=32)  # one side
         infer(model, torch.randn(1, 3, 40, 56), "slide", crop_size=32, stride=24)  # fits
         assert caplog.records == []
@@ -100,7 +100,7 @@ def test_pixel_budget_smaller_than_a_window_fails_saying_so():
 def test_predictor_slide_with_tta_keeps_the_window(tmp_path):
     """`Predictor(mode="slide", tta=True)` slides at every TTA scale (crop and stride honoured)."""
     from gsag.config import DEFAULT_SCALES
-    from gsag.predict import Predictor
+    from gsag.trained.predict import Predictor
 
     model = Recorder()
     info = {"classes": list("abcd"), "palette": [(0, 0, 0)] * 4, "config": {}}

@@ -2,20 +2,23 @@
 
 Usage, from the repository root:
     TRITON_INTERPRET=1 python -m tests.helpers.triton_interpret CASES.pt RESULTS.pt
-CASES.pt holds {name: {"q", "k", "v", "rel_bias", "dout", "kernel_size", "strided"}}; for each
-case RESULTS.pt gets {"out", "q", "k", "v", "rel_bias"}: the output and the input gradients.
-With "strided", q, k, v and dout are passed as non-contiguous (b, h, y, x) views, the layout
-the key layer returns. Runs in its own process because the variable must be set before triton
-decorates the kernels.
+CASES.pt holds {name: {"q", "k", "v", "rel_bias", "dout", "kernel_size", "strided"}} (and
+optionally "wide"); for each case RESULTS.pt gets {"out", "q", "k", "v", "rel_bias"}: the output
+and the input gradients. With "strided", q, k, v and dout are passed as non-contiguous
+(b, h, y, x) views, the layout the key layer returns; with "wide", the kernels take their
+int64-offset variant (`WIDE`, chosen by `needs_int64` for inputs too large to test here). Runs
+in its own process because the variable must be set before triton decorates the kernels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from unittest import mock
 
 import torch
 
-from gsag.models.local_attention import local_attention
+from gsag.models.local_attention_dispatch import local_attention
 
 
 def heads_last(x: torch.Tensor) -> torch.Tensor:
@@ -30,8 +33,12 @@ def run_case(case: dict) -> dict:
     inputs = {n: (case[n] if n == "rel_bias" else layout(case[n])) for n in names}
     for t in inputs.values():
         t.requires_grad_(True)
-    out = local_attention(*inputs.values(), case["kernel_size"], impl="triton")
-    grads = torch.autograd.grad(out, list(inputs.values()), layout(case["dout"]))
+    from gsag.models import local_attention_triton as kernels
+
+    wide = mock.patch.object(kernels, "needs_int64", lambda *tensors: True)
+    with wide if case.get("wide") else contextlib.nullcontext():
+        out = local_attention(*inputs.values(), case["kernel_size"], impl="triton")
+        grads = torch.autograd.grad(out, list(inputs.values()), layout(case["dout"]))
     return {"out": out.detach(), **dict(zip(names, grads, strict=True))}
 
 

@@ -9,7 +9,7 @@ import torch
 import gsag
 from gsag import ablate
 from gsag.config import ConfigError, load_config
-from gsag.engine.train import check_model_config
+from gsag.engine.checks import check_model_config
 from gsag.models import ModelArgError, check_model_args, head_defaults
 
 BACKBONE = "test_resnet"

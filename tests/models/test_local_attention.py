@@ -19,13 +19,12 @@ import gsag
 from gsag.errors import GsagError
 from gsag.models import local_attention as la
 from gsag.models.local_attention import (
-    local_attention,
     local_attention_reference,
     output_dtype,
     reference_backward,
-    resolve_impl,
     triton_available,
 )
+from gsag.models.local_attention_dispatch import local_attention, resolve_impl
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 needs_triton = pytest.mark.skipif(not triton_available(), reason="needs triton")
@@ -61,6 +60,11 @@ CASES = {
     "k1": (2, 1, 3, 4, 3, 2, 1, False),
     "wide_heads_three_blocks_k3": (1, 1, 5, 7, 100, 72, 3, False),  # 16 pixels a block
 }
+# the kernels' int64-offset variant (WIDE), forced: the inputs that need it do not fit a test
+WIDE_CASES = {"int64_offsets_strided_k5": (2, 3, 6, 7, 4, 6, 5, True)}
+# q, k, v (and the output gradient) in 16 bits, the bias float32: the PSA under autocast
+LOW_CASES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+LOW_SHAPE = (2, 2, 9, 7, 8, 6, 3, True)
 SLOW_CASES = {
     "k9_5x33": (2, 1, 5, 33, 8, 6, 9, True),
     "k7_33x5": (1, 2, 33, 5, 3, 5, 7, False),
@@ -118,13 +122,24 @@ def run_interpreted(cases: dict[str, dict], tmp: Path) -> dict[str, dict]:
     return torch.load(tmp / "results.pt", weights_only=True)
 
 
+def low_precision(case: dict, dtype: torch.dtype) -> dict:
+    """The case with q, k, v and dout rounded to `dtype` (the bias stays float32)."""
+    return {**case, **{n: case[n].to(dtype) for n in ("q", "k", "v", "dout")}}
+
+
 @pytest.fixture(scope="module")
 def interpreted(tmp_path_factory) -> dict[str, dict]:
-    cases = {name: make_case(*shape, seed=i) for i, (name, shape) in enumerate(CASES.items())}
+    """Every interpreted case in one subprocess (each start imports torch and triton)."""
+    shapes = {**CASES, **WIDE_CASES}
+    cases = {name: make_case(*shape, seed=i) for i, (name, shape) in enumerate(shapes.items())}
+    for name in WIDE_CASES:
+        cases[name]["wide"] = True
+    for name, dtype in LOW_CASES.items():
+        cases[name] = low_precision(make_case(*LOW_SHAPE, seed=len(cases)), dtype)
     return cases, run_interpreted(cases, tmp_path_factory.mktemp("interp"))
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [*CASES, *WIDE_CASES])
 @interpreter_works
 @needs_triton
 def test_triton_interpreted_matches_reference(interpreted, name):
@@ -133,6 +148,26 @@ def test_triton_interpreted_matches_reference(interpreted, name):
     assert_all_close(results[name], expected, rtol=1e-5, atol=1e-5)
     # the kernel writes the channel-first layout the head reads (B, h, dv, H, W)
     assert results[name]["out"].permute(0, 1, 4, 2, 3).is_contiguous()
+
+
+@pytest.mark.parametrize("name", list(LOW_CASES))
+@interpreter_works
+@needs_triton
+def test_triton_interpreted_writes_16_bit_inputs_output_in_16_bits(interpreted, name):
+    """bf16 / fp16 q, k, v with a float32 bias (as under autocast): the output is written in
+    the inputs' dtype, the gradients in each input's; values within 16-bit rounding of the
+    float32 reference on the same (rounded) inputs."""
+    cases, results = interpreted
+    low = cases[name]
+    exact = {**low, **{n: low[n].float() for n in ("q", "k", "v", "dout")}}
+    expected = forward_backward(local_attention_reference, exact)
+    got = results[name]
+    assert got["out"].dtype == LOW_CASES[name]
+    for n in GRADS:
+        assert got[n].dtype == low[n].dtype, n
+    for n, value in expected.items():
+        err = (got[n].float() - value).norm() / value.norm()
+        assert err.item() < 2e-2, (n, err.item())
 
 
 @pytest.mark.slow
@@ -235,7 +270,8 @@ def test_imports_and_runs_without_triton():
     code = (
         "import sys; sys.modules['triton'] = None\n"
         "import torch, gsag\n"
-        "from gsag.models.local_attention import local_attention, triton_available\n"
+        "from gsag.models.local_attention import triton_available\n"
+        "from gsag.models.local_attention_dispatch import local_attention\n"
         "assert not triton_available()\n"
         "q = torch.randn(1, 2, 4, 4, 3)\n"
         "local_attention(q, q, q, torch.zeros(2, 9), 3)\n"
@@ -251,13 +287,38 @@ def test_imports_and_runs_without_triton():
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.parametrize(
+    "qkv, bias, expected",
+    [(torch.bfloat16, torch.float32, torch.bfloat16), (torch.float16, torch.float32, torch.float16),
+     (torch.bfloat16, torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32, torch.float32),
+     (torch.float32, torch.bfloat16, torch.float32), (torch.float32, torch.float64, torch.float64),
+     (torch.float64, torch.float32, torch.float64)],
+)  # fmt: skip
+def test_output_dtype_is_the_inputs_16_bit_dtype_else_the_promotion(qkv, bias, expected):
+    """16-bit q, k, v (autocast's) give a 16-bit output whatever the bias's dtype: the
+    reference's float32 would double the output's bytes."""
+    q = torch.randn(1, 2, 4, 4, 4, dtype=qkv)
+    assert output_dtype(q, q, q, torch.randn(2, 9, dtype=bias)) == expected
+
+
+def test_output_dtype_with_mixed_inputs_is_their_promotion():
+    q16, v32 = torch.randn(1, 2, 4, 4, 4, dtype=torch.bfloat16), torch.randn(1, 2, 4, 4, 4)
+    bias = torch.zeros(2, 9, dtype=torch.bfloat16)
+    assert output_dtype(q16, q16, v32, bias) == torch.float32
+    assert output_dtype(q16, q16.half(), q16, bias) == torch.float32
+
+
 @pytest.mark.parametrize("bias_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("autocast", [False, True])
-def test_output_dtype_follows_the_reference_on_cpu(bias_dtype, autocast):
+def test_every_path_returns_output_dtype_on_cpu(bias_dtype, autocast):
+    from gsag.models.local_attention_op import fused_local_attention
+
     q = torch.randn(1, 2, 4, 4, 4, dtype=torch.bfloat16)
     bias = torch.randn(2, 9, dtype=bias_dtype)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        assert output_dtype(q, q, q, bias) == local_attention_reference(q, q, q, bias, 3).dtype
+        expected = output_dtype(q, q, q, bias)
+        assert local_attention(q, q, q, bias, 3, impl="reference").dtype == expected
+        assert fused_local_attention(q, q, q, bias, 3, fallback=True).dtype == expected
 
 
 # ---------------------------------------------------------------------------- gpu tests
@@ -300,7 +361,7 @@ def test_triton_cuda_low_precision_close_to_float32(dtype, dev):
     low = {**case, **{n: case[n].to(dtype) for n in ("q", "k", "v", "dout")}}
     got = forward_backward(lambda *a: local_attention(*a, impl="triton"), low, dev)
     expected = forward_backward(local_attention_reference, case, dev)
-    assert got["out"].dtype == local_attention_reference(*[low[n] for n in GRADS], 7).dtype
+    assert got["out"].dtype == dtype  # written at the inputs' precision (the bias is float32)
     for name in GRADS:
         assert got[name].dtype == low[name].dtype, name
     for name in got:
@@ -309,15 +370,15 @@ def test_triton_cuda_low_precision_close_to_float32(dtype, dev):
 
 
 @pytest.mark.parametrize("dev", [pytest.param("cuda", marks=needs_cuda)])
-def test_triton_cuda_autocast_output_dtype_matches_reference(dev):
+def test_triton_cuda_autocast_writes_bf16_close_to_the_reference(dev):
     case = strided_to(make_case(2, 2, 9, 9, 8, 8, 3), dev)
     args = [case[n] for n in GRADS]
     with torch.autocast("cuda", dtype=torch.bfloat16):
         q, k, v = (torch.nn.functional.linear(x, torch.eye(8, device=dev)) for x in args[:3])
         got = local_attention(q, k, v, args[3], 3, impl="triton")
-        expected = local_attention_reference(q, k, v, args[3], 3)
-    assert got.dtype == expected.dtype
-    torch.testing.assert_close(got, expected, rtol=1e-2, atol=1e-2)
+        expected = local_attention_reference(q, k, v, args[3], 3)  # float32 under autocast
+    assert got.dtype == torch.bfloat16 and expected.dtype == torch.float32
+    torch.testing.assert_close(got.float(), expected, rtol=1e-2, atol=1e-2)  # bf16 rounding
 
 
 def hybrid_grads(impl: str, dev: str) -> tuple[torch.Tensor, dict]:
@@ -591,3 +652,74 @@ def test_grid_puts_pixel_blocks_on_axis_0_and_wide_offsets_switch_to_int64():
     assert needs_int64(big)
     assert not needs_int64(big[:, :, :1000])  # offsets below 2**31
     assert la.fits_kernels(q) and not la.fits_kernels(torch.empty(70000, 1, 1, 1, 1, device="meta"))
+
+
+def contiguous_meta(*shape: int) -> torch.Tensor:
+    return torch.empty(shape, device="meta")
+
+
+def test_int64_guard_counts_the_head_offset_the_kernels_multiply_in_int32():
+    """A contiguous (B, h, H, W, d) input whose planes are each below 2**31 elements but whose
+    heads together are not: head * head stride overflows int32 unless the kernels go WIDE."""
+    pytest.importorskip("triton")
+    from gsag.models.local_attention_triton import needs_int64
+
+    big = contiguous_meta(1, 16, 2048, 4096, 32)  # a plane 2**28, head 15 at 15 * 2**28
+    assert sum((n - 1) * s for n, s in zip(big.shape[2:], big.stride()[2:], strict=True)) < 2**31
+    assert 15 * big.stride(1) >= 2**31
+    assert needs_int64(big)
+    assert not needs_int64(contiguous_meta(2, 8, 1024, 2048, 32))  # 2**29 per batch element
+    assert not needs_int64(contiguous_meta(1, 2, 64, 64, 2**18))  # last offset 2**31 - 1
+    assert needs_int64(contiguous_meta(1, 3, 64, 64, 2**18))  # head 2 starts at 2**31
+    assert la.fits_kernels(big)  # so an explicit "triton" runs the kernels on it
+
+
+def test_explicit_triton_on_an_int32_overflowing_shape_launches_the_int64_variant():
+    """The launches `impl="triton"` makes (its forward and backward, recorded on meta tensors,
+    no memory) take WIDE for contiguous inputs whose head offsets pass 2**31, and not for a
+    smaller shape."""
+    pytest.importorskip("triton")
+    from tests.helpers.triton_aot import benchmark_inputs, recorded_launches
+
+    def wide_flags(inputs):
+        return {name: kw["WIDE"] for name, (_, kw) in recorded_launches(inputs).items()}
+
+    inputs = benchmark_inputs(b=1, h=16, size=(2048, 4096), d=32, k=7)
+    for n in ("q", "k", "v"):
+        inputs[n] = contiguous_meta(*inputs[n].shape).to(inputs[n].dtype)
+    assert wide_flags(inputs) == dict.fromkeys(
+        ("_fwd_kernel", "_bwd_query_kernel", "_bwd_key_kernel"), True
+    )
+    small = benchmark_inputs(b=1, h=16, size=(256, 256), d=32, k=7)
+    assert set(wide_flags(small).values()) == {False}
+
+
+def test_auto_runs_float64_cuda_inputs_on_the_reference(monkeypatch):
+    """The kernels compute in float32: under "auto", float64 kernel-device inputs take the
+    reference (float64), not the op; float32 ones take the op."""
+    from gsag.models import local_attention_op as op
+
+    monkeypatch.setattr(la, "kernel_device", lambda q: True)
+    monkeypatch.setattr(la, "triton_available", lambda: True)
+    monkeypatch.setattr(la, "_failure", [])
+    seen = []
+    monkeypatch.setattr(
+        op, "fused_local_attention", lambda *a, **k: seen.append(a[0].dtype) or a[2]
+    )
+    case = make_case(1, 2, 4, 5, 3, 3, 3, dtype=torch.float64)
+    args = [case[n] for n in GRADS]
+    assert resolve_impl("auto", args[0]) == "reference"
+    out = local_attention(*args, 3)
+    assert seen == [] and out.dtype == torch.float64
+    assert torch.equal(out, local_attention_reference(*args, 3))
+    bias64 = [a.float() for a in args[:3]] + [args[3]]  # a float64 bias: reference too
+    assert resolve_impl("auto", *bias64) == "reference"
+    local_attention(*[a.float() for a in args], 3)
+    assert seen == [torch.float32]
+
+
+def test_explicit_triton_refuses_float64(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # past the CUDA check on CPU tensors
+    case = make_case(1, 2, 4, 5, 3, 3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"float64.*attention_impl='reference'"):
+        local_attention(*[case[n] for n in GRADS], 3, impl="triton")

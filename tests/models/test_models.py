@@ -142,6 +142,14 @@ class TestFCN(ModelHarness):
     name = "fcn"
 
 
+class TestFCNPool(ModelHarness):
+    name = "fcn_pool"
+
+
+class TestPSPNet(ModelHarness):
+    name = "pspnet"
+
+
 class TestGSAGBasic(ModelHarness):
     name = "gsag_basic"
     kwargs = {k: v for k, v in SMALL.items() if k in ("head_channels", "fuse_channels")}  # noqa: RUF012
@@ -169,6 +177,21 @@ class TestDANet(ModelHarness):
         for module in model.modules():
             if hasattr(module, "gamma"):
                 nn.init.constant_(module.gamma, 0.5)
+
+
+class TestDeepLabV3Plus(ModelHarness):
+    name = "deeplabv3plus"
+    kwargs = {"head_channels": 16, "low_channels": 8}  # noqa: RUF012
+
+
+class TestUPerNet(ModelHarness):
+    name = "upernet"
+    kwargs = {"head_channels": 16}  # noqa: RUF012
+
+
+class TestSegFormer(ModelHarness):
+    name = "segformer"
+    kwargs = {"head_channels": 16}  # noqa: RUF012
 
 
 def test_every_model_is_in_the_harness():
