@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,13 @@ def run_combo(
     return result
 
 
+def _ensure_data(cfg: Any) -> None:
+    """Generate a grid's synthetic data before its first run (run fingerprints hash it)."""
+    from gsag.engine.datasets import ensure_data
+
+    ensure_data(cfg)
+
+
 def run_ablation(
     config: str | os.PathLike | None,
     models: Sequence[str],
@@ -113,21 +121,18 @@ def run_ablation(
         overrides: `key=value` overrides applied to every run before the grid's own.
         device: "cpu" or "cuda" (default: CUDA when available).
         quiet: hide the engine's per-run progress bar.
-        on_start: called with (combo, already_finished) before each combination.
-        on_done: called with (combo, result) after each combination.
+        on_start, on_done: called with (combo, already_finished) before, (combo, result) after.
         report_only: train nothing; report the combinations that already finished.
         paired: the report's primary analysis is paired by seed (`write_report`).
-        threads: the torch threads of every run and why (`run_combo`): one count for the whole
-            grid, so that a run's float rounding does not depend on the load when it started.
+        threads: every run's torch threads (`run_combo`): one count for the whole grid.
 
     Returns:
         {"results": per-run results, "summary": per-group summary, "paths": written files}.
     """
     combos = grid(models, backbones, seeds, variants)
     if not report_only and combos:  # generated data first: the fingerprints hash it
-        from gsag.engine.datasets import ensure_data
-
-        ensure_data(resolve_combo(config, combos[0], out_dir, overrides)[0])
+        _ensure_data(resolve_combo(config, combos[0], out_dir, overrides)[0])
+    train_one = partial(run_combo, device=device, quiet=quiet, threads=threads)
     results, covered = [], []
     for combo in combos:
         cfg, _ = resolve_combo(config, combo, out_dir, overrides)
@@ -136,9 +141,7 @@ def run_ablation(
             continue
         if on_start is not None:
             on_start(combo, finished)
-        result = run_combo(
-            config, combo, out_dir, overrides, device=device, quiet=quiet, threads=threads
-        )
+        result = train_one(config, combo, out_dir, overrides)
         results.append(result)
         covered.append(combo)
         if on_done is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gsag.commands import (
     add_device_argument,
@@ -15,6 +15,9 @@ from gsag.commands import (
     check_output,
     set_threads,
 )
+
+if TYPE_CHECKING:
+    from gsag.threads import ThreadChoice
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the repository, for an editable install
 HELP = "end-to-end CPU demo: data, training, evaluation, predictions and a report"
@@ -78,6 +81,13 @@ def final_evaluation(cfg, result: dict[str, Any], device: str) -> dict[str, Any]
     return result["metrics"] if final and same else None
 
 
+def demo_threads(flag: int, configured: int) -> ThreadChoice:
+    """The demo's torch threads: `--threads`, else `train.num_threads`, else the cores free."""
+    from gsag.threads import thread_choice
+
+    return thread_choice(flag or configured, "--threads" if flag else "train.num_threads")
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import time
@@ -96,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
     from gsag.engine.datasets import synth_seed
     from gsag.engine.run_dir import check_run_dir
     from gsag.engine.train import train
-    from gsag.threads import thread_choice
     from gsag.trained.report import write_run_report
 
     console = Console()
@@ -107,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(demo_config(args.config), overrides)
     if args.out:
         cfg.output.run_dir = args.out  # a path as typed, never parsed as YAML
-    source = "--threads" if args.threads else "train.num_threads"
-    threads = thread_choice(args.threads or cfg.train.num_threads, source)  # for training
+    threads = demo_threads(args.threads, cfg.train.num_threads)  # for training
     set_threads(threads.threads)  # and the report's evaluation
     check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
     check_run_dir(Path(cfg.output.run_dir), args.resume, args.overwrite)  # before any work
@@ -132,13 +140,9 @@ def run(args: argparse.Namespace) -> int:
         f"-> {cfg.output.run_dir}"
     )
     result = train(
-        cfg,
-        device=args.device,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        quiet=args.quiet,
+        cfg, device=args.device, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
         threads=threads,
-    )
+    )  # fmt: skip
 
     out = Path(cfg.output.run_dir) / "report"
     metrics = final_evaluation(cfg, result, args.device)
