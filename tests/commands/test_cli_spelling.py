@@ -93,11 +93,13 @@ def test_device_has_one_default_everywhere(command, monkeypatch):
 
 @pytest.mark.parametrize("command", THREADED)
 def test_threads_has_one_default_everywhere(command):
-    """0: the config's train.num_threads where the command trains, else torch's default."""
+    """0: where the command trains, the config's train.num_threads or the cores free at the
+    start (gsag.threads); elsewhere torch's default."""
     from gsag.commands import resolve_threads
 
     assert _parse([command, *NEEDS[command]]).threads == 0
-    assert "default 0: the config's train.num_threads" in _help(command)
+    assert "default 0: where the command trains, the config's train.num_threads" in _help(command)
+    assert "or the cores free at the start when that is 0 too" in _help(command)
     assert (resolve_threads(0, 3), resolve_threads(2, 3), resolve_threads(0, 0)) == (3, 2, 0)
 
 
