@@ -44,6 +44,7 @@ def checkpoint(tmp_path_factory):
         "ignore_index": 255,
         "mean": list(MEAN),
         "std": list(STD),
+        "model_args": model.model_args,  # as training writes it: the widths it was built with
     }
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     atomic_save(
