@@ -275,20 +275,21 @@ def test_build_loss_refuses_unknown_terms_and_wrong_weights():
 
 
 # -- mixed precision: the loss is computed in float32 -------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kind", ["ce", "ohem", "dice", "focal", "lovasz", "ce+dice"])
-def test_bf16_logits_are_cast_before_the_softmax(kind):
-    """Under CPU autocast the loss of bf16 logits is the float32 loss of the same values (a
-    softmax in bf16 would differ), and a bf16 forward gives the float32 loss within bf16's
-    rounding of the logits."""
+def test_half_logits_are_cast_before_the_softmax(kind, dtype):
+    """Under CPU autocast the loss of bf16/fp16 logits is the float32 loss of the same values (a
+    softmax in half precision would differ), and a half-precision forward gives the float32 loss
+    within the rounding of the logits."""
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 5, 3, padding=1)
     images = torch.randn(2, 3, 12, 12)
     target = torch.randint(0, 5, (2, 12, 12))
     target[:, :2] = IGNORE
     loss = build_loss(kind, ignore_index=IGNORE, min_kept=50)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         logits = model(images)
-        assert logits.dtype == torch.bfloat16
+        assert logits.dtype == dtype
         mixed = loss(logits, target)
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, loss(logits.float(), target), rtol=1e-6, atol=1e-7)
