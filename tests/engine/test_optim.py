@@ -100,5 +100,5 @@ def test_layer_decay_needs_blocks_or_stages():
             super().__init__()
             self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))
 
-    with pytest.raises(ConfigError, match="optim.layer_decay needs a backbone made of blocks"):
+    with pytest.raises(ConfigError, match=r"optim\.layer_decay needs a backbone made of blocks"):
         param_groups(config("optim.layer_decay=0.9"), Flat())
