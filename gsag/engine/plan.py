@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from gsag.config import Config, loss_terms
 from gsag.data.errors import DataError
+from gsag.data.synth import SYNTH_CLASSES
 from gsag.engine.checks import check_model_config
 from gsag.engine.loggers import check_loggers
 from gsag.engine.loss import check_class_weights
@@ -43,8 +44,13 @@ def plan(cfg: Config) -> Plan:
         num_classes = dataset.num_classes
         note = f"{num_classes} classes of {cfg.data.root} split {cfg.data.train_split!r}"
     except (DataError, OSError) as e:
-        num_classes = 2
-        note = f"2 classes assumed: the data does not open ({e}); only the classifier's size depends on it"
+        if cfg.data.synthetic:  # training generates it first (`gsag.engine.datasets`)
+            num_classes = len(SYNTH_CLASSES)
+            note = f"{num_classes} classes of the synthetic benchmark, which training generates at {cfg.data.root}"
+            check_class_weights(cfg, num_classes)
+        else:
+            num_classes = 2
+            note = f"2 classes assumed: the data does not open ({e}); only the classifier's size depends on it"
     else:
         check_class_weights(cfg, num_classes)
     quick = copy.deepcopy(cfg)

@@ -67,3 +67,25 @@ def test_a_bad_loss_or_logger_is_one_error_line_exit_2(
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
     assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_dry_run_of_synthetic_data_not_yet_generated_counts_its_classes(tmp_path, capsys):
+    """Training would generate the benchmark first: the dry run checks the class weights
+    against its class count and generates nothing."""
+    from gsag.data.synth import SYNTH_CLASSES
+
+    root = tmp_path / "data"
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"root": str(root), "synthetic": True},
+        "model": {"name": "fcn", "backbone": "test_resnet", "pretrained": False, "aux": False},
+    }))  # fmt: skip
+    weights = ",".join(["1"] * len(SYNTH_CLASSES))
+    assert (
+        main(["train", str(config), "--dry-run", "--set", f"loss.class_weights=[{weights}]"]) == 0
+    )
+    assert f"{len(SYNTH_CLASSES)} classes of the synthetic benchmark" in capsys.readouterr().out
+    assert main(["train", str(config), "--dry-run", "--set", "loss.class_weights=[1,2]"]) == 2
+    err = capsys.readouterr().err
+    assert f"loss.class_weights has 2 values for the {len(SYNTH_CLASSES)} classes" in err
+    assert not root.exists()
