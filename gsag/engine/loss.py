@@ -10,6 +10,9 @@ from pathlib import Path
 from gsag.config import Config, ConfigError
 from gsag.data.base import SegmentationDataset
 from gsag.data.counts import COUNTS_FILE, ClassCounts, count_classes, read_counts, save_counts
+from gsag.data.errors import DataError
+from gsag.data.layout import open_dataset
+from gsag.data.synth import SYNTH_CLASSES
 from gsag.engine import distributed
 from gsag.engine.distributed import DistInfo
 from gsag.engine.run_log import note
@@ -65,6 +68,23 @@ def check_class_weights(cfg: Config, num_classes: int) -> None:
             f"loss.class_weights has {len(given)} values for the {num_classes} classes of "
             f"{cfg.data.root}; give one per class, auto, or []"
         )
+
+
+def check_class_weights_at_start(cfg: Config) -> None:
+    """`check_class_weights` before training writes or prints anything, against the class count
+    of the data where it opens already (the benchmark's where training generates it); data that
+    does not open yet is checked when training has opened it."""
+    if not (isinstance(cfg.loss.class_weights, list) and cfg.loss.class_weights):
+        return
+    try:
+        num_classes = open_dataset(
+            cfg.data.root, cfg.data.train_split, layout=cfg.data.layout
+        ).num_classes
+    except (DataError, OSError):
+        if not cfg.data.synthetic:
+            return
+        num_classes = len(SYNTH_CLASSES)
+    check_class_weights(cfg, num_classes)
 
 
 def _counts(cfg: Config, train_set: SegmentationDataset, show: bool) -> ClassCounts:

@@ -28,7 +28,7 @@ from gsag.engine.distributed import DistInfo
 from gsag.engine.evaluate import evaluate
 from gsag.engine.infer import inference_options
 from gsag.engine.loggers import check_loggers
-from gsag.engine.loss import config_loss
+from gsag.engine.loss import check_class_weights_at_start, config_loss
 from gsag.engine.optim import build_optimizer
 from gsag.engine.progress import Progress, open_progress
 from gsag.engine.run_dir import claim_run_dir
@@ -100,6 +100,7 @@ def train(
         torch.set_num_threads(choice.threads)
         check_model_config(cfg)
         check_loggers(cfg)
+        check_class_weights_at_start(cfg)  # a bad input is one error line, before the first line
         keep = [cfg.data.root]  # a dataset generated inside the run folder stays there
         with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep):
             if dist.is_main and not quiet:
