@@ -181,10 +181,11 @@ def _check_synth_out(args, console) -> None:
 def _run_synth(args, console) -> int:
     import time
 
-    from gsag.data.synth import generate
+    from gsag.data.synth import generate, split_counts
 
     _check_synth_out(args, console)
-    total = args.num_train + args.num_val
+    counts = split_counts(args.num_train, args.num_val)  # what `generate` writes, test included
+    total = sum(counts.values())
     start = time.perf_counter()
     root = _track(
         "rendering",
@@ -194,7 +195,8 @@ def _run_synth(args, console) -> int:
         ), quiet=args.quiet)  # fmt: skip
     seconds = time.perf_counter() - start
     console.print(
-        f"wrote {total} images ({args.size}x{args.size}) to [bold]{root}[/] in {seconds:.1f} s "
+        f"wrote {total} images ({', '.join(f'{n} {s}' for s, n in counts.items())}; "
+        f"{args.size}x{args.size}) to [bold]{root}[/] in {seconds:.1f} s "
         f"({total / seconds:.0f} images/s); classes in {root / 'classes.yaml'}"
     )
     return 0
