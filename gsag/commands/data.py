@@ -129,10 +129,12 @@ def _prepare_arguments(sub: argparse._SubParsersAction) -> None:
 def _track(label: str, work, quiet: bool = False):
     """Run `work(progress)` under a rich progress bar (none when `quiet`); `progress(done, total)`
     advances it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+
+    from gsag.engine.progress import task_bar
 
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), disable=quiet) as bar:
+    with task_bar(*columns, TimeRemainingColumn(), quiet=quiet) as bar:
         task = bar.add_task(label, total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 

@@ -83,17 +83,12 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TimeElapsedColumn
 
     from gsag.config import load_config
     from gsag.data.synth import generate
     from gsag.engine.datasets import synth_seed
+    from gsag.engine.progress import task_bar
     from gsag.engine.run_dir import check_run_dir
     from gsag.engine.train import train
     from gsag.trained.report import write_run_report
@@ -113,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
 
     if cfg.data.synthetic and not (root.exists() and any(root.iterdir())):
-        with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
+        with task_bar(*columns, TimeElapsedColumn(), console=console, quiet=args.quiet) as bar:
             task = bar.add_task(f"generating {root}", total=None)
             generate(
                 root,
@@ -136,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = final_evaluation(cfg, result, args.device)
     # with the metrics already computed only the drawing is left, which reports no count
     drawing = (SpinnerColumn(), columns[0]) if metrics else columns
-    with Progress(*drawing, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
+    with task_bar(*drawing, TimeElapsedColumn(), console=console, quiet=args.quiet) as bar:
         task = bar.add_task("drawing" if metrics else "evaluating + drawing", total=None)
         report = write_run_report(
             result["last"],

@@ -254,9 +254,11 @@ class _bar:
     def __enter__(self):
         if not self.enabled:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 
-        self.bar = Progress("eval", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        from gsag.engine.progress import task_bar
+
+        self.bar = task_bar("eval", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         self.bar.start()
         task = self.bar.add_task("eval", total=None)
         return lambda done, total: self.bar.update(task, completed=done, total=total)

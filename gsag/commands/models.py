@@ -267,8 +267,8 @@ def _show_settings(args: argparse.Namespace, console) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import Progress
 
+    from gsag.engine.progress import task_bar
     from gsag.errors import UsageError, check_names
     from gsag.models import check_model_args, list_models
 
@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         check_model_args(name, args.backbone, {})
     num_classes = args.num_classes or 21
     what = "counting GFLOPs of" if args.flops else "counting"
-    with Progress(console=Console(stderr=True), transient=True) as progress:
+    with task_bar(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"{what} models on {args.backbone}", total=len(names))
         rows = model_table(
             args.backbone,
