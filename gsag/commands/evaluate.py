@@ -49,7 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device_argument(parser)
     add_threads_argument(parser)
-    parser.add_argument("--out", help="report folder (default: next to the checkpoint)")
+    parser.add_argument(
+        "--out",
+        help="report folder (default: eval_<settings>/ beside a checkpoint file; for a saved "
+        "folder in FOLDER.evals/ beside it; for hf:// under runs/hf/OWNER--NAME/)",
+    )
     add_quiet_argument(parser)
 
 
