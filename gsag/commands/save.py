@@ -14,6 +14,12 @@ def add_pretrained_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         help="the checkpoint file in RUN_DIR (default: the evaluated one of best.pt, last.pt)",
     )
+    parser.add_argument(
+        "--evaluation",
+        metavar="METRICS_JSON",
+        help="the evaluation the model card reports (default: the newest one of the checkpoint "
+        "with the run's own settings: its validation split and eval section)",
+    )
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx")
     parser.add_argument(
         "--include-aux",
@@ -39,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             include_aux=args.include_aux,
             onnx=args.onnx,
+            evaluation=args.evaluation,
         )
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
     Console().print(f"wrote [bold]{folder}[/]: {files}")
