@@ -111,8 +111,9 @@ def test_predict_overlay_has_the_report_legend(tmp_path):
                    for p in legend.get_patches()]  # fmt: skip
         return list(zip(labels, colours, strict=True))
 
-    report, drawn = report_figure(rgb, pred, pred, classes, palette), overlay_figure(
-        rgb, pred, classes, palette
+    report, drawn = (
+        report_figure(rgb, pred, pred, classes, palette),
+        overlay_figure(rgb, pred, classes, palette),
     )
     assert entries(drawn) == entries(report) == [
         ("background", (0, 0, 0)), ("red", (200, 0, 0)), ("green", (0, 90, 10))]  # fmt: skip

@@ -46,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 
     from gsag.engine.progress import task_bar
-
     from gsag.trained.predict import Predictor, list_images, predict_files
 
     finish_path_argument(args, "checkpoint")

@@ -40,7 +40,7 @@ class _PlainWhenPiped(RichProgress):
 
     plain = False  # set by `task_bar` when the console is no terminal
 
-    def update(self, task_id: TaskID, **fields: Any) -> None:  # type: ignore[override]
+    def update(self, task_id: TaskID, **fields: Any) -> None:
         super().update(task_id, **fields)
         self._plain_line(task_id)
 

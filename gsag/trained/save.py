@@ -125,12 +125,13 @@ def gather(
     model, ckpt_meta = load_model(ckpt)
     if evaluation is not None:
         metrics_path: Path | None = Path(evaluation)
-        if not metrics_path.is_file():
-            raise UsageError(f"--evaluation {evaluation} does not exist; pass a metrics.json "
-                             "written by gsag eval or gsag demo")  # fmt: skip
     else:
         metrics_path = own_evaluation(run_dir, ckpt, ckpt_meta.get("config") or {})
-    metrics = json.loads(metrics_path.read_text()) if metrics_path else None
+    try:
+        metrics = json.loads(metrics_path.read_text()) if metrics_path else None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--evaluation {evaluation}: cannot be read as the metrics.json of "
+                         f"gsag eval or gsag demo ({e})") from e  # fmt: skip
     return Trained(model, ckpt_meta, ckpt, run_dir, metrics, metrics_path)
 
 
