@@ -81,15 +81,23 @@ def model_table(
     """One row per model: name, backbone, params (M, inference: no aux head) and, with `flops`,
     GFLOPs at `size` x `size`.
 
-    Without `flops` the models are built on the meta device (no memory, no initialisation).
+    Without `flops` the models are built on the meta device (no memory, no initialisation),
+    and for the short-name backbones only their heads are (`head_params`): the backbone's count
+    is in `BACKBONE_FEATURES`, so neither timm nor its backbones are loaded.
     `progress(done, name)` is called before each model is built and measured."""
     from gsag.flops import count_gflops, count_params
-    from gsag.models import create_model, list_models
+    from gsag.models.table import list_models
 
     rows = []
     for done, name in enumerate(names or list_models()):
         if progress is not None:
             progress(done, name)
+        fast = None if flops else head_params(name, backbone, num_classes, output_stride)
+        if fast is not None:
+            rows.append({"model": name, "backbone": backbone, "params_m": fast / 1e6})
+            continue
+        from gsag.models import create_model
+
         with _build_device(flops):
             model = create_model(
                 name, num_classes, backbone=backbone, output_stride=output_stride, aux=False
@@ -99,6 +107,25 @@ def model_table(
             row["gflops"] = count_gflops(model, size)
         rows.append(row)
     return rows
+
+
+def head_params(
+    name: str, backbone: str, num_classes: int, output_stride: int | None
+) -> int | None:
+    """The parameters of `create_model(name, num_classes, backbone, output_stride, aux=False)`
+    counted from `BACKBONE_FEATURES` and the head alone, built on the meta device; None for a
+    backbone not in that table."""
+    import torch
+
+    from gsag.flops import count_params
+    from gsag.models.table import BACKBONE_FEATURES, make_head
+
+    if backbone not in BACKBONE_FEATURES:
+        return None
+    channels, backbone_params = BACKBONE_FEATURES[backbone]
+    with torch.device("meta"):  # ResNets are dilated: the head sees the output-stride grid
+        head = make_head(name, list(channels), num_classes, output_stride or 8)
+    return backbone_params + count_params(head)
 
 
 def _build_device(real: bool):
@@ -270,7 +297,8 @@ def run(args: argparse.Namespace) -> int:
 
     from gsag.engine.progress import task_bar
     from gsag.errors import UsageError, check_names
-    from gsag.models import check_model_args, list_models
+    from gsag.models.check import check_model_args
+    from gsag.models.table import list_models
 
     console = Console()
     if args.backbones is not None:

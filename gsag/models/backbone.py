@@ -107,9 +107,11 @@ def nearest_backbones(name: str, n: int = 3) -> list[str]:
 
 def check_backbone_name(name: str) -> None:
     """Raise `ModelArgError` (naming the nearest names) unless timm knows `name`."""
+    if name in BACKBONES:  # known without importing timm
+        return
     import timm
 
-    if name in BACKBONES or (isinstance(name, str) and timm.is_model(name)):
+    if isinstance(name, str) and timm.is_model(name):
         return
     near = nearest_backbones(str(name))
     hint = f"did you mean {' or '.join(near)}? " if near else ""

@@ -15,7 +15,7 @@ from gsag.models.check import check_model_args
 from gsag.models.heads import FCNHead
 from gsag.models.layers import resize
 from gsag.models.neck import ResizeNeck
-from gsag.models.table import MODELS, head_parameters
+from gsag.models.table import make_head
 
 
 def make_neck(backbone: Backbone) -> ResizeNeck | None:
@@ -120,10 +120,8 @@ def create_model(
     check_model_args(name, backbone, given, num_classes=num_classes, aux=aux)
     body = Backbone(backbone, output_stride=output_stride, levels=levels, pretrained=pretrained)
     neck = make_neck(body)
-    head_kw = dict(kwargs)
-    if "output_stride" in head_parameters(name):  # the grid the head sees
-        head_kw["output_stride"] = body.output_stride if neck is None else neck.stride
-    head = MODELS[name](body.channels, num_classes, **head_kw)
+    grid = body.output_stride if neck is None else neck.stride  # the grid the head sees
+    head = make_head(name, body.channels, num_classes, grid, **kwargs)
     aux_head = FCNHead(body.channels, num_classes, in_index=-2) if aux else None
     model = Segmentor(body, head, aux_head, neck)
     model.model_args = dict(

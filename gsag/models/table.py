@@ -32,6 +32,32 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+#: What the short-name backbones (`gsag.models.backbone.BACKBONES`) give at their default levels
+#: (C3, C4, C5; every ResNet is dilated, so no neck): (channels of the levels, parameters of
+#: the features-only backbone). `gsag models` counts a model from these and its head alone,
+#: without building timm's backbone (tests/models/test_table.py checks them against timm).
+BACKBONE_FEATURES: dict[str, tuple[tuple[int, ...], int]] = {
+    "resnet50": ((512, 1024, 2048), 23_508_032),
+    "resnet101": ((512, 1024, 2048), 42_500_160),
+    "resnext101_32x8d": ((512, 1024, 2048), 86_742_336),
+    "resnet50d": ((512, 1024, 2048), 23_527_264),
+    "resnet101d": ((512, 1024, 2048), 42_519_392),
+    "resnet18": ((128, 256, 512), 11_176_512),
+    "resnet34": ((128, 256, 512), 21_284_672),
+    "test_resnet": ((48, 192, 96), 372_688),
+}
+
+
+def make_head(
+    name: str, channels: list[int], num_classes: int, grid_stride: int, **kwargs: Any
+) -> nn.Module:
+    """The head of model `name` on levels of `channels` lying on the 1/`grid_stride` grid
+    (given to heads that take `output_stride`), with head options `kwargs`."""
+    if "output_stride" in head_parameters(name):
+        kwargs["output_stride"] = grid_stride
+    return MODELS[name](channels, num_classes, **kwargs)
+
+
 def list_models() -> list[str]:
     """Names accepted by `create_model`."""
     return list(MODELS)
