@@ -11,15 +11,17 @@ from typing import Any
 
 from torch import nn
 
+from gsag.models.decoders import DeepLabV3PlusHead, SegFormerHead, UPerHead
 from gsag.models.gsag import GSAGHead
 from gsag.models.heads import DANetHead, DeepLabV3Head, FCNHead, FCNPoolHead, PSPHead
+from gsag.models.levels import D8, LevelSpec
 
 # create_model arguments that are settings of their own, never head options
 MODEL_SETTINGS = ("backbone", "pretrained", "output_stride", "aux", "num_classes")
 EXTRA = ("levels",)  # create_model keywords that may be given among the head options
 
 # Model name -> head builder(in_channels, num_classes, **head_kwargs). `output_stride` is passed
-# to builders that accept it.
+# to builders that accept it; a builder's `levels` (a `LevelSpec`) says which levels it reads.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn": FCNHead,
     "fcn_pool": FCNPoolHead,
@@ -29,22 +31,26 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "gsag_hybrid": partial(GSAGHead, variant="hybrid"),
     "deeplabv3": DeepLabV3Head,
     "danet": DANetHead,
+    "deeplabv3plus": DeepLabV3PlusHead,
+    "upernet": UPerHead,
+    "segformer": SegFormerHead,
 }
 
 
-#: What the short-name backbones (`gsag.models.backbone.BACKBONES`) give at their default levels
-#: (C3, C4, C5; every ResNet is dilated, so no neck): (channels of the levels, parameters of
-#: the features-only backbone). `gsag models` counts a model from these and its head alone,
-#: without building timm's backbone (tests/models/test_table.py checks them against timm).
-BACKBONE_FEATURES: dict[str, tuple[tuple[int, ...], int]] = {
-    "resnet50": ((512, 1024, 2048), 23_508_032),
-    "resnet101": ((512, 1024, 2048), 42_500_160),
-    "resnext101_32x8d": ((512, 1024, 2048), 86_742_336),
-    "resnet50d": ((512, 1024, 2048), 23_527_264),
-    "resnet101d": ((512, 1024, 2048), 42_519_392),
-    "resnet18": ((128, 256, 512), 11_176_512),
-    "resnet34": ((128, 256, 512), 21_284_672),
-    "test_resnet": ((48, 192, 96), 372_688),
+#: What the short-name backbones (`gsag.models.backbone.BACKBONES`, all ResNets that timm
+#: dilates, so no neck) give: ({native stride of a level: its channels} for C2..C5, parameters
+#: of the features-only backbone, the same for every choice of levels that reads C5).
+#: `gsag models` counts a model from these and its head alone, without timm
+#: (tests/models/test_table.py checks them against timm's builds).
+BACKBONE_FEATURES: dict[str, tuple[dict[int, int], int]] = {
+    "resnet50": ({4: 256, 8: 512, 16: 1024, 32: 2048}, 23_508_032),
+    "resnet101": ({4: 256, 8: 512, 16: 1024, 32: 2048}, 42_500_160),
+    "resnext101_32x8d": ({4: 256, 8: 512, 16: 1024, 32: 2048}, 86_742_336),
+    "resnet50d": ({4: 256, 8: 512, 16: 1024, 32: 2048}, 23_527_264),
+    "resnet101d": ({4: 256, 8: 512, 16: 1024, 32: 2048}, 42_519_392),
+    "resnet18": ({4: 64, 8: 128, 16: 256, 32: 512}, 11_176_512),
+    "resnet34": ({4: 64, 8: 128, 16: 256, 32: 512}, 21_284_672),
+    "test_resnet": ({4: 32, 8: 48, 16: 192, 32: 96}, 372_688),
 }
 
 
@@ -61,6 +67,14 @@ def make_head(
 def list_models() -> list[str]:
     """Names accepted by `create_model`."""
     return list(MODELS)
+
+
+def head_levels(name: str) -> LevelSpec:
+    """The levels a model's head reads (its builder's `levels`; `D8` when it declares none)."""
+    builder = MODELS[name]
+    func = builder.func if isinstance(builder, partial) else builder
+    spec = getattr(func, "levels", D8)
+    return spec if isinstance(spec, LevelSpec) else D8
 
 
 def head_parameters(name: str) -> dict[str, inspect.Parameter]:

@@ -19,8 +19,12 @@ def test_every_short_name_backbone_has_its_features_recorded():
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_recorded_features_are_what_timm_builds(name):
     with torch.device("meta"):
-        body = Backbone(name)
-    assert BACKBONE_FEATURES[name] == (tuple(body.channels), count_params(body))
+        body = Backbone(name, level_strides=(4, 8, 16, 32), default_stride=32)
+    channels, params = BACKBONE_FEATURES[name]
+    assert channels == dict(zip(body.reductions, body.channels, strict=True))
+    assert params == count_params(body)
+    with torch.device("meta"):  # the default levels (C3..C5) hold the same parameters
+        assert count_params(Backbone(name)) == params
 
 
 @pytest.mark.parametrize("backbone", ["test_resnet", "resnet18"])
@@ -34,5 +38,6 @@ def test_head_params_equal_the_whole_models_count(backbone, output_stride):
         with torch.device("meta"):
             model = create_model(name, 21, backbone=backbone, output_stride=output_stride,
                                  aux=False)  # fmt: skip
-        assert head_params(name, backbone, 21, output_stride) == count_params(model), name
+        expected = (count_params(model), model.model_args["output_stride"])
+        assert head_params(name, backbone, 21, output_stride) == expected, name
     assert head_params("fcn", "convnext_tiny", 21, None) is None  # not in the table: built
