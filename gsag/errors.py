@@ -6,6 +6,7 @@ Exit codes (documented in README.md):
     1  the run failed (diverged training, out of memory, disk full, a failed check)
     2  bad input (config, data, checkpoint, missing file, unavailable device, option values)
     130  interrupted (Ctrl-C)
+    143  terminated (SIGTERM, what batch schedulers send before they kill a job)
 
 Anything not recognised here is a bug: `gsag.cli.main` lets its traceback through.
 """
@@ -18,6 +19,7 @@ import re
 USAGE = 2
 RUN_FAILED = 1
 INTERRUPTED = 130
+TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 
 class GsagError(Exception):
@@ -46,6 +48,12 @@ class RunFolderError(UsageError):
 
 class DiskFullError(GsagError, OSError):
     """The disk filled up while a file was being written."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (`gsag.cli.main` raises it from its signal handler). A KeyboardInterrupt,
+    so that it unwinds exactly as Ctrl-C does: every `finally` runs (the run lock is released, a
+    half-written checkpoint is removed), and DataLoader workers end quietly."""
 
 
 class ConfigError(ValueError):
@@ -100,6 +108,12 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit code for an expected error; None for a bug."""
+    if isinstance(exc, Terminated):
+        return (
+            "terminated (SIGTERM); a training run keeps its last checkpoint: continue it with "
+            "--resume",
+            TERMINATED,
+        )
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", INTERRUPTED
     if isinstance(exc, GsagError):
