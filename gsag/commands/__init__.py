@@ -35,10 +35,12 @@ def add_path_argument(parser: argparse.ArgumentParser, name: str, help: str) -> 
 
 
 def finish_path_argument(args: argparse.Namespace, name: str) -> str:
-    """The path given for `name` either way; exits with a usage error when it is missing."""
+    """The path given for `name` either way; a `UsageError` (exit code 2) when it is missing."""
+    from gsag.errors import UsageError
+
     value = getattr(args, name) or getattr(args, f"{name}_option")
     if not value:
-        raise SystemExit(f"gsag: error: {name} is required (positional or --{name})")
+        raise UsageError(f"{name} is required (positional or --{name})")
     setattr(args, name, value)
     return value
 
