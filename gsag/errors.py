@@ -106,6 +106,31 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
+#: OSErrors that say a path cannot be used as asked (not a failing disk): bad input, exit 2.
+_PATH_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "is a folder",
+    errno.EEXIST: "already exists (perhaps as a link to nothing)",
+    errno.ELOOP: "a link that leads back to itself",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+def _path_error(exc: BaseException) -> str | None:
+    """The one line for an OSError about a path the user gave (a folder that cannot be made
+    under /sys, a link loop, a read-only mount ...), or None for any other error."""
+    if not isinstance(exc, OSError) or exc.errno not in _PATH_ERRNOS:
+        return None
+    where = exc.filename if exc.filename is not None else "a path"
+    return (
+        f"cannot use {where}: {_PATH_ERRNOS[exc.errno]} ({exc.strerror or exc}); choose "
+        "another path (another --out, say) or fix its permissions"
+    )
+
+
 def describe(exc: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit code for an expected error; None for a bug."""
     if isinstance(exc, Terminated):
@@ -128,6 +153,9 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
     if _is_disk_full(exc):
         where = getattr(exc, "filename", None)
         return f"disk full while writing {where or 'a file'}; free some space and rerun", 1
+    path_problem = _path_error(exc)
+    if path_problem is not None:
+        return path_problem, USAGE
     if _is_out_of_memory(exc):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return (

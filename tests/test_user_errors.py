@@ -3,10 +3,15 @@ stdout) with the exit code of README's table, never a traceback."""
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from gsag.cli import main
-from gsag.errors import USAGE
+from gsag.config import save_config
+from gsag.errors import USAGE, describe
+from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
 
@@ -40,3 +45,55 @@ def test_data_prepare_errors_take_the_one_error_path(capsys, tmp_path):
     assert code == USAGE and "give --voc DIR and --sbd DIR, or --download" in line
     code, line = one_line(capsys, "data", "prepare-ade20k", "--out", tmp_path / "ade")
     assert code == USAGE and f"no ADEChallengeData2016 in {tmp_path / 'ade'}" in line
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [(errno.EPERM, "EPERM"), (errno.EACCES, "EACCES"), (errno.ELOOP, "ELOOP"),
+     (errno.ENOTDIR, "ENOTDIR"), (errno.EROFS, "EROFS"), (errno.ENAMETOOLONG, "ENAMETOOLONG")],
+)  # fmt: skip
+def test_an_os_error_on_a_given_path_is_bad_input(code, name):
+    described = describe(OSError(code, os.strerror(code), "/somewhere/out"))
+    assert described is not None, name
+    line, exit_code = described
+    assert exit_code == USAGE and "cannot use /somewhere/out" in line and "\n" not in line
+
+
+def test_other_os_errors_are_still_bugs():
+    assert describe(OSError(errno.EBADF, "bad file descriptor")) is None
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/sys/kernel") or not os.access("/sys/kernel", os.W_OK),
+    reason="needs a /sys that os.access calls writable (root in a container)",
+)
+def test_an_out_folder_that_cannot_be_made_although_access_says_yes(capsys, synth_root, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny_config(synth_root, tmp_path / "unused"), config)
+    code, line = one_line(capsys, "train", config, "--out", "/sys/kernel/gsag-run", "--quiet")
+    assert code == USAGE and "--out /sys/kernel/gsag-run: nothing can be created" in line
+    assert not os.path.exists("/sys/kernel/gsag-run")
+
+
+def test_a_name_too_long_for_the_file_system_is_refused_before_work(capsys, synth_root, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny_config(synth_root, tmp_path / "unused"), config)
+    out = tmp_path / ("x" * 300)
+    code, line = one_line(capsys, "train", config, "--out", out, "--quiet")
+    assert code == USAGE and "longer than the 255 bytes a name may have" in line
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling", "below a file"])
+def test_save_into_a_path_that_cannot_be_a_folder_is_one_line(
+    capsys, evaluated_run, tmp_path, kind
+):
+    target = tmp_path / "model"
+    if kind == "loop":
+        target.symlink_to(tmp_path / "model")
+    elif kind == "dangling":
+        target.symlink_to(tmp_path / "nowhere" / "gone")
+    else:
+        (tmp_path / "file").write_text("x")
+        target = tmp_path / "file" / "model"
+    code, line = one_line(capsys, "save", evaluated_run, target)
+    assert code == USAGE and f"FOLDER {target}" in line
