@@ -4,7 +4,9 @@ stdout) with the exit code of README's table, never a traceback."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import socket
 
 import pytest
 
@@ -45,6 +47,41 @@ def test_data_prepare_errors_take_the_one_error_path(capsys, tmp_path):
     assert code == USAGE and "give --voc DIR and --sbd DIR, or --download" in line
     code, line = one_line(capsys, "data", "prepare-ade20k", "--out", tmp_path / "ade")
     assert code == USAGE and f"no ADEChallengeData2016 in {tmp_path / 'ade'}" in line
+
+
+def _lock(folder, text):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.lock").write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("[1, 2]", "has a lock file gsag cannot read"),
+        ('{"pid": "abc", "host": "HOST", "started": 0}', "has a lock file gsag cannot read"),
+        ('{"pid": PID, "host": "HOST"}', "has a lock file gsag cannot read"),
+        ('{"pid": PID, "host": "HOST", "started": 1e400}', "has a lock file gsag cannot read"),
+        ('{"pid": PID, "host": "HOST", "started": 0}', "is in use by pid"),
+    ],
+)
+def test_a_lock_file_with_unexpected_content_is_one_line(
+    capsys, synth_root, tmp_path, content, fragment
+):
+    config, run = tmp_path / "tiny.yaml", tmp_path / "run"
+    save_config(tiny_config(synth_root, run), config)
+    text = content.replace("PID", str(os.getpid())).replace("HOST", socket.gethostname())
+    _lock(run, text)  # written just now: a start in progress may be writing it, so not stale
+    code, line = one_line(capsys, "train", config, "--quiet")
+    assert code == USAGE and fragment in line and str(run) in line
+    assert (run / "run.lock").read_text() == text  # left as it was
+
+
+def test_a_lock_that_is_a_folder_is_one_line(capsys, synth_root, tmp_path):
+    config, run = tmp_path / "tiny.yaml", tmp_path / "run"
+    save_config(tiny_config(synth_root, run), config)
+    (run / "run.lock").mkdir(parents=True)
+    code, line = one_line(capsys, "train", config, "--quiet")
+    assert code == USAGE and "is not a lock file gsag wrote (it is a folder" in line
 
 
 @pytest.mark.parametrize(
@@ -97,3 +134,13 @@ def test_save_into_a_path_that_cannot_be_a_folder_is_one_line(
         target = tmp_path / "file" / "model"
     code, line = one_line(capsys, "save", evaluated_run, target)
     assert code == USAGE and f"FOLDER {target}" in line
+
+
+def test_the_stored_lock_record_is_json_naming_this_process(tmp_path):
+    from gsag.engine.run_dir import acquire_lock, release_lock
+
+    lock = acquire_lock(tmp_path)
+    record = json.loads(lock.read_text())
+    assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+    release_lock(lock)
+    assert not lock.exists()

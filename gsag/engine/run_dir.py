@@ -18,6 +18,7 @@ The lock is released when the context exits, also on exceptions.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -54,10 +55,22 @@ def _alive(pid: int) -> bool:
 
 
 def _read_lock(path: Path) -> dict | None:
+    """The holder a lock file names ({"pid": int, "host": str, "started": float}); None when it
+    cannot be read or holds anything else (empty, cut short, edited, another program's file)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    if not isinstance(holder, dict):
+        return None
+    pid, host, started = holder.get("pid"), holder.get("host"), holder.get("started")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    if not isinstance(host, str) or not isinstance(started, (int, float)):
+        return None
+    if isinstance(started, bool) or not math.isfinite(started):
+        return None
+    return {"pid": pid, "host": host, "started": float(started)}
 
 
 def _is_stale(path: Path, holder: dict | None) -> bool:
@@ -66,7 +79,14 @@ def _is_stale(path: Path, holder: dict | None) -> bool:
             return time.time() - path.stat().st_mtime > STALE_EMPTY_LOCK_S
         except FileNotFoundError:
             return True
-    return holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1)))
+    return holder["host"] == socket.gethostname() and not _alive(holder["pid"])
+
+
+def _since(started: float) -> str:
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(started))
+    except (OverflowError, OSError, ValueError):  # a time no clock shows
+        return "?"
 
 
 def acquire_lock(run_dir: str | os.PathLike) -> Path:
@@ -76,6 +96,11 @@ def acquire_lock(run_dir: str | os.PathLike) -> Path:
     path = run_dir / LOCK_NAME
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     for _ in range(3):
+        if path.is_symlink() or (os.path.lexists(path) and not path.is_file()):
+            raise RunFolderError(
+                f"{path} is not a lock file gsag wrote (it is a folder, a link or another "
+                "special file); remove it if no gsag run is using the folder, or use another --out"
+            )
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -83,11 +108,17 @@ def acquire_lock(run_dir: str | os.PathLike) -> Path:
             if _is_stale(path, holder):
                 path.unlink(missing_ok=True)  # taken over; O_EXCL settles a race for it
                 continue
-            who = f"pid {holder['pid']} on {holder['host']}" if holder else "another process"
-            since = time.strftime("%H:%M:%S", time.localtime(holder["started"])) if holder else "?"
+            if holder is None:
+                raise RunFolderError(
+                    f"run folder {run_dir} has a lock file gsag cannot read ({path}, written "
+                    f"less than {STALE_EMPTY_LOCK_S:.0f} s ago), perhaps by a run starting now; "
+                    f"wait and retry (it is taken over after {STALE_EMPTY_LOCK_S:.0f} s), "
+                    "remove it if no gsag run is using the folder, or use another --out"
+                ) from None
             raise RunFolderError(
-                f"run folder {run_dir} is in use by {who} (since {since}); wait for it to "
-                f"finish, stop it, or use another --out"
+                f"run folder {run_dir} is in use by pid {holder['pid']} on {holder['host']} "
+                f"(since {_since(holder['started'])}); wait for it to finish, stop it, or use "
+                "another --out"
             ) from None
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(record))
@@ -98,7 +129,7 @@ def acquire_lock(run_dir: str | os.PathLike) -> Path:
 def release_lock(path: Path) -> None:
     """Remove the lock if this process still holds it."""
     holder = _read_lock(path)
-    if holder is not None and holder.get("pid") == os.getpid():
+    if holder is not None and holder["pid"] == os.getpid():
         path.unlink(missing_ok=True)
 
 
