@@ -49,6 +49,17 @@ def test_data_prepare_errors_take_the_one_error_path(capsys, tmp_path):
     assert code == USAGE and f"no ADEChallengeData2016 in {tmp_path / 'ade'}" in line
 
 
+@pytest.mark.parametrize("command", ["prepare-ade20k", "prepare-cityscapes"])
+def test_an_archive_that_is_not_one_is_one_line(capsys, tmp_path, command):
+    fake = tmp_path / "ADEChallengeData2016.zip"
+    fake.write_text("this is a text file, not a zip\n")
+    option = "--zip" if command == "prepare-ade20k" else "--leftimg"
+    argv = ["data", command, "--out", tmp_path / "out", option, fake, "--quiet"]
+    code, line = one_line(capsys, *argv)
+    assert code == USAGE and f"{fake} is not a readable zip or tar archive" in line
+    assert "download it again" in line
+
+
 def _lock(folder, text):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.lock").write_text(text)
