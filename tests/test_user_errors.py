@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from gsag.cli import main
-from gsag.config import save_config
+from gsag.config import ConfigError, save_config
 from gsag.errors import USAGE, describe
 from tests.helpers.configs import tiny_config
 
@@ -145,6 +145,17 @@ def test_save_into_a_path_that_cannot_be_a_folder_is_one_line(
         target = tmp_path / "file" / "model"
     code, line = one_line(capsys, "save", evaluated_run, target)
     assert code == USAGE and f"FOLDER {target}" in line
+
+
+@pytest.mark.parametrize("backbone", ["mixer_s16_224", "levit_128s"])
+def test_a_backbone_with_a_fixed_input_size_is_refused_at_build(backbone):
+    from gsag.engine.checks import check_model_config
+
+    cfg = tiny_config("unused", "unused", f"model.backbone={backbone}")
+    with pytest.raises(
+        ConfigError, match=rf"model\.backbone is '{backbone}', which takes only 224x224"
+    ):
+        check_model_config(cfg)
 
 
 def test_the_stored_lock_record_is_json_naming_this_process(tmp_path):
