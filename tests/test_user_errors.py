@@ -158,6 +158,14 @@ def test_a_backbone_with_a_fixed_input_size_is_refused_at_build(backbone):
         check_model_config(cfg)
 
 
+def test_triton_attention_on_cpu_is_refused_before_any_work(capsys, synth_root, tmp_path):
+    config, run = tmp_path / "tiny.yaml", tmp_path / "run"
+    save_config(tiny_config(synth_root, run, "model.kwargs.attention_impl=triton"), config)
+    code, line = one_line(capsys, "train", config, "--quiet", "--device", "cpu")
+    assert code == USAGE and "model.kwargs.attention_impl is 'triton'" in line
+    assert not run.exists(), "work started before the check"
+
+
 def test_the_stored_lock_record_is_json_naming_this_process(tmp_path):
     from gsag.engine.run_dir import acquire_lock, release_lock
 

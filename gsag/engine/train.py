@@ -92,7 +92,7 @@ def train(
     try:
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
-        check_model_config(cfg)
+        check_model_config(cfg, dist.device)
         keep = [cfg.data.root]  # a dataset generated inside the run folder stays there
         with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep):
             result = _train(cfg, dist, resume=resume, quiet=quiet, stop_after=stop_after)
