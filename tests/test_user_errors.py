@@ -12,7 +12,7 @@ import pytest
 
 from gsag.cli import main
 from gsag.config import ConfigError, save_config
-from gsag.errors import USAGE, describe
+from gsag.errors import RUN_FAILED, USAGE, describe
 from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread per test
@@ -164,6 +164,23 @@ def test_triton_attention_on_cpu_is_refused_before_any_work(capsys, synth_root, 
     code, line = one_line(capsys, "train", config, "--quiet", "--device", "cpu")
     assert code == USAGE and "model.kwargs.attention_impl is 'triton'" in line
     assert not run.exists(), "work started before the check"
+
+
+def test_pretrained_weights_offline_are_one_line_and_a_resume_needs_none(
+    capsys, synth_root, tmp_path, offline_cache
+):
+    config, run = tmp_path / "tiny.yaml", tmp_path / "run"
+    save_config(tiny_config(synth_root, run, "model.pretrained=true"), config)
+    code, line = one_line(capsys, "train", config, "--quiet")
+    assert code == RUN_FAILED and "could not download pretrained weights" in line
+    assert "model.pretrained=false" in line
+
+    # a run with last.pt resumes offline although its config asks for pretrained weights
+    from gsag.engine.train import train
+
+    train(tiny_config(synth_root, run, "train.iters=2"), quiet=True, overwrite=True)
+    capsys.readouterr()
+    assert main(["train", str(config), "--resume", "--quiet"]) == 0, capsys.readouterr().err
 
 
 def test_the_stored_lock_record_is_json_naming_this_process(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -117,7 +118,7 @@ def _train(
     ckpt = read_resume(cfg, show) if resume else None  # refuses before anything is written
     seed_everything(tc.seed + dist.rank)
     train_set, val_set, meta = _datasets(cfg, dist)
-    run = _build(cfg, dist, amp, val_set, meta)
+    run = _build(cfg, dist, amp, val_set, meta, resuming=ckpt is not None)
     state, rng_states = resume_state(run, ckpt, show)
     del ckpt
     log = _open_log(run, state.iteration)
@@ -264,12 +265,20 @@ def _datasets(
 
 
 def _build(
-    cfg: Config, dist: DistInfo, amp: str, val_set: SegmentationDataset, meta: dict[str, Any]
+    cfg: Config,
+    dist: DistInfo,
+    amp: str,
+    val_set: SegmentationDataset,
+    meta: dict[str, Any],
+    resuming: bool = False,
 ) -> Run:
-    """The model (SyncBatchNorm, DDP and compiled as configured), optimizer, schedule, loss."""
+    """The model (SyncBatchNorm, DDP and compiled as configured), optimizer, schedule, loss.
+    `resuming`: last.pt's weights replace the model's, so no pretrained weights are fetched or
+    read for it (a resumed run needs no network for `model.pretrained: true`)."""
     tc = cfg.train
     dev = dist.device
-    model = build_train_model(cfg, meta["num_classes"]).to(dev)
+    built = replace(cfg, model=replace(cfg.model, pretrained=False)) if resuming else cfg
+    model = build_train_model(built, meta["num_classes"]).to(dev)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dist.distributed and dev.type == "cuda":

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from gsag.config import OUTPUT_STRIDES
 from gsag.models.backbone_weights import LoadReport, load_backbone_weights
-from gsag.models.errors import ModelArgError
+from gsag.models.errors import ModelArgError, WeightsDownloadError
 from gsag.models.levels import DEFAULT_OUTPUT_STRIDE, LEVEL_STRIDES
 from gsag.models.neck import SimplePyramid
 
@@ -364,12 +364,13 @@ def _create(
     except Exception as err:
         if not use_hub:
             raise
-        raise RuntimeError(
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise WeightsDownloadError(
             f"could not download pretrained weights for backbone {name!r} from the Hugging "
-            f"Face hub ({type(err).__name__}: {err}). Fix: connect to the internet (or set "
-            f"HF_ENDPOINT to a mirror; HF_HUB_OFFLINE=1 skips the retries), or download the "
-            f"weights elsewhere and pass "
-            f"pretrained='path/to/{name}.safetensors'."
+            f"Face hub ({type(err).__name__}: {first}). Fix: connect to the internet (or set "
+            "HF_ENDPOINT to a mirror; HF_HUB_OFFLINE=1 skips the retries), download the "
+            f"weights elsewhere and pass pretrained='path/to/{name}.safetensors' (in a config: "
+            "model.pretrained=PATH), or train from random weights (model.pretrained=false)"
         ) from err
 
 
