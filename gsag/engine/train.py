@@ -115,7 +115,8 @@ def _train(
     show = dist.is_main and not quiet
     amp = check_amp(cfg, dist)
     micro = micro_batch(cfg, dist)
-    ckpt = read_resume(cfg, show) if resume else None  # refuses before anything is written
+    # refuses before anything is written; warnings are printed whatever --quiet says
+    ckpt = read_resume(cfg, show, dist.is_main, dist.device) if resume else None
     seed_everything(tc.seed + dist.rank)
     train_set, val_set, meta = _datasets(cfg, dist)
     run = _build(cfg, dist, amp, val_set, meta, resuming=ckpt is not None)
@@ -129,7 +130,7 @@ def _train(
     )  # fmt: skip
     timer = IterationTimer(tc.batch_size, dist.device)
     batches = timer.wrap(iter(loader))
-    restore_rng(rng_states, dist, show)  # after the loader: it draws nothing from them
+    restore_rng(rng_states, dist, show, dist.is_main)  # after the loader: it draws nothing
     end = tc.iters if stop_after is None else min(tc.iters, stop_after)
     if show and state.iteration >= end:
         note(f"{run.last_path} is at iteration {state.iteration} of {tc.iters}: nothing to train")
