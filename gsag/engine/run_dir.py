@@ -25,9 +25,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gsag.atomic import remove_temp_files
 from gsag.errors import RunFolderError
+
+if TYPE_CHECKING:
+    from gsag.config import Config
 
 LOCK_NAME = "run.lock"
 RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt", "best.safetensors")
@@ -201,10 +205,80 @@ def resumable(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / "last.pt").is_file()
 
 
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
+def not_started(run_dir: Path, config: Config, keep: Sequence[str | os.PathLike] = ()) -> bool:
+    """Whether `run_dir` holds a run of `config` that stopped before its first last.pt (killed,
+    Ctrl-C or SIGTERM before it, or during its write), and nothing else: its config.yaml (the
+    same run: no key of the resume rules changed), metrics.jsonl and TensorBoard events up to
+    its first `train.save_interval`, the best.pt of an evaluation before then, temporary files
+    of killed writes, the lock and `keep`. Starting that run again from iteration 0 loses
+    nothing it could have resumed from. Writes nothing."""
+    import yaml
+
+    from gsag.atomic import is_temp_name
+    from gsag.engine.run_state import config_changes, refused_changes
+
+    if resumable(run_dir) or not (run_dir / "config.yaml").is_file():
+        return False
+    try:
+        old = yaml.safe_load((run_dir / "config.yaml").read_text())
+        first_save = int(old["train"]["save_interval"])
+    except (OSError, ValueError, TypeError, KeyError, RecursionError, yaml.YAMLError):
+        return False
+    kept = {Path(k).resolve() for k in keep}
+    starts = ("config.yaml", "metrics.jsonl", LOCK_NAME)
+    for entry in run_dir.iterdir():
+        name = entry.name
+        if name in starts or is_temp_name(name) or entry.resolve() in kept:
+            continue
+        if name.startswith("events.out.tfevents.") and entry.is_file():
+            continue
+        if name == "best.pt" and _iteration(entry) <= first_save:
+            continue
+        return False
+    if not _logged_up_to(run_dir / "metrics.jsonl", first_save):
+        return False
+    changes = config_changes(old, config)
+    changes.pop("output.run_dir", None)
+    return not refused_changes(changes)
+
+
+def _iteration(checkpoint: Path) -> float:
+    """The iteration a checkpoint was saved at (inf when it cannot be read)."""
+    from gsag.engine.checkpoint import load_checkpoint
+
+    try:
+        return int(load_checkpoint(checkpoint)["iteration"])
+    except Exception:  # CheckpointError, OSError: not a checkpoint of this run
+        return math.inf
+
+
+def _logged_up_to(log: Path, last: int) -> bool:
+    """Whether metrics.jsonl (absent: yes) logs no iteration past `last`."""
+    from gsag.engine.run_log import read_metrics_log, record_iteration
+
+    if not log.exists():
+        return True
+    try:
+        train, evals = read_metrics_log(log)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return all(record_iteration(r) <= last for r in [*train, *evals])
+
+
+def check_run_dir(
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    keep: Sequence[str | os.PathLike] = (),
+    config: Config | None = None,
+) -> bool:
     """Whether the run in `run_dir` must be moved aside first; raises `RunFolderError` when the
-    folder may not be used as asked. Writes nothing."""
+    folder may not be used as asked. With `resume` and `config`, a folder that holds only that
+    run's start files (`not_started`) is used as it is: the run starts again at iteration 0.
+    Writes nothing."""
     if not holds_run(run_dir) or (resume and resumable(run_dir)):
+        return False
+    if resume and config is not None and not_started(run_dir, config, keep):
         return False
     if not overwrite:
         raise RunFolderError(no_resume_message(run_dir) if resume else refuse_message(run_dir))
@@ -218,10 +292,13 @@ def open_run_dir(
     resume: bool = False,
     overwrite: bool = False,
     keep: Sequence[str | os.PathLike] = (),
+    config: Config | None = None,
 ) -> Iterator[Path | None]:
     """Lock `run_dir` for this run and make it safe to write (see the module docstring).
 
     `keep`: entries of `run_dir` that `overwrite` leaves in place (see `move_aside`).
+    `config`: the run's config, so that `resume` starts again a run that never saved last.pt
+    (`not_started`).
 
     Yields:
         The folder the old run was moved to (with `overwrite`), else None.
@@ -230,7 +307,7 @@ def open_run_dir(
     lock = acquire_lock(run_dir)
     try:
         aside = None
-        if check_run_dir(run_dir, resume, overwrite):
+        if check_run_dir(run_dir, resume, overwrite, keep, config):
             aside = move_aside(run_dir, keep)
         remove_temp_files(run_dir)
         yield aside
@@ -245,6 +322,7 @@ def claim_run_dir(
     resume: bool = False,
     overwrite: bool = False,
     keep: Sequence[str | os.PathLike] = (),
+    config: Config | None = None,
 ) -> Iterator[None]:
     """`open_run_dir` on rank 0 only (`info`: a `distributed.DistInfo`); every rank fails
     together, with rank 0's message, when rank 0 cannot have the folder, so no rank waits
@@ -257,7 +335,7 @@ def claim_run_dir(
         failure: RunFolderError | None = None
         if info.is_main:
             try:
-                stack.enter_context(open_run_dir(run_dir, resume, overwrite, keep))
+                stack.enter_context(open_run_dir(run_dir, resume, overwrite, keep, config))
             except RunFolderError as e:
                 failure = e
         # every rank raises rank 0's message: whichever rank torchrun lets print, it says why

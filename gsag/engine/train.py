@@ -95,7 +95,7 @@ def train(
             torch.set_num_threads(cfg.train.num_threads)
         check_model_config(cfg, dist.device)
         keep = [cfg.data.root]  # a dataset generated inside the run folder stays there
-        with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep):
+        with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep, cfg):
             result = _train(cfg, dist, resume=resume, quiet=quiet, stop_after=stop_after)
         # rank 0 writes files after the last collective: no rank leaves the group before all are
         # done (only on success: a rank that failed alone must not wait for the others here)

@@ -1,8 +1,9 @@
 """Signals: SIGTERM (what batch schedulers send before they kill a job) ends a run as Ctrl-C
-does."""
+does, and a run stopped before its first checkpoint starts again instead of being stuck."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import torch
 from gsag.config import save_config
 from gsag.engine.checkpoint import load_checkpoint
 from gsag.engine.train import train
-from tests.helpers.configs import tiny_config
+from tests.helpers.configs import TINY_CLI_SETS, tiny_config
 
 pytestmark = [
     pytest.mark.usefixtures("single_thread"),  # one torch thread per test
@@ -80,3 +81,64 @@ def test_sigterm_handler_is_restored_after_a_command(capsys):
     before = signal.getsignal(signal.SIGTERM)
     assert main(["eval", "/nonexistent/best.pt"]) == 2  # an error after the handler was set
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_interrupted_demo_starts_again_on_the_next_demo(synth_root, tmp_path, capsys):
+    """Ctrl-C before the first checkpoint, then `gsag demo` again (as `make demo` runs it):
+    the run starts again from iteration 0 and finishes, without --resume or --overwrite."""
+    from gsag.cli import main
+
+    run = tmp_path / "demo"
+    base = ["demo", "--out", str(run), "--set", f"data.root={synth_root}", "--images", "1",
+            "--threads", "1", "--quiet", *TINY_CLI_SETS]  # fmt: skip
+    long = ["--set", "train.iters=5000", "--set", "train.save_interval=4000",
+            "--set", "train.eval_interval=4000"]  # fmt: skip
+    proc = _start(*base, *long)
+
+    def trained_a_step() -> bool:
+        log = run / "metrics.jsonl"
+        lines = log.read_text().splitlines() if log.is_file() else []
+        return any(json.loads(ln)["type"] == "train" for ln in lines[:-1])  # whole lines
+
+    _wait_for(proc, trained_a_step, "training step")
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert not (run / "last.pt").exists() and not (run / "run.lock").exists()
+
+    capsys.readouterr()
+    assert main(base) == 0, capsys.readouterr().err
+    assert load_checkpoint(run / "last.pt")["iteration"] == 2
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows if r["type"] == "train"] == [1, 2]  # started anew
+    assert (run / "report" / "report.md").is_file()
+    assert not list(tmp_path.glob("demo.old-*")), "nothing is moved aside"
+
+
+def test_resume_starts_a_run_that_never_saved_and_refuses_another_runs_folder(synth_root, tmp_path):
+    """`--resume` on a folder holding only the start files of the same run (the SLURM chain
+    always passes --resume) starts it at 0; a folder with more, or another run's, is refused."""
+    from gsag.engine.run_dir import not_started
+    from gsag.errors import RunFolderError
+
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "train.save_interval=4", "train.eval_interval=4")
+    train(cfg, quiet=True, stop_after=1)  # as if killed after iteration 1: no last.pt yet
+    (run / "last.pt").unlink(missing_ok=True)
+    (run / "best.pt").unlink(missing_ok=True)
+    (run / "best.safetensors").unlink(missing_ok=True)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:1]) + "\n")
+    assert not_started(run, cfg)
+    other = tiny_config(synth_root, run, "train.save_interval=4", "optim.lr=0.5")
+    assert not not_started(run, other)  # another run's start files: refused
+    with pytest.raises(RunFolderError, match=r"no last\.pt to resume from"):
+        train(other, quiet=True, resume=True)
+    (run / "notes.txt").write_text("mine")
+    assert not not_started(run, cfg)  # a file gsag did not write: never replaced
+    (run / "notes.txt").unlink()
+
+    result = train(cfg, quiet=True, resume=True)
+    assert result["iteration"] == 4
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows if r["type"] == "train"] == [1, 2, 3, 4]
