@@ -127,7 +127,7 @@ def _path_error(exc: BaseException) -> str | None:
     where = exc.filename if exc.filename is not None else "a path"
     return (
         f"cannot use {where}: {_PATH_ERRNOS[exc.errno]} ({exc.strerror or exc}); choose "
-        "another path (another --out, say) or fix its permissions"
+        "another path or fix its permissions"
     )
 
 
@@ -135,8 +135,8 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit code for an expected error; None for a bug."""
     if isinstance(exc, Terminated):
         return (
-            "terminated (SIGTERM); a training run keeps its last checkpoint: continue it with "
-            "--resume",
+            "terminated (SIGTERM); a training run keeps its last checkpoint: "
+            "gsag train CONFIG --resume (or gsag demo --resume) continues it",
             TERMINATED,
         )
     if isinstance(exc, KeyboardInterrupt):

@@ -273,7 +273,7 @@ def _run_prepare(args, console) -> int:
     if not voc or not sbd:
         from gsag.errors import UsageError
 
-        raise UsageError("gsag data prepare-voc: give --voc DIR and --sbd DIR, or --download")
+        raise UsageError("give --voc DIR and --sbd DIR, or --download")
     counts = _track(
         "writing train_aug masks",
         lambda progress: prepare_voc(voc, sbd, progress),
