@@ -208,13 +208,16 @@ def resumable(run_dir: str | os.PathLike) -> bool:
 def not_started(run_dir: Path, config: Config, keep: Sequence[str | os.PathLike] = ()) -> bool:
     """Whether `run_dir` holds a run of `config` that stopped before its first last.pt (killed,
     Ctrl-C or SIGTERM before it, or during its write), and nothing else: its config.yaml (the
-    same run: no key of the resume rules changed), metrics.jsonl and TensorBoard events up to
-    its first `train.save_interval`, the best.pt of an evaluation before then, temporary files
-    of killed writes, the lock and `keep`. Starting that run again from iteration 0 loses
-    nothing it could have resumed from. Writes nothing."""
+    same run: no key of the resume rules changed), metrics.jsonl, metrics.csv and TensorBoard
+    events up to its first `train.save_interval`, trackers.json, class_counts.json, the best.pt
+    of an evaluation before then, temporary files of killed writes, the lock and `keep`.
+    Starting that run again from iteration 0 loses nothing it could have resumed from. Writes
+    nothing."""
     import yaml
 
     from gsag.atomic import is_temp_name
+    from gsag.data.counts import COUNTS_FILE
+    from gsag.engine.loggers import TRACKERS_FILE
     from gsag.engine.run_state import config_changes, refused_changes
 
     if resumable(run_dir) or not (run_dir / "config.yaml").is_file():
@@ -225,7 +228,15 @@ def not_started(run_dir: Path, config: Config, keep: Sequence[str | os.PathLike]
     except (OSError, ValueError, TypeError, KeyError, RecursionError, yaml.YAMLError):
         return False
     kept = {Path(k).resolve() for k in keep}
-    starts = ("config.yaml", "metrics.jsonl", LOCK_NAME)
+    # what a run writes when it starts: its config, logs, tracker run ids, counted class weights
+    starts = (
+        "config.yaml",
+        "metrics.jsonl",
+        LOCK_NAME,
+        "metrics.csv",
+        TRACKERS_FILE,
+        COUNTS_FILE,
+    )
     for entry in run_dir.iterdir():
         name = entry.name
         if name in starts or is_temp_name(name) or entry.resolve() in kept:

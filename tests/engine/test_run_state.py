@@ -51,6 +51,8 @@ REFUSED_CHANGES = [
     "train.seed=3",
     "train.batch_size=4",
     "train.amp=bf16",
+    "optim.layer_decay=0.9",
+    "optim.no_decay_norm_bias=true",
 ]
 
 
