@@ -69,4 +69,6 @@ def test_focal_matches_kornia(gamma, weights):
     valid = target != IGNORE
     total = valid.sum() if w is None else w[target[valid]].sum()
     reference = per_pixel.sum() / total
-    torch.testing.assert_close(FocalLoss(gamma, IGNORE, weights)(logits, target), reference)
+    # float32 sums in another order: kornia 0.8.3 (what pip picks at torch 2.4) is 5e-6 off
+    ours = FocalLoss(gamma, IGNORE, weights)(logits, target)
+    torch.testing.assert_close(ours, reference, rtol=2e-5, atol=1e-6)
