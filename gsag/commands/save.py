@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gsag.commands import check_output
+
 HELP = "write a run as a shareable folder: model.safetensors, config.json, a model card"
 
 
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gsag.trained.save import save_pretrained
 
+    check_output(args.folder, "FOLDER")
     with Console(stderr=True).status(f"saving {args.run_dir} ..."):
         folder = save_pretrained(
             args.run_dir,
