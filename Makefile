@@ -7,20 +7,29 @@ STAMP := $(VENV)/.gsag-installed
 
 .PHONY: demo test test-slow test-min test-min-ci lint format clean
 
+# Each step says what it does first: the install is quiet (pip -q) and takes minutes.
 $(PY):
+	@echo "make: creating the virtual environment $(VENV) with $(PYTHON) ..."
 	$(PYTHON) -m venv $(VENV)
+	@echo "make: upgrading pip in $(VENV) ..."
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
+	@echo "make: installing gsag and what it needs into $(VENV): torch (with its CUDA libraries"
+	@echo "      from PyPI: several GB, about 6 GB installed), torchvision, timm, the test tools;"
+	@echo "      a few minutes the first time, with no output unless something fails"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
+	@echo "make: installed gsag into $(VENV)"
 
 # --resume: a second `make demo` reuses the finished run (evaluates it and rewrites the report)
 demo: $(STAMP)
+	@echo "make: running the demo (gsag demo --resume): data, training, evaluation, report ..."
 	$(PY) -m gsag demo --resume
 
 # lint (ruff, then mypy on gsag/ as configured in pyproject.toml), then the default suite
 test: lint
+	@echo "make: the default test suite (pytest -m 'not slow'): a few minutes on 2 cores ..."
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
@@ -53,6 +62,7 @@ test-min-ci: MIN_TESTS = $(MIN_CI_TESTS)
 test-min-ci: test-min
 
 lint: $(STAMP)
+	@echo "make: lint (ruff check, ruff format --check, mypy) ..."
 	$(PY) -m ruff check gsag tests
 	$(PY) -m ruff format --check gsag tests
 	$(PY) -m mypy

@@ -330,6 +330,40 @@ def test_finished_runs_are_found_by_content_when_the_name_no_longer_matches(tmp_
     assert found == str(same) and found not in (str(other_lr), str(other_data))
 
 
+def test_the_val_grids_first_seed_0_runs_are_found_on_the_same_data_elsewhere(tmp_path,
+                                                                              monkeypatch):  # fmt: skip
+    """The committed records of hybrid seed 0 (and basic, incremental) name `runs/i10/data` and
+    `train.amp: none`; the docs' report command names `runs/ctx_v2` and today's `auto`. Found
+    when the dataset at the path the record names is the one of the command (same identity),
+    not when that path holds nothing or other data."""
+    import shutil
+
+    from gsag.data.synth import generate
+
+    root = Path(__file__).resolve().parents[1]
+    record = root / "docs/results/ablation_v2/runs/gsag_hybrid__resnet18__s0__e6520b16"
+    out = tmp_path / "ablate_v2"
+    shutil.copytree(record, out / "runs" / record.name)
+    monkeypatch.chdir(tmp_path)
+    sets = ["data.root=runs/ctx_v2", "data.synthetic=false", "train.iters=300",
+            "train.eval_interval=150", "train.save_interval=150", "train.num_threads=1"]  # fmt: skip
+    combo = ablate.Combo("gsag_hybrid", "resnet18", 0)
+    config = root / "configs" / "demo.yaml"
+
+    def found() -> str:
+        return ablate.resolve_combo(config, combo, out, sets)[0].output.run_dir
+
+    generate("runs/ctx_v2", num_train=4, num_val=2, size=32, seed=0)
+    assert found() != str(out / "runs" / record.name)  # runs/i10/data is not there
+    generate("runs/i10/data", num_train=4, num_val=2, size=32, seed=1)  # other data
+    assert found() != str(out / "runs" / record.name)
+    shutil.rmtree("runs/i10/data")
+    generate("runs/i10/data", num_train=4, num_val=2, size=32, seed=0)  # the same data
+    assert found() == str(out / "runs" / record.name)
+    sets[2] = "train.iters=250"  # another recipe is never the record
+    assert found() != str(out / "runs" / record.name)
+
+
 def _runs(label, mious, **extra):
     return [{**_fake(label, s, m, [m]), "label": label, **extra} for s, m in enumerate(mious)]
 

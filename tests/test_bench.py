@@ -164,14 +164,47 @@ def test_interleaved_rounds_rotate_the_order():
     assert all(len(out[k]) == 3 and all(len(t.wall_ms) == 2 for t in out[k]) for k in "abc")
 
 
-def test_round_ratios_are_median_min_max_of_per_round_ratios():
+def test_round_ratios_are_the_per_round_ratios_with_their_median_min_max():
     model, base = _row("gsag_hybrid", 30.0, 8.0), _row("deeplabv3", 40.0, 10.0)
     model.rounds = {"cpu_ms": [30.0, 45.0, 20.0, 33.0]}
     base.rounds = {"cpu_ms": [40.0, 50.0, 40.0, 30.0]}
+    model.cpu_ms, base.cpu_ms = 31.5, 40.0  # medians of all calls: a ratio of 0.7875
     bench.add_ratios([model, base])
     ratios = [0.75, 0.9, 0.5, 1.1]
-    assert model.round_ratios["cpu_ms"] == pytest.approx([np.median(ratios), 0.5, 1.1])
-    assert base.round_ratios["cpu_ms"] == pytest.approx([1.0, 1.0, 1.0])
+    found = model.round_ratios["cpu_ms"]
+    assert found["per_round"] == pytest.approx(ratios)  # one per round, no more
+    assert (found["median"], found["min"], found["max"]) == pytest.approx(
+        (np.median(ratios), 0.5, 1.1)
+    )
+    assert model.ratios["cpu_ms"] == found["median"]  # one value, not a ratio of medians
+    assert base.round_ratios["cpu_ms"]["per_round"] == pytest.approx([1.0] * 4)
+
+
+def test_terminal_table_and_bench_md_print_the_same_ratio():
+    """One value rounded once: the terminal said 1.74x and bench.md 1.71x for one row (a ratio
+    of medians against the median of per-round ratios)."""
+    model, base = _row("gsag_hybrid", 30.0, 8.0), _row("deeplabv3", 40.0, 10.0)
+    model.rounds, base.rounds = {"cpu_ms": [50.0, 81.0]}, {"cpu_ms": [40.0, 30.0]}
+    model.cpu_ms, base.cpu_ms = 65.5, 35.0  # 1.87 as a ratio of the medians
+    bench.add_ratios([model, base])  # per round 1.25 and 2.70: median 1.975
+    env = {"device": "cpu", "cpu": "x", "threads": 1, "torch": "t", "date": "d"}
+    terminal = bench.compact_table([model, base], env).splitlines()[1]
+    markdown = next(ln for ln in bench.to_markdown([model, base], env).splitlines()
+                    if ln.startswith("| gsag_hybrid"))  # fmt: skip
+    assert "1.87x" not in terminal + markdown
+    assert "1.98x" in terminal.split() and "1.98x (1.25-2.70)" in markdown
+
+
+def test_bench_labels_the_lines_it_prints_before_its_table():
+    from gsag.commands.bench import row_done_line
+
+    row = _row("gsag_hybrid", 30.0, 8.0, backbone="resnet50", size=512)
+    row.cpu_ms = 55.0
+    assert row_done_line(row, "cpu") == (
+        "measured gsag_hybrid/resnet50 at 1x512x512: forward pass 55.0 ms CPU time, "
+        "30.0 ms wall (medians)"
+    )
+    assert row_done_line(row, "cuda").endswith("forward pass 30.0 ms wall (median)")
 
 
 def test_bench_cli_amp_bf16_compile_head_best_on_cpu(tmp_path):
@@ -192,7 +225,8 @@ def test_bench_cli_amp_bf16_compile_head_best_on_cpu(tmp_path):
         assert len(row["rounds"]["cpu_ms"]) == 2 and len(row["rounds"]["train_step_cpu_ms"]) == 2
         assert math.isfinite(row["train_step_ms"])
     _, base = data["rows"]
-    assert base["round_ratios"]["cpu_ms"] == [1.0, 1.0, 1.0]
+    assert base["round_ratios"]["cpu_ms"]["per_round"] == [1.0, 1.0]  # --rounds 2
+    assert base["ratios"]["cpu_ms"] == base["round_ratios"]["cpu_ms"]["median"] == 1.0
     assert "amp bf16, channels_last on" in (out / "bench.md").read_text()
 
 

@@ -58,3 +58,26 @@ def test_docs_are_found_and_show_commands():
 def test_doc_checker_reports_file_line_and_the_offender(text, expected):
     found = "\n".join(doc_problems(text, "x.md"))
     assert (expected in found) if expected else not found
+
+
+def test_the_makefile_says_what_it_does_before_each_quiet_step():
+    """The install (`pip -q`) was silent for 2-3 minutes: every recipe line that runs pip, and
+    the demo and the test suite, come after an `@echo` line of the same recipe saying what
+    follows."""
+    recipes: dict[str, list[str]] = {}
+    target = ""
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line and not line.startswith(("\t", "#", " ")) and ":" in line and "=" not in line:
+            target = line.split(":")[0]
+        elif line.startswith("\t") and target:
+            recipes.setdefault(target, []).append(line.strip())
+    slow = ("pip install", "-m venv", "gsag demo", 'pytest -q -m "not slow"', "ruff check gsag")
+    checked = 0
+    for name, lines in recipes.items():
+        for i, line in enumerate(lines):
+            quiet = not line.startswith("@echo") and not name.startswith("test-min")
+            if quiet and any(s in line for s in slow):
+                said = [ln for ln in lines[:i] if ln.startswith("@echo")]
+                assert said, f"Makefile target {name}: `{line}` runs without a line before it"
+                checked += 1
+    assert checked >= 5  # venv, pip upgrade, install, demo, test, lint

@@ -137,6 +137,20 @@ def test_eval_and_export_take_a_pretrained_folder(evaluated_run, pretrained, tmp
     theirs = json.loads((evaluated_run / "eval_val_whole" / "metrics.json").read_text())
     assert ours["confusion"] == theirs["confusion"] and ours["mIoU"] == theirs["mIoU"]
 
+    # without --out the results go beside the folder, never into it (it is what gets uploaded)
+    inside = sorted(p.relative_to(pretrained) for p in pretrained.rglob("*"))
+    copy = tmp_path / "saved"
+    shutil.copytree(pretrained, copy)
+    assert main(["eval", str(copy), "--quiet", "--workers", "0", "--threads", "1"]) == 0
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == inside
+    beside = tmp_path / "saved.evals" / "eval_val_whole" / "metrics.json"
+    assert json.loads(beside.read_text())["confusion"] == ours["confusion"]
+    weights = str(copy / "model.safetensors")  # the folder's weights name the folder too
+    assert main(["eval", weights, "--quiet", "--workers", "0", "--threads", "1",
+                 "--max-images", "1"]) == 0  # fmt: skip
+    assert (tmp_path / "saved.evals" / "eval_val_whole_first1" / "metrics.json").is_file()
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == inside
+
     onnx = tmp_path / "m.onnx"
     args = ["export", str(pretrained), "--out", str(onnx), "--height", "32", "--width", "32"]
     assert main([*args, "--no-check"]) == 0

@@ -95,3 +95,42 @@ def test_a_model_not_trained_on_the_generated_benchmark_makes_no_photo_claim(tmp
     first = card.text.strip().splitlines()[0]
     assert first.startswith("# fcn on test_resnet: streets") and "photo" not in card.text.lower()
     assert card.data.datasets == ["streets"]
+
+
+def test_the_card_reports_the_runs_own_evaluation_and_says_which(evaluated_run, tmp_path):
+    """A later multi-scale + flip evaluation does not become the card's number (it did: the
+    newest evaluation won); `evaluation=` picks it when asked, and the card names either."""
+    import os
+    import time
+
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    own = json.loads((run / "eval_val_whole" / "metrics.json").read_text())
+    own["settings"]["checkpoint"] = "tiny-run/best.pt"  # as typed (the copy's, not the original)
+    (run / "eval_val_whole" / "metrics.json").write_text(json.dumps(own))
+    other = json.loads(json.dumps(own))
+    other["mIoU"] = 0.987
+    other["settings"].update(mode="multiscale", scales=[0.75, 1.0], flip=True)
+    later = run / "eval_val_multiscale_s0.75-1_flip" / "metrics.json"
+    later.parent.mkdir()
+    later.write_text(json.dumps(other))
+    stamp = time.time() + 60
+    os.utime(later, (stamp, stamp))  # the newest evaluation of best.pt
+
+    card = ModelCard.load(save_pretrained(run, tmp_path / "m") / "README.md")
+    assert card.data.eval_results[0].metric_value == own["mIoU"] != other["mIoU"]
+    assert "- evaluation: split `val`, mode whole, one scale, no flip (the run's own settings)" in (
+        card.text
+    )
+
+    asked = save_pretrained(run, tmp_path / "m2", evaluation=later)
+    card = ModelCard.load(asked / "README.md")
+    assert card.data.eval_results[0].metric_value == other["mIoU"]
+    assert "- evaluation: split `val`, mode multiscale, scales 0.75, 1, flip (chosen with " in (
+        card.text
+    )
+
+    # only a multi-scale evaluation: the card reports none rather than take it unasked
+    shutil.rmtree(run / "eval_val_whole")
+    card = ModelCard.load(save_pretrained(run, tmp_path / "m3") / "README.md")
+    assert card.data.eval_results is None and "reports no accuracy" in card.text

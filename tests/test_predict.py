@@ -179,7 +179,13 @@ def test_predict_cli_writes_palette_masks_overlays_and_probs(checkpoint, tmp_pat
         np.testing.assert_array_equal(stored, predictor.predict(src / f"img{i}.jpg"))
         flat = mask_png.getpalette()[: 3 * len(SYNTH_PALETTE)]
         assert [tuple(flat[j : j + 3]) for j in range(0, len(flat), 3)] == list(SYNTH_PALETTE)
-        assert Image.open(out / "overlays" / f"img{i}.png").size == size[::-1]
+        drawn = np.asarray(Image.open(out / "overlays" / f"img{i}.png").convert("RGB"))
+        k = -(-480 // size[1])  # small images are enlarged by a whole factor
+        picture = np.asarray(overlay(np.asarray(Image.open(src / f"img{i}.jpg").convert("RGB")),
+                                     stored.astype(np.int64), SYNTH_PALETTE, alpha=0.6,
+                                     outline=True)).repeat(k, 0).repeat(k, 1)  # fmt: skip
+        np.testing.assert_array_equal(drawn[: picture.shape[0]], picture)  # the image, 1:1
+        assert drawn.shape[0] > picture.shape[0]  # and the legend under it
         probs = np.load(out / "probs" / f"img{i}.npy")
         assert probs.shape == (len(SYNTH_CLASSES), *size) and probs.dtype == np.float16
 

@@ -89,3 +89,39 @@ def test_confusion_cells_show_row_percentages():
 
     norm = torch.tensor([[0.875, 0.125, 0.0], [0.002, 0.998, 0.0], [0.0, 0.0, 0.0]])
     assert confusion_labels(norm) == {(0, 0): "88", (0, 1): "12", (1, 0): "<1", (1, 1): "100"}
+
+
+def test_predict_overlay_has_the_report_legend(tmp_path):
+    """`gsag predict`'s overlays carry the legend of the report's panels (they had none): the
+    same entries and colours, drawn under the overlay by the same function."""
+    from PIL import Image
+
+    from gsag.trained.draw import overlay_figure, pyplot, report_figure, save_figure
+
+    classes = ["background", "red", "green", "unused"]
+    palette = [*PALETTE, (1, 2, 3)]
+    rgb = np.full((40, 50, 3), 90, dtype=np.uint8)
+    pred = np.zeros((40, 50), dtype=np.int64)
+    pred[5:20, 5:20], pred[25:, 30:] = 1, 2
+
+    def entries(fig):
+        (legend,) = fig.legends
+        labels = [t.get_text() for t in legend.get_texts()]
+        colours = [tuple(round(255 * c) for c in p.get_facecolor()[:3])
+                   for p in legend.get_patches()]  # fmt: skip
+        return list(zip(labels, colours, strict=True))
+
+    report, drawn = (
+        report_figure(rgb, pred, pred, classes, palette),
+        overlay_figure(rgb, pred, classes, palette),
+    )
+    assert entries(drawn) == entries(report) == [
+        ("background", (0, 0, 0)), ("red", (200, 0, 0)), ("green", (0, 90, 10))]  # fmt: skip
+    pyplot().close(report)
+    path = save_figure(drawn, tmp_path / "overlay.png", tight=False)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    k = 480 // 50 + 1  # enlarged by a whole factor to at least 480 pixels wide
+    assert pixels.shape[1] == 50 * k and pixels.shape[0] > 40 * k
+    legend = pixels[40 * k :].reshape(-1, 3)
+    for colour in [(200, 0, 0), (0, 90, 10)]:  # the patches are drawn under the picture
+        assert (np.abs(legend.astype(int) - colour).sum(1) == 0).sum() > 20

@@ -10,8 +10,9 @@ trains into new folders and never reuses an old run; old runs stay where they ar
 before the fingerprint held the data (their `result.json` has no `data` entry) are found under
 their config-only fingerprint and trusted as they are. A finished run whose folder name no longer
 matches (a config key added since, which changes every hash, or `data.mean: []` against the
-backbone's own values spelled out) is found by content (`find_recorded`): its `config.yaml`,
-loaded with today's defaults, gives the same `recipe`.
+backbone's own values spelled out, `train.amp: none` against `auto` on a CPU, or its dataset at
+another path with the same identity) is found by content (`find_recorded`): its `config.yaml`,
+loaded with today's defaults, gives the same `recipe`, and `same_data` holds.
 """
 
 from __future__ import annotations
@@ -61,23 +62,30 @@ def fingerprint(config: dict[str, Any], data: str | None = None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def recipe(cfg: Any) -> dict[str, Any]:
-    """What a run's results depend on: the config without `FINGERPRINT_IGNORES`, with the
-    input normalisation resolved (`data.mean: []` and the backbone's own values are the same
-    recipe)."""
+def recipe(cfg: Any, device: str | None = None) -> dict[str, Any]:
+    """What a run's results depend on besides its dataset: the config without
+    `FINGERPRINT_IGNORES` and without `data.root` (the dataset is compared by its identity, see
+    `find_recorded`), with the input normalisation resolved (`data.mean: []` and the backbone's
+    own values are the same recipe) and `train.amp` resolved on `device` (default: CUDA when
+    available, else the CPU), so `auto` and `none` are one recipe on a CPU."""
+    import torch
+
+    from gsag.engine.compile import resolve_amp
     from gsag.engine.datasets import input_norm
 
     kept = _kept(cfg.to_dict())
     kept["data"]["mean"], kept["data"]["std"] = input_norm(cfg)
+    kept["data"].pop("root", None)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kept["train"]["amp"] = resolve_amp(cfg.train.amp, device)
     return kept
 
 
 def find_recorded(runs: Path, name: str, cfg: Any, data: str | None) -> Path | None:
     """A finished run of combination `name` under `runs` with the same recipe as `cfg`, found
     by content rather than by folder name, so that a run survives a config key added since it
-    was recorded (its config loads with that key at its default), or a default spelled another
-    way. A run whose `result.json` names another dataset is not it; one recorded before the
-    data counted (no `data` entry) is trusted, as by its old fingerprint."""
+    was recorded (its config loads with that key at its default), a default spelled another
+    way, or its dataset at another path (`same_data`)."""
     from gsag.config import ConfigError, load_config
 
     want = recipe(cfg)
@@ -87,9 +95,23 @@ def find_recorded(runs: Path, name: str, cfg: Any, data: str | None) -> Path | N
             old = load_config(result.parent / "config.yaml")
         except (OSError, ValueError, ConfigError):
             continue  # no usable config: never a match
-        if recorded.get("data", data) == data and recipe(old) == want:
+        device = (recorded.get("environment") or {}).get("device")
+        if recipe(old, device) == want and same_data(recorded, old, cfg, data):
             return result.parent
     return None
+
+
+def same_data(recorded: dict[str, Any], old: Any, cfg: Any, data: str | None) -> bool:
+    """Whether a recorded run (its result.json `recorded`, its config `old`) trained on the
+    dataset of `cfg`, whose identity is `data`: by the identity its result.json records; for a
+    run recorded before the data counted (no `data` entry), by its own `data.root` as its old
+    fingerprint did, or by the dataset now at that path having `data`'s identity (the val grid's
+    first seed-0 runs name `runs/i10/data`, generated as `runs/ctx_v2` is: docs/results.md)."""
+    if "data" in recorded:
+        return recorded["data"] == data
+    if Path(old.data.root) == Path(cfg.data.root):
+        return True
+    return data is not None and data_identity(old) == data
 
 
 def data_identity(cfg: Any) -> str | None:

@@ -20,12 +20,12 @@ def _ratio(row: BenchRow, key: str) -> str:
 
 
 def _round_ratio(row: BenchRow, key: str) -> str:
-    """Median ratio over rounds, with its min-max range when there were several rounds."""
-    if key not in row.round_ratios:
+    """The ratio (the median over rounds), with its min-max over rounds when there were
+    several."""
+    found = row.round_ratios.get(key)
+    if not found or len(found["per_round"]) < 2:
         return _ratio(row, key)
-    med, lo, hi = row.round_ratios[key]
-    spread = f" ({lo:.2f}-{hi:.2f})" if len(row.rounds.get(key, [])) > 1 else ""
-    return f"{med:.2f}x{spread}"
+    return f"{_ratio(row, key)} ({found['min']:.2f}-{found['max']:.2f})"
 
 
 def settings_line(settings: BenchSettings) -> str:

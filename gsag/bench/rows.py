@@ -44,7 +44,8 @@ class BenchRow:
     error: str = ""
     rounds: dict = field(default_factory=dict)  # metric -> per-round medians (ms)
     ratios: dict = field(default_factory=dict)
-    round_ratios: dict = field(default_factory=dict)  # metric -> [median, min, max] over rounds
+    # metric -> {"per_round": one ratio per round, "median", "min", "max": over them}
+    round_ratios: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +84,11 @@ _RATIO_FIELDS = (
 
 
 def add_ratios(rows: list[BenchRow]) -> None:
-    """Fills `row.ratios` with each metric divided by the baseline's at the same backbone/size."""
+    """Fills `row.ratios` with each metric divided by the baseline's at the same backbone/size.
+
+    A time measured in interleaved rounds gets `row.round_ratios[metric]`, its ratio in every
+    round with their median, min and max, and its `row.ratios[metric]` is that median: one value
+    that the terminal, bench.md and bench.json all print."""
     base = {(r.backbone, r.height, r.width, r.batch): r for r in rows if r.model == BASELINE}
     for row in rows:
         ref = base.get((compared_backbone(row), row.height, row.width, row.batch))
@@ -98,9 +103,12 @@ def add_ratios(rows: list[BenchRow]) -> None:
         for key, mine in row.rounds.items():
             theirs = ref.rounds.get(key, [])
             per_round = [a / b for a, b in zip(mine, theirs, strict=False) if b > 0]
-            if per_round and len(mine) == len(theirs):
-                row.round_ratios[key] = [
-                    statistics.median(per_round),
-                    min(per_round),
-                    max(per_round),
-                ]
+            if per_round and len(per_round) == len(mine) == len(theirs):
+                median = statistics.median(per_round)
+                row.round_ratios[key] = {
+                    "per_round": per_round,
+                    "median": median,
+                    "min": min(per_round),
+                    "max": max(per_round),
+                }
+                row.ratios[key] = median

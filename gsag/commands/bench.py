@@ -158,10 +158,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
 
     from gsag import bench
     from gsag.engine.compile import resolve_amp
+    from gsag.engine.progress import task_bar
     from gsag.errors import UsageError, check_names
     from gsag.models.backbone import check_backbone_name
 
@@ -200,12 +201,11 @@ def run(args: argparse.Namespace) -> int:
     total = len(names) * len(args.backbones) * len(sizes)
     console.print(bench.settings_line(settings), markup=False, highlight=False)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
+    with task_bar(*columns, TimeElapsedColumn(), console=console, quiet=args.quiet) as bar:
         task = bar.add_task("benchmarking", total=total)
 
         def done(row: bench.BenchRow) -> None:
-            note = f"[red]{row.error}[/]" if row.error else f"{row.latency_ms:.1f} ms"
-            bar.console.print(f"{row.model}/{row.backbone} {row.height}x{row.width}: {note}")
+            bar.console.print(row_done_line(row, settings.device), markup=False, highlight=False)
             bar.advance(task)
 
         def partial(rows: list[bench.BenchRow]) -> None:  # a time limit keeps finished rows
@@ -225,6 +225,18 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"updated {args.update_doc}")
     console.print(f"wrote {paths['markdown']} and {paths['json']}")
     return 1 if any(r.error for r in rows) else 0
+
+
+def row_done_line(row, device: str) -> str:
+    """What `gsag bench` says as each row is measured, before the table: the model, its input
+    and its median forward time, labelled (CPU time first on a CPU, as in the ratios)."""
+    what = f"measured {row.model}/{row.backbone} at {row.batch}x{row.height}x{row.width}"
+    if row.error:
+        return f"{what}: error: {row.error}"
+    wall = f"{row.latency_ms:.1f} ms wall"
+    if device == "cpu":
+        return f"{what}: forward pass {row.cpu_ms:.1f} ms CPU time, {wall} (medians)"
+    return f"{what}: forward pass {wall} (median)"
 
 
 def _update_doc(path, table: str, section: str = "bench") -> None:

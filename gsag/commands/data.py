@@ -129,10 +129,12 @@ def _prepare_arguments(sub: argparse._SubParsersAction) -> None:
 def _track(label: str, work, quiet: bool = False):
     """Run `work(progress)` under a rich progress bar (none when `quiet`); `progress(done, total)`
     advances it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+
+    from gsag.engine.progress import task_bar
 
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), disable=quiet) as bar:
+    with task_bar(*columns, TimeRemainingColumn(), quiet=quiet) as bar:
         task = bar.add_task(label, total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
 
@@ -181,10 +183,11 @@ def _check_synth_out(args, console) -> None:
 def _run_synth(args, console) -> int:
     import time
 
-    from gsag.data.synth import generate
+    from gsag.data.synth import generate, split_counts
 
     _check_synth_out(args, console)
-    total = args.num_train + args.num_val
+    counts = split_counts(args.num_train, args.num_val)  # what `generate` writes, test included
+    total = sum(counts.values())
     start = time.perf_counter()
     root = _track(
         "rendering",
@@ -194,7 +197,8 @@ def _run_synth(args, console) -> int:
         ), quiet=args.quiet)  # fmt: skip
     seconds = time.perf_counter() - start
     console.print(
-        f"wrote {total} images ({args.size}x{args.size}) to [bold]{root}[/] in {seconds:.1f} s "
+        f"wrote {total} images ({', '.join(f'{n} {s}' for s, n in counts.items())}; "
+        f"{args.size}x{args.size}) to [bold]{root}[/] in {seconds:.1f} s "
         f"({total / seconds:.0f} images/s); classes in {root / 'classes.yaml'}"
     )
     return 0
@@ -279,8 +283,9 @@ def _run_prepare(args, console) -> int:
         voc = voc or str(data_dir / VOC2012_TRAINVAL.unpacks_to)
         sbd = sbd or str(data_dir / SBD_BENCHMARK.unpacks_to)
     if not voc or not sbd:
-        console.print("[red]error[/]: give --voc DIR and --sbd DIR, or --download")
-        return 2
+        from gsag.errors import UsageError
+
+        raise UsageError("give --voc DIR and --sbd DIR, or --download")
     counts = _track(
         "writing train_aug masks",
         lambda progress: prepare_voc(voc, sbd, progress),
@@ -338,10 +343,9 @@ def _run_prepare_ade20k(args, console) -> int:
         _track("unpacking", lambda p: extract(archive, data_dir, p), quiet=args.quiet)
     root = find_ade20k_root(data_dir)
     if root is None:
-        console.print(
-            f"[red]error[/]: no ADEChallengeData2016 in {data_dir}; pass --download or --zip FILE"
-        )
-        return 1
+        from gsag.data.errors import DataError
+
+        raise DataError(f"no ADEChallengeData2016 in {data_dir}; pass --download or --zip FILE")
     counts = {
         s: len(list((root / "images" / s).glob("ADE_*.jpg"))) for s in ("training", "validation")
     }
@@ -369,10 +373,9 @@ def _run_prepare_context(args, console) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the action; its errors (`DataError`, ...) reach `gsag.cli.main` like every command's:
+    one `error:` line on stderr, exit code 2."""
     from rich.console import Console
-    from rich.markup import escape
-
-    from gsag.data.errors import DataError
 
     console = Console()
     actions = {
@@ -383,8 +386,4 @@ def run(args: argparse.Namespace) -> int:
         "prepare-ade20k": _run_prepare_ade20k,
         "prepare-context": _run_prepare_context,
     }
-    try:
-        return actions[args.data_command](args, console)
-    except DataError as e:
-        console.print(f"[red]error[/]: {escape(str(e))}", soft_wrap=True)
-        return 1
+    return actions[args.data_command](args, console)

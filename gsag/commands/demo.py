@@ -93,18 +93,14 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TimeElapsedColumn
 
     from gsag.config import load_config
     from gsag.data.synth import generate
+    from gsag.engine.checks import check_model_config
     from gsag.engine.datasets import synth_seed
-    from gsag.engine.run_dir import check_run_dir
+    from gsag.engine.progress import task_bar
+    from gsag.engine.run_dir import check_run_dir, not_started
     from gsag.engine.train import train
     from gsag.trained.report import write_run_report
 
@@ -119,12 +115,16 @@ def run(args: argparse.Namespace) -> int:
     threads = demo_threads(args.threads, cfg.train.num_threads)  # for training
     set_threads(threads.threads)  # and the report's evaluation
     check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
-    check_run_dir(Path(cfg.output.run_dir), args.resume, args.overwrite)  # before any work
+    run_dir, keep = Path(cfg.output.run_dir), [cfg.data.root]
+    # a run stopped before its first checkpoint (Ctrl-C) starts again without asking
+    resume = args.resume or (run_dir.is_dir() and not_started(run_dir, cfg, keep))
+    check_run_dir(run_dir, resume, args.overwrite, keep, cfg)  # before any work
+    check_model_config(cfg, args.device)
     root = Path(cfg.data.root)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
 
     if cfg.data.synthetic and not (root.exists() and any(root.iterdir())):
-        with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
+        with task_bar(*columns, TimeElapsedColumn(), console=console, quiet=args.quiet) as bar:
             task = bar.add_task(f"generating {root}", total=None)
             generate(
                 root,
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         f"-> {cfg.output.run_dir}"
     )
     result = train(
-        cfg, device=args.device, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
+        cfg, device=args.device, resume=resume, overwrite=args.overwrite, quiet=args.quiet,
         threads=threads,
     )  # fmt: skip
 
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = final_evaluation(cfg, result, args.device)
     # with the metrics already computed only the drawing is left, which reports no count
     drawing = (SpinnerColumn(), columns[0]) if metrics else columns
-    with Progress(*drawing, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
+    with task_bar(*drawing, TimeElapsedColumn(), console=console, quiet=args.quiet) as bar:
         task = bar.add_task("drawing" if metrics else "evaluating + drawing", total=None)
         report = write_run_report(
             result["last"],

@@ -49,7 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_device_argument(parser)
     add_threads_argument(parser)
-    parser.add_argument("--out", help="report folder (default: next to the checkpoint)")
+    parser.add_argument(
+        "--out",
+        help="report folder (default: eval_<settings>/ beside a checkpoint file; for a saved "
+        "folder in FOLDER.evals/ beside it; for hf:// under runs/hf/OWNER--NAME/)",
+    )
     add_quiet_argument(parser)
 
 
@@ -254,9 +258,11 @@ class _bar:
     def __enter__(self):
         if not self.enabled:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 
-        self.bar = Progress("eval", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        from gsag.engine.progress import task_bar
+
+        self.bar = task_bar("eval", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         self.bar.start()
         task = self.bar.add_task("eval", total=None)
         return lambda done, total: self.bar.update(task, completed=done, total=total)

@@ -82,15 +82,25 @@ def model_table(
     """One row per model: name, backbone, params (M, inference: no aux head), the output stride
     it runs at and, with `flops`, GFLOPs at `size` x `size`.
 
-    Without `flops` the models are built on the meta device (no memory, no initialisation).
+    Without `flops` the models are built on the meta device (no memory, no initialisation),
+    and for the short-name backbones only their heads are (`head_params`): the backbone's count
+    is in `BACKBONE_FEATURES`, so neither timm nor its backbones are loaded.
     `progress(done, name)` is called before each model is built and measured."""
     from gsag.flops import count_gflops, count_params
-    from gsag.models import create_model, list_models
+    from gsag.models.table import list_models
 
     rows = []
     for done, name in enumerate(names or list_models()):
         if progress is not None:
             progress(done, name)
+        fast = None if flops else head_params(name, backbone, num_classes, output_stride)
+        if fast is not None:
+            count, stride = fast
+            rows.append({"model": name, "backbone": backbone, "params_m": count / 1e6,
+                         "output_stride": stride})  # fmt: skip
+            continue
+        from gsag.models import create_model
+
         with _build_device(flops):
             model = create_model(
                 name, num_classes, backbone=backbone, output_stride=output_stride, aux=False
@@ -101,6 +111,27 @@ def model_table(
         row["output_stride"] = model.model_args["output_stride"]
         rows.append(row)
     return rows
+
+
+def head_params(
+    name: str, backbone: str, num_classes: int, output_stride: int | None
+) -> tuple[int, int] | None:
+    """(parameters, output stride) of `create_model(name, num_classes, backbone, output_stride,
+    aux=False)`, counted from `BACKBONE_FEATURES` and the head alone, built on the meta device
+    on the levels its `LevelSpec` reads; None for a backbone not in that table."""
+    import torch
+
+    from gsag.flops import count_params
+    from gsag.models.table import BACKBONE_FEATURES, head_levels, make_head
+
+    if backbone not in BACKBONE_FEATURES:
+        return None
+    channels, backbone_params = BACKBONE_FEATURES[backbone]
+    spec = head_levels(name)
+    stride = output_stride or spec.output_stride  # ResNets are dilated to it: no neck
+    with torch.device("meta"):
+        head = make_head(name, [channels[s] for s in spec.strides], num_classes, stride)
+    return backbone_params + count_params(head), stride
 
 
 def _build_device(real: bool):
@@ -284,10 +315,11 @@ def _show_settings(args: argparse.Namespace, console) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import Progress
 
+    from gsag.engine.progress import task_bar
     from gsag.errors import UsageError, check_names
-    from gsag.models import check_model_args, list_models
+    from gsag.models.check import check_model_args
+    from gsag.models.table import list_models
 
     console = Console()
     if args.backbones is not None:
@@ -305,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
         check_model_args(name, args.backbone, {})
     num_classes = args.num_classes or 21
     what = "counting GFLOPs of" if args.flops else "counting"
-    with Progress(console=Console(stderr=True), transient=True) as progress:
+    with task_bar(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task(f"{what} models on {args.backbone}", total=len(names))
         rows = model_table(
             args.backbone,

@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
 
+    from gsag.engine.progress import task_bar
     from gsag.trained.predict import Predictor, list_images, predict_files
 
     finish_path_argument(args, "checkpoint")
@@ -66,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
-    with Progress(
-        *columns, TimeRemainingColumn(), console=console, transient=True, disable=args.quiet
+    with task_bar(
+        *columns, TimeRemainingColumn(), console=console, transient=True, quiet=args.quiet
     ) as bar:
         images = bar.add_task("images", total=len(files), visible=len(files) > 1)
         passes = bar.add_task("forward passes", total=None)

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
             onnx=args.onnx,
             checkpoint=args.checkpoint,
             include_aux=args.include_aux,
+            evaluation=args.evaluation,
         )
     Console().print(f"pushed [bold]{args.run_dir}[/] to {args.repo_id}: {url}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gsag.commands import check_output
+
 HELP = "write a run as a shareable folder: model.safetensors, config.json, a model card"
 
 
@@ -13,6 +15,12 @@ def add_pretrained_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         help="the checkpoint file in RUN_DIR (default: the evaluated one of best.pt, last.pt)",
+    )
+    parser.add_argument(
+        "--evaluation",
+        metavar="METRICS_JSON",
+        help="the evaluation the model card reports (default: the newest one of the checkpoint "
+        "with the run's own settings: its validation split and eval section)",
     )
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx")
     parser.add_argument(
@@ -32,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gsag.trained.save import save_pretrained
 
+    check_output(args.folder, "FOLDER")
     with Console(stderr=True).status(f"saving {args.run_dir} ..."):
         folder = save_pretrained(
             args.run_dir,
@@ -39,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             include_aux=args.include_aux,
             onnx=args.onnx,
+            evaluation=args.evaluation,
         )
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
     Console().print(f"wrote [bold]{folder}[/]: {files}")

@@ -220,6 +220,18 @@ def _write_one(args: tuple[Path, int, str, int, int, int, int]) -> None:
     save_mask(root / "SegmentationClass" / f"{name}.png", mask, SYNTH_PALETTE)
 
 
+def split_counts(num_train: int, num_val: int, num_test: int | None = None) -> dict[str, int]:
+    """{split: images} that `generate` writes: `num_test` None means as many test images as
+    val. Raises ValueError on counts that cannot be written."""
+    num_test = num_val if num_test is None else num_test
+    if num_train < 1 or num_val < 0 or num_test < 0:
+        raise ValueError(
+            f"need num_train >= 1, num_val >= 0 and num_test >= 0, "
+            f"got {num_train}, {num_val}, {num_test}"
+        )
+    return dict(zip(SPLITS, (num_train, num_val, num_test), strict=True))
+
+
 def generate(
     out_dir: str | Path,
     num_train: int = 600,
@@ -256,16 +268,11 @@ def generate(
         raise ValueError(f"synthetic image size {size} is too small; use at least 32")
     if version not in VERSIONS:
         raise ValueError(f"synthetic generator version {version} is unknown; use one of {VERSIONS}")
-    num_test = num_val if num_test is None else num_test
-    if num_train < 1 or num_val < 0 or num_test < 0:
-        raise ValueError(
-            f"need num_train >= 1, num_val >= 0 and num_test >= 0, "
-            f"got {num_train}, {num_val}, {num_test}"
-        )
+    counts = split_counts(num_train, num_val, num_test)
+    num_test = counts["test"]
     root = Path(out_dir)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    counts = dict(zip(SPLITS, (num_train, num_val, num_test), strict=True))
     jobs = [(root, seed, s, i, size, quality, version) for s, n in counts.items() for i in range(n)]
     _write_all(jobs, workers, progress)
     lists = {s: [f"{s}_{i:05d}" for i in range(n)] for s, n in counts.items() if n or s != "test"}

@@ -12,16 +12,70 @@ img/s=2.6 data=3% eta=0:14:30
   `mem=1.2GiB` (peak GPU memory of the interval) ends a train line on CUDA. The losses are those
   of the logged iteration averaged over processes (as in metrics.jsonl); s/it, img/s and the
   data-wait share are the interval's; the ETA is the remaining iterations at that s/it.
+
+The other commands' bars (data, evaluation, prediction, bench, the demo's steps) come from
+`task_bar`: a rich bar in a terminal; off a terminal no bar, spinner, carriage return or colour
+code, only a plain `description: done/total` line every `PLAIN_EVERY_S` seconds of a long task.
+This module imports no torch, so the data commands can use it.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import time
 from typing import IO, Any
 
-from gsag.engine.eval_report import fmt_pct
-from gsag.engine.run_log import VAL_KEYS
+from rich.console import Console
+from rich.progress import Progress as RichProgress
+from rich.progress import TaskID
+
+#: off a terminal, the seconds between two plain lines of a `task_bar`
+PLAIN_EVERY_S = 10.0
+
+
+class _PlainWhenPiped(RichProgress):
+    """A rich `Progress` that draws nothing off a terminal (it is created disabled there) and
+    instead writes `description: done/total` every `PLAIN_EVERY_S` seconds of a task."""
+
+    plain = False  # set by `task_bar` when the console is no terminal
+
+    def update(self, task_id: TaskID, **fields: Any) -> None:
+        super().update(task_id, **fields)
+        self._plain_line(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._plain_line(task_id)
+
+    def _plain_line(self, task_id: TaskID) -> None:
+        if not self.plain:
+            return
+        now = time.monotonic()
+        last = getattr(self, "_last_line", None)
+        if last is None:
+            self._last_line = now  # the first line comes after PLAIN_EVERY_S, not at once
+            return
+        if now - last < PLAIN_EVERY_S:
+            return
+        self._last_line = now
+        task = self._tasks[task_id]
+        total = f"/{task.total:.0f}" if task.total is not None else ""
+        self.console.print(
+            f"{task.description}: {task.completed:.0f}{total}", markup=False, highlight=False
+        )
+
+
+def task_bar(
+    *columns: Any, console: Console | None = None, quiet: bool = False, transient: bool = False
+) -> RichProgress:
+    """A rich progress bar with `columns` on `console` (default: stdout) in a terminal; nothing
+    when `quiet`; off a terminal (a log file, a pipe) plain lines only (`_PlainWhenPiped`)."""
+    console = console if console is not None else Console()
+    piped = not console.is_terminal
+    bar = _PlainWhenPiped(*columns, console=console, transient=transient, disable=quiet or piped)
+    bar.plain = piped and not quiet
+    return bar
 
 
 def open_progress(
@@ -101,6 +155,9 @@ def train_line(
 
 def eval_line(it: int, total: int, metrics: dict[str, Any], best: float, seconds: float) -> str:
     """One plain evaluation log line (see the module docstring)."""
+    from gsag.engine.eval_report import fmt_pct
+    from gsag.engine.run_log import VAL_KEYS
+
     fields = [f"iter={it}/{total}", *(f"{k}={fmt_pct(metrics[k])}%" for k in VAL_KEYS)]
     fields += [f"best={fmt_pct(best if best >= 0 else None)}%", f"time={seconds:.1f}s"]
     return "eval " + " ".join(fields)
@@ -123,8 +180,6 @@ class BarProgress(Progress):
 
     def __init__(self, start: int, total: int, best: float, stream: IO[str]) -> None:
         super().__init__(start, total, best)
-        from rich.console import Console
-
         self.bar = _two_line_bar(Console(file=stream))
         self.bar.start()
         self.task = self.bar.add_task("train", total=total, completed=start, miou="", line2="")
@@ -155,6 +210,8 @@ class BarProgress(Progress):
         self._show(line2=f"evaluating at iteration {it} ...")
 
     def eval_done(self, it: int, metrics: dict[str, Any], seconds: float) -> None:
+        from gsag.engine.eval_report import fmt_pct
+
         super().eval_done(it, metrics, seconds)
         self._show(miou=f"mIoU {fmt_pct(metrics['mIoU'], digits=1)}", line2=self._stats())
 

@@ -60,6 +60,7 @@ class RunLog:
             "lr": lr,
             "bad_steps": bad_steps,
             **times,
+            "threads": torch.get_num_threads(),  # rank 0's torch CPU threads while training
         }
         _append_jsonl(self.path, record)
         scalars = {f"train/{k}": v for k, v in losses.items()}

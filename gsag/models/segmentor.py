@@ -18,7 +18,7 @@ from gsag.models.heads import FCNHead
 from gsag.models.layers import resize
 from gsag.models.levels import D8, LevelSpec
 from gsag.models.neck import ResizeNeck
-from gsag.models.table import MODELS, head_levels, head_parameters
+from gsag.models.table import MODELS, head_levels, make_head
 
 
 def make_neck(backbone: Backbone, spec: LevelSpec = D8) -> ResizeNeck | None:
@@ -139,10 +139,8 @@ def create_model(
         default_stride=spec.output_stride,
     )
     neck = make_neck(body, spec)
-    head_kw = dict(kwargs)
-    if "output_stride" in head_parameters(name):  # the grid the head sees
-        head_kw["output_stride"] = body.output_stride if neck is None else neck.stride
-    head = MODELS[name](body.channels, num_classes, **head_kw)
+    grid = body.output_stride if neck is None else neck.stride  # the grid the head sees
+    head = make_head(name, body.channels, num_classes, grid, **kwargs)
     aux_head = FCNHead(body.channels, num_classes, in_index=-2) if aux else None
     model = Segmentor(body, head, aux_head, neck)
     model.model_args = dict(
@@ -163,7 +161,16 @@ def model_from_args(args: dict[str, Any]) -> Segmentor:
     random weights and nothing downloaded: the one way a stored model is rebuilt.
 
     A GSAG model stored without its widths was built before they followed the backbone, with
-    `gsag.models.head_widths.FIXED_WIDTHS`, and is rebuilt with those."""
+    `gsag.models.head_widths.FIXED_WIDTHS`, and is rebuilt with those. A stored model runs
+    wherever it is loaded: its local attention takes "auto" where it was trained with "triton"
+    (the kernels on CUDA, the same attention in the reference loop on a CPU, where the kernels
+    cannot run)."""
+    from gsag.models.gsag import PointwiseSelfAttention
+
     if getattr(MODELS.get(str(args.get("name"))), "func", None) is GSAGHead:
         args = legacy_widths(args)
-    return create_model(**{**args, "pretrained": False})
+    model = create_model(**{**args, "pretrained": False})
+    for module in model.modules():
+        if isinstance(module, PointwiseSelfAttention) and module.impl == "triton":
+            module.impl = "auto"
+    return model

@@ -37,6 +37,33 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+#: What the short-name backbones (`gsag.models.backbone.BACKBONES`, all ResNets that timm
+#: dilates, so no neck) give: ({native stride of a level: its channels} for C2..C5, parameters
+#: of the features-only backbone, the same for every choice of levels that reads C5).
+#: `gsag models` counts a model from these and its head alone, without timm
+#: (tests/models/test_table.py checks them against timm's builds).
+BACKBONE_FEATURES: dict[str, tuple[dict[int, int], int]] = {
+    "resnet50": ({4: 256, 8: 512, 16: 1024, 32: 2048}, 23_508_032),
+    "resnet101": ({4: 256, 8: 512, 16: 1024, 32: 2048}, 42_500_160),
+    "resnext101_32x8d": ({4: 256, 8: 512, 16: 1024, 32: 2048}, 86_742_336),
+    "resnet50d": ({4: 256, 8: 512, 16: 1024, 32: 2048}, 23_527_264),
+    "resnet101d": ({4: 256, 8: 512, 16: 1024, 32: 2048}, 42_519_392),
+    "resnet18": ({4: 64, 8: 128, 16: 256, 32: 512}, 11_176_512),
+    "resnet34": ({4: 64, 8: 128, 16: 256, 32: 512}, 21_284_672),
+    "test_resnet": ({4: 32, 8: 48, 16: 192, 32: 96}, 372_688),
+}
+
+
+def make_head(
+    name: str, channels: list[int], num_classes: int, grid_stride: int, **kwargs: Any
+) -> nn.Module:
+    """The head of model `name` on levels of `channels` lying on the 1/`grid_stride` grid
+    (given to heads that take `output_stride`), with head options `kwargs`."""
+    if "output_stride" in head_parameters(name):
+        kwargs["output_stride"] = grid_stride
+    return MODELS[name](channels, num_classes, **kwargs)
+
+
 def list_models() -> list[str]:
     """Names accepted by `create_model`."""
     return list(MODELS)

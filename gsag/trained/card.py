@@ -46,6 +46,41 @@ def dataset_name(trained: Trained) -> str:
     return layout if layout and layout not in ("auto", "voc", "folder") else root
 
 
+def is_own_evaluation(settings: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether an evaluation's settings (metrics.json's) are the run's own: its config's
+    validation split and data, every image, and its `eval` section's mode, flip, and scales
+    (multiscale) or window (slide). Training's evaluations and `gsag demo`'s report are; a
+    multi-scale + flip `gsag eval` of a run trained with whole-image evaluation is not."""
+    data, e = config.get("data") or {}, config.get("eval") or {}
+    mode = e.get("mode", "whole")
+    same = [
+        settings.get("split") == data.get("val_split", "val"),
+        Path(str(settings.get("data"))) == Path(str(data.get("root"))),
+        not settings.get("max_images"),
+        settings.get("mode") == mode,
+        bool(settings.get("flip")) == bool(e.get("flip")),
+    ]
+    if mode == "multiscale":
+        same.append([float(v) for v in settings.get("scales") or []] == e.get("scales"))
+    if mode == "slide":
+        same += [settings.get(k) == e.get(k) for k in ("crop_size", "stride")]
+    return all(same)
+
+
+def evaluation_words(settings: dict[str, Any]) -> str:
+    """Which evaluation, in words: split, mode, window or scales, flip."""
+    mode = settings.get("mode", "?")
+    words = [f"split `{settings.get('split', '?')}`", f"mode {mode}"]
+    if mode == "slide":
+        words.append(f"window {settings.get('crop_size')}, stride {settings.get('stride')}")
+    if mode == "multiscale":
+        words.append("scales " + ", ".join(f"{v:g}" for v in settings.get("scales") or []))
+    else:
+        words.append("one scale")
+    words.append("flip" if settings.get("flip") else "no flip")
+    return ", ".join(words)
+
+
 def write_plots(trained: Trained, folder: Path) -> dict[str, str]:
     """plots/curve.png (from the run's metrics.jsonl) and plots/confusion.png (beside its
     metrics.json), where they exist; returns {name: path relative to `folder`}."""
@@ -165,15 +200,16 @@ def _metrics_lines(trained: Trained, config: dict[str, Any]) -> list[str]:
 
     metrics = trained.metrics
     if metrics is None:
-        return ["## Results", "", "No evaluation of this checkpoint was found in its run "
-                "folder, so this card reports no accuracy; evaluate it with `gsag eval` and save "
-                "it again.", ""]  # fmt: skip
+        return ["## Results", "", "No evaluation of this checkpoint with the run's own settings "
+                "(its validation split and `eval` section) was found in its run folder, so this "
+                "card reports no accuracy; evaluate it with `gsag eval` (or pass another "
+                "evaluation's metrics.json with `--evaluation`) and save it again.", ""]  # fmt: skip
     s = metrics.get("settings") or {}
     run = config.get("config") or {}
     train = run.get("train") or {}
     keys = [k for k in ("mIoU", "aAcc", "mAcc", "FWIoU") if k in metrics]
     iteration = config["training"].get("iteration", "?")
-    flip = ", flip" if s.get("flip") else ""
+    own = "the run's own settings" if is_own_evaluation(s, run) else "chosen with --evaluation"
     return [
         "## Results",
         "",
@@ -181,8 +217,8 @@ def _metrics_lines(trained: Trained, config: dict[str, Any]) -> list[str]:
         "|" + " ---: |" * len(keys),
         "| " + " | ".join(fmt_pct(metrics[k]) for k in keys) + " |",
         "",
-        f"- measured on split `{s.get('split', '?')}` of `{s.get('data', '?')}` "
-        f"({metrics.get('images', '?')} images), mode {s.get('mode', '?')}{flip}",
+        f"- evaluation: {evaluation_words(s)} ({own})",
+        f"- measured on `{s.get('data', '?')}` ({metrics.get('images', '?')} images)",
         f"- device: {s.get('device') or 'not recorded'}",
         f"- checkpoint: iteration {iteration} of {train.get('iters', '?')}, batch "
         f"{train.get('batch_size', '?')}, one run with seed {train.get('seed', '?')}",

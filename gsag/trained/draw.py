@@ -76,13 +76,11 @@ def report_figure(
     The overlay blends the prediction over the image (alpha 0.6) with outlined regions; the
     caller saves and closes the figure (`save_figure`).
     """
-    from matplotlib.patches import Patch
-
     pictures = (
         rgb,
         colour_mask(truth, palette, ignore_index),
         colour_mask(pred, palette, ignore_index),
-        np.asarray(overlay(rgb, pred, palette, alpha=0.6, outline=True)),
+        np.asarray(overlay(rgb, pred, palette, alpha=OVERLAY_ALPHA, outline=True)),
     )
     height, width = rgb.shape[:2]
     side = 2.6  # inches per picture
@@ -91,7 +89,33 @@ def report_figure(
         ax.imshow(picture, interpolation="nearest")
         ax.set_title(title)
         ax.set_axis_off()
-    present = sorted(set(np.unique(truth).tolist()) | set(np.unique(pred).tolist()))
+    add_class_legend(fig, classes, palette, (truth, pred), ignore_index, ncol=6)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.2, wspace=0.04)
+    return fig
+
+
+#: the weight of the class colours in every drawn overlay (the report's and predict's)
+OVERLAY_ALPHA = 0.6
+#: an overlay figure narrower than this (pixels) is enlarged by a whole factor, so that its
+#: legend fits under it; wider images keep their own pixels
+OVERLAY_MIN_WIDTH = 480
+_LEGEND_ROW_PX, _LEGEND_ENTRY_PX, _DPI = 24, 150, 100
+
+
+def add_class_legend(
+    fig,
+    classes: Sequence[str],
+    palette: Palette,
+    masks: Sequence[np.ndarray],
+    ignore_index: int = 255,
+    ncol: int = 6,
+):
+    """The legend of every picture gsag draws, at the bottom of `fig`: one patch in its class
+    colour for each class present in any of `masks`, and a white "ignore" patch where a mask
+    holds `ignore_index`, in at most `ncol` columns. Returns the matplotlib legend."""
+    from matplotlib.patches import Patch
+
+    present = sorted(set().union(*(np.unique(m).tolist() for m in masks)))
     handles = [
         Patch(facecolor=_rgb01(palette[c]), edgecolor="black", label=classes[c])
         for c in present
@@ -99,8 +123,32 @@ def report_figure(
     ]
     if ignore_index in present:
         handles.append(Patch(facecolor="white", edgecolor="black", label="ignore"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.2, wspace=0.04)
+    return fig.legend(
+        handles=handles, loc="lower center", ncol=max(min(len(handles), ncol), 1), frameon=False
+    )
+
+
+def overlay_figure(rgb: np.ndarray, pred: np.ndarray, classes: Sequence[str], palette: Palette):
+    """`gsag predict`'s overlay: the prediction blended over the image as in the report's
+    overlay panel, with the report's class legend under it (`add_class_legend`).
+
+    The image keeps its pixels one to one (images narrower than `OVERLAY_MIN_WIDTH` are enlarged
+    by a whole factor, each pixel a block); the legend takes rows of `_LEGEND_ROW_PX` below.
+    Save it with `save_figure(fig, path, tight=False)`.
+    """
+    picture = np.asarray(overlay(rgb, pred, palette, alpha=OVERLAY_ALPHA, outline=True))
+    factor = -(-OVERLAY_MIN_WIDTH // picture.shape[1])  # ceil; 1 for wide images
+    picture = picture.repeat(factor, axis=0).repeat(factor, axis=1)  # (H k, W k, 3)
+    height, width = picture.shape[:2]
+    entries = len(np.unique(pred)) + 1
+    ncol = max(min(entries, width // _LEGEND_ENTRY_PX), 1)
+    legend_px = _LEGEND_ROW_PX * (-(-entries // ncol)) + 12
+    total = height + legend_px
+    fig = pyplot().figure(figsize=(width / _DPI, total / _DPI), dpi=_DPI)
+    ax = fig.add_axes((0.0, legend_px / total, 1.0, height / total))
+    ax.imshow(picture, interpolation="nearest")
+    ax.set_axis_off()
+    add_class_legend(fig, classes, palette, (pred,), ncol=ncol)
     return fig
 
 
@@ -114,11 +162,12 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Save a matplotlib figure atomically and close it."""
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100, tight: bool = True) -> Path:
+    """Save a matplotlib figure atomically and close it (`tight`: cropped to what is drawn;
+    else at the figure's own size)."""
     plt = pyplot()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return Path(path)
 

@@ -71,11 +71,21 @@ def as_source(repo_id_or_folder: str | os.PathLike) -> str:
     return HF_SCHEME + text
 
 
+#: the suffix of the folder beside a pretrained folder where reports about it go by default
+EVALS_SUFFIX = ".evals"
+
+
 def output_parent(source: str | os.PathLike) -> Path:
-    """Where reports about a model go by default: beside a checkpoint file, inside a pretrained
-    folder, and under runs/hf/OWNER--NAME for a Hub repo (never into the Hub cache)."""
+    """Where reports about a model go by default: beside a checkpoint file; beside a pretrained
+    folder, in `<folder>.evals/` (never inside it: it is what gets uploaded); under
+    runs/hf/OWNER--NAME for a Hub repo (never into the Hub cache)."""
     text = os.fspath(source)
     if text.startswith(HF_SCHEME):
         return Path("runs") / "hf" / parse_hf(text)[0].replace("/", "--")
     path = Path(text)
-    return path if path.is_dir() else path.parent
+    if path.name == WEIGHTS_NAME and (path.parent / CONFIG_NAME).is_file():
+        path = path.parent  # the weights of a pretrained folder: the folder
+    elif not path.is_dir():
+        return path.parent
+    folder = path if path.name not in ("", ".", "..") else path.resolve()  # "." has no name
+    return folder.parent / f"{folder.name}{EVALS_SUFFIX}"

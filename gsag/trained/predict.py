@@ -27,7 +27,7 @@ from gsag.atomic import atomic_path
 from gsag.config import DEFAULT_MAX_PIXELS, DEFAULT_SCALES, EVAL_MODES
 from gsag.data.io import IMAGE_SUFFIXES, image_to_rgb, read_image, save_mask
 from gsag.errors import OptionError
-from gsag.trained.draw import overlay
+from gsag.trained.draw import overlay_figure, save_figure
 from gsag.trained.load import as_source, load_trained_model
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
@@ -340,7 +340,8 @@ def predict_files(
     on_pass: Callable[[int, int], None] | None = None,
 ) -> list[PredictOutputs]:
     """Predict each file and write `masks/<stem>.png` (see `save_prediction`),
-    `overlays/<stem>.png` and, with `probs`, `probs/<stem>.npy` (float16, (C, H, W)).
+    `overlays/<stem>.png` (the prediction over the image with a class legend under it:
+    `gsag.trained.draw.overlay_figure`) and, with `probs`, `probs/<stem>.npy` (float16, (C, H, W)).
 
     `on_image(outputs)` is called after each image, `on_pass(done, total)` after each forward
     pass within an image (scales x flips x windows).
@@ -356,7 +357,8 @@ def predict_files(
         save_prediction(result.mask, mask, predictor)
         if overlays:
             result.overlay = out / "overlays" / f"{file.stem}.png"
-            _save_image(overlay(rgb, mask, predictor.palette), result.overlay)
+            figure = overlay_figure(rgb, mask, predictor.classes, predictor.palette)
+            save_figure(figure, result.overlay, tight=False)
         if probs:
             result.probs = out / "probs" / f"{file.stem}.npy"
             p = torch.softmax(logits.float(), dim=1)[0].cpu().numpy().astype(np.float16)

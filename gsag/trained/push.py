@@ -27,11 +27,13 @@ def push_to_hub(
     checkpoint: str | None = None,
     include_aux: bool = False,
     token: str | None = None,
+    evaluation: str | os.PathLike | None = None,
 ) -> str:
     """Save a pretrained folder and upload it to `repo_id` in one commit; returns its URL.
 
     The repo is created (private with `private`) when it does not exist yet, and the branch
     `revision` when that does not. The token comes from `token`, HF_TOKEN or `hf auth login`.
+    `evaluation`: the metrics.json the card reports (see `save_pretrained`).
     """
     from huggingface_hub import get_token
 
@@ -44,7 +46,7 @@ def push_to_hub(
     with tempfile.TemporaryDirectory(prefix="gsag-push-") as tmp:
         folder = save_pretrained(
             model_or_run, Path(tmp) / "model", checkpoint=checkpoint,
-            include_aux=include_aux, onnx=onnx, repo_id=repo_id,
+            include_aux=include_aux, onnx=onnx, repo_id=repo_id, evaluation=evaluation,
         )  # fmt: skip
         message = f"gsag push {_run_label(model_or_run, checkpoint)}"
         info = _upload(folder, repo_id, token, private, revision, message)

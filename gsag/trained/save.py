@@ -14,11 +14,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 
 from gsag.atomic import atomic_path, write_json, write_text
 from gsag.errors import CheckpointError, UsageError
-from gsag.trained.card import render_card, write_plots
+from gsag.trained.card import is_own_evaluation, render_card, write_plots
 from gsag.trained.folder import (
     CARD_NAME,
     CONFIG_NAME,
@@ -45,6 +46,7 @@ def save_pretrained(
     include_aux: bool = False,
     onnx: bool = False,
     repo_id: str | None = None,
+    evaluation: str | os.PathLike | None = None,
 ) -> Path:
     """Write a pretrained folder (its format: `gsag.trained.folder`) and return it.
 
@@ -56,13 +58,15 @@ def save_pretrained(
         include_aux: keep the training-only auxiliary head (for fine-tuning).
         onnx: also write model.onnx.
         repo_id: the Hub repo the card's usage example names (default: a placeholder).
+        evaluation: the metrics.json the card reports (default: the newest evaluation of the
+            checkpoint in its run folder with the run's own settings, `is_own_evaluation`).
     """
     folder = Path(folder)
     if isinstance(model_or_run, (str, os.PathLike)) and Path(model_or_run).resolve() == (
         folder.resolve()
     ):
         raise UsageError(f"{folder} is both the model and the target; pass another folder")
-    trained = gather(model_or_run, checkpoint=checkpoint, meta=meta)
+    trained = gather(model_or_run, checkpoint=checkpoint, meta=meta, evaluation=evaluation)
     _prepare_target(folder)
     config = folder_config(trained, include_aux)
     _write_weights(trained.model, folder / WEIGHTS_NAME, include_aux)
@@ -97,9 +101,13 @@ def _prepare_target(folder: Path) -> None:
 
 
 def gather(
-    model_or_run: Any, checkpoint: str | None = None, meta: dict[str, Any] | None = None
+    model_or_run: Any,
+    checkpoint: str | None = None,
+    meta: dict[str, Any] | None = None,
+    evaluation: str | os.PathLike | None = None,
 ) -> Trained:
-    """A `Trained` from any of what `save_pretrained` accepts."""
+    """A `Trained` from any of what `save_pretrained` accepts, with the evaluation its card
+    reports (`evaluation`, else the run's own: `own_evaluation`)."""
     if isinstance(model_or_run, Predictor):
         return Trained(model_or_run.model, dict(model_or_run.meta))  # type: ignore[arg-type]
     if isinstance(model_or_run, nn.Module):
@@ -111,11 +119,19 @@ def gather(
     if path.is_dir() and (path / CONFIG_NAME).is_file() and not checkpoint:
         model, folder_meta = load_folder(path)
         return Trained(model, folder_meta, run_dir=path)
-    run_dir, ckpt, metrics_path = find_checkpoint(path, checkpoint)
+    run_dir, ckpt, _ = find_checkpoint(path, checkpoint)
     from gsag.engine.checkpoint import load_model
 
     model, ckpt_meta = load_model(ckpt)
-    metrics = json.loads(metrics_path.read_text()) if metrics_path else None
+    if evaluation is not None:
+        metrics_path: Path | None = Path(evaluation)
+    else:
+        metrics_path = own_evaluation(run_dir, ckpt, ckpt_meta.get("config") or {})
+    try:
+        metrics = json.loads(metrics_path.read_text()) if metrics_path else None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--evaluation {evaluation}: cannot be read as the metrics.json of "
+                         f"gsag eval or gsag demo ({e})") from e  # fmt: skip
     return Trained(model, ckpt_meta, ckpt, run_dir, metrics, metrics_path)
 
 
@@ -123,7 +139,8 @@ def find_checkpoint(path: Path, name: str | None = None) -> tuple[Path, Path, Pa
     """(run folder, checkpoint, its metrics.json or None) for a run folder or a checkpoint file.
 
     In a run folder: `name`, else the first of best.pt and last.pt that the run holds an
-    evaluation of, else best.pt, else last.pt.
+    evaluation of with its own settings (`own_evaluation`; any evaluation when the folder has no
+    config.yaml), else best.pt, else last.pt.
     """
     if path.is_file():
         return path.parent, path, find_evaluation(path.parent, path)
@@ -134,13 +151,33 @@ def find_checkpoint(path: Path, name: str | None = None) -> tuple[Path, Path, Pa
     if not present:
         wanted = name or "best.pt or last.pt"
         raise CheckpointError(f"{path} holds no {wanted}; pass a run folder written by gsag train")
-    evaluated = [(p, find_evaluation(path, p)) for p in present]
+    config = _run_config(path)
+    evaluated = [
+        (p, find_evaluation(path, p) if config is None else own_evaluation(path, p, config))
+        for p in present
+    ]
     return (path, *next((e for e in evaluated if e[1] is not None), (present[0], None)))
+
+
+def _run_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's resolved config (its config.yaml, read as plain data), None without one."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def find_evaluation(run_dir: Path, checkpoint: Path) -> Path | None:
     """The newest metrics.json in `run_dir` (or one folder down: eval_*/, report/) whose
     settings name `checkpoint`; None when the run holds no evaluation of it."""
+    found = find_evaluations(run_dir, checkpoint)
+    return found[0] if found else None
+
+
+def find_evaluations(run_dir: Path, checkpoint: Path) -> list[Path]:
+    """Every metrics.json in `run_dir` (or one folder down) whose settings name `checkpoint`,
+    newest first."""
     found = []
     for path in [run_dir / "metrics.json", *run_dir.glob("*/metrics.json")]:
         try:
@@ -149,7 +186,18 @@ def find_evaluation(run_dir: Path, checkpoint: Path) -> Path | None:
             continue
         if named and _same_file(Path(named), checkpoint, path):
             found.append(path)
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def own_evaluation(run_dir: Path, checkpoint: Path, config: dict[str, Any]) -> Path | None:
+    """The newest evaluation of `checkpoint` with the run's own settings (`is_own_evaluation`:
+    those of `config`, the run's training config), so that a later multi-scale + flip
+    `gsag eval` does not become the card's number unless asked for (`--evaluation`)."""
+    for path in find_evaluations(run_dir, checkpoint):
+        settings = json.loads(path.read_text()).get("settings") or {}
+        if is_own_evaluation(settings, config):
+            return path
+    return None
 
 
 def _same_file(named: Path, checkpoint: Path, metrics: Path) -> bool:

@@ -22,6 +22,22 @@ def test_synth_then_check(tmp_path, capsys):
     assert "9 pairs" in text and "walker" in text and "ok" in text
 
 
+def test_synth_says_how_many_images_it_wrote(tmp_path, capsys):
+    """The count printed is the files on disk, the held-out test split included (it said
+    "wrote 7 images" after writing 9)."""
+    import re
+
+    from gsag.cli import main
+
+    out = tmp_path / "synth"
+    argv = ["data", "synth", "--out", str(out), "--num-train", "5", "--num-val", "2"]
+    assert main([*argv, "--size", "32", "--workers", "1", "--quiet"]) == 0
+    written = len(list((out / "JPEGImages").glob("*.jpg")))
+    said = re.search(r"wrote (\d+) images \((.*?);", capsys.readouterr().out)
+    assert said is not None and int(said.group(1)) == written == 9
+    assert said.group(2) == "5 train, 2 val, 2 test"
+
+
 def test_synth_version_flag(tmp_path):
     from gsag.cli import main
     from gsag.commands.data import SYNTH_VERSIONS
@@ -53,8 +69,10 @@ def test_check_fails_on_bad_labels(tmp_path, capsys):
 def test_check_reports_not_a_dataset(tmp_path, capsys):
     from gsag.cli import main
 
-    assert main(["data", "check", str(tmp_path)]) == 1
-    assert "not a dataset gsag can read" in capsys.readouterr().out
+    assert main(["data", "check", str(tmp_path)]) == 2  # bad input: one error path
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and "not a dataset gsag can read" in err
+    assert len(err.strip().splitlines()) == 1 and "error" not in out
 
 
 def _tree(folder):

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from tests.helpers.configs import TINY_CLI_SETS
 
@@ -27,15 +28,20 @@ def test_demo_generates_data_trains_and_writes_a_report(tmp_path, monkeypatch, c
     root, run = tmp_path / "data", tmp_path / "run"
     args = ["demo", "--set", f"data.root={root}", "--set", f"output.run_dir={run}",
             "--images", "3", *TINY]  # fmt: skip
-    assert main(args) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main([*args, "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     assert [str(p) for p in generated] == [str(root)]
     printed = capsys.readouterr().out
     report = run / "report" / "report.md"
     assert str(report) in printed.replace("\n", "")
-    # the report reuses training's last evaluation: the drawing line has no count to show
-    drawing = [ln for ln in printed.splitlines() if " drawing " in f" {ln} "]
-    assert drawing and not any("/?" in ln for ln in drawing), drawing
+    # not a terminal: no bar or spinner frame of the drawing step
+    assert not any("drawing" in ln for ln in printed.splitlines()), printed
     text = report.read_text()
+    # the report reuses training's last evaluation, and says so
+    assert "- evaluation: the last one of training, at iteration 2, made during training" in text
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     # the table's mIoU is the evaluation of the last checkpoint, as written to metrics.json
     row = re.search(r"\| mIoU \| aAcc \| mAcc \| FWIoU \|\n\| .* \|\n\| ([\d.]+) \|", text)
@@ -51,7 +57,10 @@ def test_demo_generates_data_trains_and_writes_a_report(tmp_path, monkeypatch, c
     capsys.readouterr()
     assert main(args) == 2
     assert "already holds a run; continue it with --resume" in capsys.readouterr().err
-    assert main([*args, "--resume"]) == 0
+    try:
+        assert main([*args, "--resume", "--threads", "2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     assert len(generated) == 1
     again = json.loads((run / "report" / "metrics.json").read_text())
     # the first report took training's last evaluation; this one evaluated last.pt anew
@@ -59,10 +68,16 @@ def test_demo_generates_data_trains_and_writes_a_report(tmp_path, monkeypatch, c
     out, err = capsys.readouterr()
     assert "is at iteration 2 of 2: nothing to train" in err
     assert "nan" not in out and "train iter=" not in out  # no empty progress display
-    # re-evaluation keeps the run's training facts (from its metrics.jsonl), not this call's
+    # re-evaluation keeps the run's training facts (from its metrics.jsonl), not this call's:
+    # one thread for training, beside the two of the evaluation made now (each says its source)
     facts = [ln for ln in text.splitlines() if ln.startswith("- training: ")]
     assert len(facts) == 1 and facts[0].startswith("- training: 2 of 2 iterations, ")
-    assert facts[0] in report.read_text().splitlines()
+    assert facts[0].endswith(", 1 torch CPU thread (from the run's metrics.jsonl)")
+    lines = report.read_text().splitlines()
+    assert facts[0] in lines
+    (evaluation,) = [ln for ln in lines if ln.startswith("- evaluation: ")]
+    assert evaluation.startswith("- evaluation: made for this report on cpu, 2 torch CPU threads")
+    assert not any(ln.startswith("- device: ") for ln in lines)  # the mixed line is gone
 
     # --out is the run folder: training, checkpoints and report all go there
     other = tmp_path / "other"

@@ -64,3 +64,31 @@ def test_cli_table_has_gflops_only_with_flops(capsys):
     ]
     strides = {ln.strip("|").split("|")[0].strip(): ln.split("|")[-2].strip() for ln in plain[2:]}
     assert strides == {"fcn": "8", "gsag_hybrid": "8", "upernet": "32"}
+
+
+def test_the_table_loads_neither_timm_nor_the_torch_compiler():
+    """`gsag models` answers from the model table and the heads alone: importing timm (which
+    imports torchvision and torch._dynamo) and building eight ResNet-50s made it take 5-6 s of
+    CPU on a quiet machine. Checked in a fresh interpreter, as a user runs it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from gsag.cli import main\n"
+        "assert main(['models']) == 0\n"
+        "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo', 'torch._inductor') "
+        "if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import torch
+
+    from gsag.flops import count_params
+    from gsag.models import create_model
+
+    with torch.device("meta"):  # the ResNet-50 table's hybrid row, counted on the whole model
+        hybrid = count_params(create_model("gsag_hybrid", 21, backbone="resnet50", aux=False))
+    rows = [[c.strip() for c in ln.split("│")[1:-1]] for ln in done.stdout.splitlines()]
+    assert ["gsag_hybrid", "resnet50", f"{hybrid / 1e6:.2f}", "8"] in rows
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -33,6 +33,8 @@ OWNERS: dict[str, list[str]] = {
     "engine/checks.py": ["train", "demo", "ablate"],  # stopped runs, the model section
     "engine/datasets.py": ["train", "demo", "ablate"],  # missing training data (ensure_data)
     "trained/export.py": ["export"],
+    "trained/card.py": ["save", "push"],  # the card's evaluation (--evaluation)
+    "trained/save.py": ["save", "push"],
 }
 
 

@@ -95,3 +95,61 @@ def test_training_with_stdout_in_a_file_logs_parseable_lines(synth_root, tmp_pat
             assert float(f["s/it"]) == pytest.approx(record["sec_per_iter"], abs=5e-4)
         else:
             assert float(f["mIoU"].rstrip("%")) == pytest.approx(100 * record["mIoU"], abs=5e-3)
+
+
+def _fragments(text: str) -> list[str]:
+    """Lines of `text` that a log file should not hold: carriage returns, ANSI escapes, rich's
+    bar (a run of ━ beside an `n/m` count) and spinner frames (braille dots)."""
+    import re
+
+    bar = re.compile(r"━{3,}.*\d+/\d+|\d+/\d+.*━{3,}")
+    return [
+        line
+        for line in text.split("\n")
+        if "\r" in line or "\x1b" in line or bar.search(line) or re.search("[\u2800-\u28ff]", line)
+    ]
+
+
+def test_commands_write_no_bars_or_spinners_off_a_terminal(synth_root, evaluated_run, tmp_path,
+                                                           capfd):  # fmt: skip
+    """stdout and stderr captured (not a terminal): the data, eval, predict and models commands
+    print their results without progress-bar or spinner fragments (they printed the bar's last
+    frame, e.g. `rendering ━━━━ 16/16 0:00:00`)."""
+    from gsag.cli import main
+
+    data = tmp_path / "d"
+    runs = [
+        ["data", "synth", "--out", str(data), "--num-train", "3", "--num-val", "1", "--size", "32"],
+        ["data", "check", str(data)],
+        ["eval", str(evaluated_run / "best.pt"), "--workers", "0", "--out", str(tmp_path / "e")],
+        ["predict", str(evaluated_run / "best.pt"), "--input", str(synth_root / "JPEGImages"),
+         "--out", str(tmp_path / "p"), "--no-overlay"],
+        ["models", "--backbone", "test_resnet", "--models", "fcn"],
+    ]  # fmt: skip
+    for argv in runs:
+        assert main([*argv, "--threads", "1"] if argv[0] in ("eval", "predict") else argv) == 0
+        out, err = capfd.readouterr()
+        assert (out + err).strip(), argv  # each says something
+        assert not _fragments(out + err), (argv, _fragments(out + err))
+
+
+def test_task_bar_off_a_terminal_writes_plain_progress_lines(monkeypatch):
+    """A long task off a terminal says how far it is, as plain lines."""
+    from rich.console import Console
+
+    from gsag.engine import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    out = io.StringIO()
+    console = Console(file=out)
+    assert not console.is_terminal
+    with progress.task_bar(console=console) as bar:
+        task = bar.add_task("rendering", total=3)
+        for _ in range(3):
+            bar.advance(task)
+    assert out.getvalue().splitlines() == ["rendering: 2/3", "rendering: 3/3"]
+    assert not _fragments(out.getvalue())
+    quiet = io.StringIO()
+    with progress.task_bar(console=Console(file=quiet), quiet=True) as bar:
+        bar.update(bar.add_task("x", total=2), completed=2)
+    assert quiet.getvalue() == ""
