@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from gsag.atomic import atomic_path
+from gsag.engine.load_checks import check_meta, load_weights
 from gsag.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -190,6 +191,10 @@ def model_args(config: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
 def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Segmentor, dict]:
     """Rebuild a trained model from a `.pt` checkpoint or exported `.safetensors` weights.
 
+    The weights and the metadata are checked first (`gsag.engine.load_checks`): a missing,
+    extra or renamed tensor, a tensor of the wrong kind, a NaN or Inf, class names that do not
+    match the outputs or a malformed mean, std or palette is a `CheckpointError`.
+
     Returns:
         (model in eval mode, meta) where meta has "config" (dict), "classes", "palette",
         "num_classes", "ignore_index", "mean", "std", "model_args" and, for `.pt` files,
@@ -214,10 +219,8 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Segm
             f"{path} is damaged: its model cannot be rebuilt, meta.model_args and "
             f"config.model lack {e}; use another checkpoint"
         ) from e
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model in its config: {e}") from e
+    load_weights(model, state, str(path))  # strict, typed, finite
+    check_meta(meta, model.model_args["num_classes"], str(path))
     model.to(map_location).eval()
     return model, {"config": config, **meta, "model_args": model.model_args, **extra}
 
