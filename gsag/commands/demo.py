@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.output.run_dir = args.out  # a path as typed, never parsed as YAML
     set_threads(args.threads, cfg.train.num_threads)  # for the report's evaluation too
     check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
-    check_run_dir(Path(cfg.output.run_dir), args.resume, args.overwrite)  # before any work
+    # before any work; the data generated inside the run folder stays there (as in training)
+    check_run_dir(Path(cfg.output.run_dir), args.resume, args.overwrite, keep=[cfg.data.root])
     root = Path(cfg.data.root)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
 

@@ -21,7 +21,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,16 +102,23 @@ def release_lock(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def aside_path(folder: Path) -> Path:
+    """A new sibling `FOLDER.old-<time>` (with `-2`, `-3`, ... when taken) to move `folder`'s
+    contents to; nothing is created."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = folder.with_name(f"{folder.name}.old-{stamp}")
+    n = 1
+    while os.path.lexists(aside):
+        n += 1
+        aside = folder.with_name(f"{folder.name}.old-{stamp}-{n}")
+    return aside
+
+
 def move_aside(run_dir: Path, keep: Sequence[str | os.PathLike] = ()) -> Path:
     """Move everything in `run_dir` to a new `RUN_DIR.old-<time>` folder, except the lock and
     the entries in `keep` (e.g. a dataset generated inside the run folder)."""
     kept = {Path(k).resolve() for k in keep}
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
-    n = 1
-    while aside.exists():
-        n += 1
-        aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
+    aside = aside_path(run_dir)
     aside.mkdir(parents=True)
     for entry in run_dir.iterdir():
         if entry.name != LOCK_NAME and entry.resolve() not in kept:
@@ -146,9 +153,27 @@ def _is_run_file(path: Path) -> bool:
     return path.name in RUN_FILES or path.name.startswith("events.out.tfevents.")
 
 
-def check_movable(run_dir: Path) -> Path:
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is a training run folder (`gsag train`, `gsag demo`, a cell of `gsag
+    ablate`): the config.yaml every run writes first, and one of its run files."""
+    return (Path(folder) / "config.yaml").is_file() and holds_run(folder)
+
+
+#: How deep `check_movable` looks into a folder, and how many folders it looks at at most.
+MOVABLE_DEPTH = 6
+MOVABLE_FOLDERS = 2000
+
+
+def check_movable(
+    run_dir: Path,
+    ours: Callable[[Path], bool] = is_run_folder,
+    what: str = "a gsag training run folder (config.yaml and metrics.jsonl, last.pt or best.pt)",
+    keep: Sequence[str | os.PathLike] = (),
+) -> Path:
     """`run_dir` resolved (links, `.`, `..`); refuses a folder that `--overwrite` must not move
-    aside: one that holds the working directory, or other runs in its subfolders."""
+    aside: one that is not an output of the command (`ours`, described by `what`), whatever
+    else it holds; one that holds the working directory; one that holds other runs or a dataset
+    in its subfolders (`MOVABLE_DEPTH` levels down, except the entries in `keep`)."""
     real = run_dir.resolve()
     cwd = Path.cwd().resolve()
     if real == cwd or real in cwd.parents:
@@ -156,13 +181,40 @@ def check_movable(run_dir: Path) -> Path:
             f"run folder {run_dir} is {real}, which holds the working directory {cwd}; "
             "--overwrite cannot move it aside. Choose a new --out inside it, e.g. runs/NAME"
         )
-    others = sorted(p.name for p in real.iterdir() if p.is_dir() and holds_run(p))
-    if others:
+    if not ours(real):
         raise RunFolderError(
-            f"run folder {run_dir} holds other runs ({', '.join(others[:3])}); --overwrite "
-            "would move them aside too. Give the run's own folder as --out"
+            f"{run_dir} is not {what}; --overwrite only moves aside an earlier output of this "
+            "command, so nothing there is touched. Choose a new or empty folder"
+        )
+    inside = _foreign_inside(real, {Path(k).resolve() for k in keep})
+    if inside is not None:
+        raise RunFolderError(
+            f"{run_dir} holds {inside}; --overwrite would move it aside too. Move it out first, "
+            "or choose a new folder"
         )
     return real
+
+
+def _foreign_inside(real: Path, kept: set[Path]) -> str | None:
+    """What in the subfolders of `real` (down to `MOVABLE_DEPTH`) no output of one command holds:
+    another run, a dataset, or more folders than a run ever has; None when nothing."""
+    from gsag.data.layout import dataset_at
+
+    level, seen = [p for p in real.iterdir() if p.is_dir() and p.resolve() not in kept], 0
+    for _ in range(MOVABLE_DEPTH):
+        below = []
+        for folder in level:
+            seen += 1
+            if seen > MOVABLE_FOLDERS:
+                return f"more than {MOVABLE_FOLDERS} folders, more than a run ever writes"
+            if holds_run(folder):
+                return f"another run, {folder.relative_to(real)}"
+            layout = dataset_at(folder)
+            if layout is not None:
+                return f"a {layout} dataset, {folder.relative_to(real)}"
+            below += [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()]
+        level = below
+    return None
 
 
 def resumable(run_dir: str | os.PathLike) -> bool:
@@ -170,14 +222,17 @@ def resumable(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / "last.pt").is_file()
 
 
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
+def check_run_dir(
+    run_dir: Path, resume: bool, overwrite: bool, keep: Sequence[str | os.PathLike] = ()
+) -> bool:
     """Whether the run in `run_dir` must be moved aside first; raises `RunFolderError` when the
-    folder may not be used as asked. Writes nothing."""
+    folder may not be used as asked (`check_movable`; `keep`: see `move_aside`). Writes
+    nothing."""
     if not holds_run(run_dir) or (resume and resumable(run_dir)):
         return False
     if not overwrite:
         raise RunFolderError(no_resume_message(run_dir) if resume else refuse_message(run_dir))
-    check_movable(run_dir)
+    check_movable(run_dir, keep=keep)
     return True
 
 
@@ -199,7 +254,7 @@ def open_run_dir(
     lock = acquire_lock(run_dir)
     try:
         aside = None
-        if check_run_dir(run_dir, resume, overwrite):
+        if check_run_dir(run_dir, resume, overwrite, keep):
             aside = move_aside(run_dir, keep)
         remove_temp_files(run_dir)
         yield aside
