@@ -35,7 +35,7 @@ def _pct(value: float | None) -> str:
 
 def test_card_parses_and_its_numbers_are_metrics_json(evaluated_run, tmp_path):
     folder = save_pretrained(evaluated_run, tmp_path / "m", repo_id="your-name/tiny")
-    metrics = json.loads((evaluated_run / "eval_val_whole" / "metrics.json").read_text())
+    metrics = json.loads((evaluated_run / "eval_best_val_whole" / "metrics.json").read_text())
     checkpoint = torch.load(evaluated_run / "best.pt", weights_only=True)
     card = ModelCard.load(folder / "README.md")
 
@@ -71,14 +71,14 @@ def test_the_evaluated_checkpoint_is_chosen_and_a_run_without_evaluation_says_so
 ):
     run = tmp_path / "run"
     shutil.copytree(evaluated_run, run)
-    report = run / "eval_val_whole" / "metrics.json"
+    report = run / "eval_best_val_whole" / "metrics.json"
     metrics = json.loads(report.read_text())
     metrics["settings"]["checkpoint"] = "somewhere/else/last.pt"  # typed in another folder
     report.write_text(json.dumps(metrics))
     assert find_checkpoint(run) == (run, run / "last.pt", report)
     assert find_checkpoint(run, "best.pt") == (run, run / "best.pt", None)
 
-    shutil.rmtree(run / "eval_val_whole")
+    shutil.rmtree(run / "eval_best_val_whole")
     folder = save_pretrained(run, tmp_path / "m")
     card = ModelCard.load(folder / "README.md")
     assert card.data.eval_results is None and "model-index" not in card.content
