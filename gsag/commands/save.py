@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from gsag.commands import check_output
 
 HELP = "write a run as a shareable folder: model.safetensors, config.json, a model card"
 
@@ -25,13 +28,20 @@ def add_pretrained_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_pretrained_arguments(parser)
     parser.add_argument("folder", metavar="FOLDER", help="the folder to write (new or empty)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model saved in FOLDER, moving it to FOLDER.old-<time> first",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from gsag.trained.save import save_pretrained
+    from gsag.trained.save import check_target, save_pretrained
 
+    check_output(args.folder, "FOLDER")
+    check_target(Path(args.folder), args.overwrite)  # before the model loads
     with Console(stderr=True).status(f"saving {args.run_dir} ..."):
         folder = save_pretrained(
             args.run_dir,
@@ -39,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             include_aux=args.include_aux,
             onnx=args.onnx,
+            overwrite=args.overwrite,
         )
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
     Console().print(f"wrote [bold]{folder}[/]: {files}")
