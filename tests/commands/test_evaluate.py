@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -97,3 +98,33 @@ def test_non_finite_logits_stop_eval_instead_of_reporting_an_miou(checkpoint, tm
     err = captured.err.strip()
     assert err.startswith("error: the logits of a 64x64 image hold") and "\n" not in err
     assert "mIoU" not in captured.out and not out.exists()
+
+
+def test_evaluations_never_overwrite_each_other(evaluated_run, synth_root, tmp_path, capsys):
+    """`gsag eval run/best.pt` then `run/last.pt` both wrote run/eval_val_whole/, losing the first
+    report. Each checkpoint now has its own folder; an --out (or a default folder) holding
+    another checkpoint's or another dataset's evaluation is refused; the same evaluation again
+    rewrites its own folder."""
+    run = Path(shutil.copytree(evaluated_run, tmp_path / "run"))
+    common = ["--quiet", "--workers", "0", "--threads", "1"]
+    best = (run / "eval_best_val_whole" / "metrics.json").read_bytes()
+    assert main(["eval", str(run / "last.pt"), *common]) == 0
+    assert (run / "eval_best_val_whole" / "metrics.json").read_bytes() == best
+    last = json.loads((run / "eval_last_val_whole" / "metrics.json").read_text())
+    assert last["settings"]["checkpoint"] == str(run / "last.pt")
+    assert main(["eval", str(run / "last.pt"), *common]) == 0  # the same again: its own folder
+
+    out = tmp_path / "report"
+    assert main(["eval", str(run / "best.pt"), *common, "--out", str(out)]) == 0
+    before = (out / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main(["eval", str(run / "last.pt"), *common, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out {out} holds the evaluation of {run / 'best.pt'}")
+    assert "never overwrite each other" in err and "\n" not in err
+    assert (out / "metrics.json").read_bytes() == before
+
+    other = Path(shutil.copytree(synth_root, tmp_path / "copy"))
+    assert main(["eval", str(run / "best.pt"), *common, "--data", str(other)]) == 2
+    assert f"on {synth_root}" in capsys.readouterr().err
+    assert (run / "eval_best_val_whole" / "metrics.json").read_bytes() == best
