@@ -42,8 +42,7 @@ class _StrictLoader(yaml.SafeLoader):
                 continue
             if first is not None:
                 raise YamlError(
-                    f"line {line}: key {key!r} is written twice (first on line {first}); "
-                    "keep one"
+                    f"line {line}: key {key!r} is written twice (first on line {first}); keep one"
                 )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)

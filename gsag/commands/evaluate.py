@@ -246,7 +246,7 @@ def check_no_other_report(out: Path, checkpoint: str, data: str, tag: str) -> No
             and Path(s["data"]).resolve() == Path(data).resolve()
         )
         what = f"the evaluation of {s['checkpoint']} on {s['data']} ({theirs})"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         same, what = False, "a metrics.json that no evaluation of this checkpoint wrote"
     if not same:
         raise UsageError(

@@ -200,7 +200,10 @@ def _foreign_inside(real: Path, kept: set[Path]) -> str | None:
     another run, a dataset, or more folders than a run ever has; None when nothing."""
     from gsag.data.layout import dataset_at
 
-    level, seen = [p for p in real.iterdir() if p.is_dir() and p.resolve() not in kept], 0
+    def subfolders(folder: Path) -> list[Path]:  # links are moved as links: their targets stay
+        return [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p not in kept]
+
+    level, seen = subfolders(real), 0
     for _ in range(MOVABLE_DEPTH):
         below = []
         for folder in level:
@@ -212,7 +215,7 @@ def _foreign_inside(real: Path, kept: set[Path]) -> str | None:
             layout = dataset_at(folder)
             if layout is not None:
                 return f"a {layout} dataset, {folder.relative_to(real)}"
-            below += [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()]
+            below += subfolders(folder)
         level = below
     return None
 
@@ -230,6 +233,13 @@ def check_run_dir(
     nothing."""
     if not holds_run(run_dir) or (resume and resumable(run_dir)):
         return False
+    if not is_run_folder(run_dir):
+        present = ", ".join(sorted(p.name for p in run_dir.iterdir() if _is_run_file(p)))
+        raise RunFolderError(
+            f"{run_dir} holds {present} but is not a gsag training run folder (no config.yaml); "
+            "a run there would replace them and --overwrite never moves such a folder. Choose "
+            "a new --out"
+        )
     if not overwrite:
         raise RunFolderError(no_resume_message(run_dir) if resume else refuse_message(run_dir))
     check_movable(run_dir, keep=keep)

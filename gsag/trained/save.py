@@ -108,6 +108,11 @@ def check_target(folder: Path, overwrite: bool = False) -> bool:
         raise UsageError(f"{folder} is a link to nothing; fix or remove it, or pass a new folder")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} is a file; pass a folder to write the model into")
+    cwd = Path.cwd().resolve()
+    if folder.resolve() == cwd or folder.resolve() in cwd.parents:
+        raise UsageError(
+            f"{folder} holds the working directory {cwd}; pass a new folder, e.g. models/NAME"
+        )
     if not folder.is_dir() or not any(folder.iterdir()):
         return False
     if not is_model_folder(folder):
@@ -228,7 +233,7 @@ def find_evaluation(run_dir: Path, checkpoint: Path) -> Path | None:
     for path in [run_dir / "metrics.json", *run_dir.glob("*/metrics.json")]:
         try:
             named = json.loads(path.read_text()).get("settings", {}).get("checkpoint")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue
         if named and same_checkpoint(Path(named), checkpoint, path):
             found.append(path)

@@ -242,3 +242,20 @@ def test_a_damaged_line_before_the_last_stops_the_resume_naming_it(synth_root, t
     with pytest.raises(RunFolderError, match=r"metrics.jsonl line 2 is not a JSON record"):
         train(cfg, quiet=True, resume=True)
     assert (run / "metrics.jsonl").read_text().splitlines() == lines  # left for the user
+
+
+def test_a_folder_with_run_files_but_no_config_is_not_a_run_folder(tmp_path):
+    """A best.pt someone put in a folder does not make it a run: training there is refused with
+    or without --overwrite (which never moves it), and nothing moves."""
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "best.pt").write_bytes(b"a checkpoint")
+    (folder / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with (
+            pytest.raises(RunFolderError, match=r"holds best.pt but is not a gsag training run"),
+            open_run_dir(folder, overwrite=overwrite),
+        ):
+            pass
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "notes.txt"]
+    assert sorted(tmp_path.iterdir()) == [folder]
