@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from gsag.commands import check_output
 
@@ -38,10 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from gsag.trained.save import check_target, save_pretrained
+    from gsag.trained.save import save_pretrained
 
-    check_output(args.folder, "FOLDER")
-    check_target(Path(args.folder), args.overwrite)  # before the model loads
+    check_output(args.folder, "FOLDER")  # and save_pretrained checks FOLDER before loading
     with Console(stderr=True).status(f"saving {args.run_dir} ..."):
         folder = save_pretrained(
             args.run_dir,
