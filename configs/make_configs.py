@@ -18,6 +18,13 @@ description's loss), `<name>_ce.yaml` with plain cross-entropy (mmsegmentation's
 and DANet baselines); each file's header names the mmsegmentation config it follows. The
 table in docs/training.md pins every recipe (tests/test_recipes.py). Run from the repository
 root: `python configs/make_configs.py`. Every file is complete on its own (no inheritance).
+
+Every head gets every recipe, so that heads compare on identical data, schedule and loss. The
+output stride is the head's own (`head_levels(model).output_stride`): 8 (dilated D8 ResNets) for
+every head but UPerNet and SegFormer, which read the undilated pyramid at 1/4..1/32 as
+mmsegmentation's `upernet_r50` does. DeepLabV3+ and UPerNet follow their own mmsegmentation
+configs where those exist (UPerNet has none for PASCAL-Context); SegFormer has none on ResNets
+(only on its MiT encoders), so its ResNet files follow FCN's, undilated.
 """
 
 from __future__ import annotations
@@ -28,8 +35,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gsag
 from gsag.models import list_models
+from gsag.models.segmentor import head_levels
 
 MODELS = list_models()
+#: model -> the output stride its recipes run at (the head's default)
+OUTPUT_STRIDE = {m: head_levels(m).output_stride for m in MODELS}
 RESNETS = ["resnet50", "resnet101"]
 
 VOC_DATA = """\
@@ -94,16 +104,24 @@ RECIPES = {
 }  # fmt: skip
 
 #: The published recipe each dataset's files follow: mmsegmentation 1.x config names
-#: ({m}: model, {d}: ResNet depth, {it}: schedule tag).
+#: ({m}: model, {d}: ResNet depth, {dil}: "-d8", or nothing for an undilated ResNet, {it}:
+#: schedule tag).
 MMSEG = {
-    "voc": "{m}_r{d}-d8_4xb4-{it}_voc12aug-512x512.py",
-    "cityscapes": "{m}_r{d}-d8_4xb2-{it}_cityscapes-512x1024.py",
-    "ade20k": "{m}_r{d}-d8_4xb4-{it}_ade20k-512x512.py",
-    "context59": "{m}_r{d}-d8_4xb4-{it}_pascal-context-59-480x480.py",
-    "context60": "{m}_r{d}-d8_4xb4-{it}_pascal-context-480x480.py",
+    "voc": "{m}_r{d}{dil}_4xb4-{it}_voc12aug-512x512.py",
+    "cityscapes": "{m}_r{d}{dil}_4xb2-{it}_cityscapes-512x1024.py",
+    "ade20k": "{m}_r{d}{dil}_4xb4-{it}_ade20k-512x512.py",
+    "context59": "{m}_r{d}{dil}_4xb4-{it}_pascal-context-59-480x480.py",
+    "context60": "{m}_r{d}{dil}_4xb4-{it}_pascal-context-480x480.py",
 }
-#: Heads with an mmsegmentation config of their own (others follow FCN's dataset recipe).
-MMSEG_HEADS = {"fcn": "fcn", "pspnet": "pspnet", "deeplabv3": "deeplabv3", "danet": "danet"}
+#: Heads with mmsegmentation configs of their own on ResNets -> the datasets they have one for
+#: (other pairs follow FCN's config of the dataset). DANet and UPerNet have none for Context.
+MMSEG_HEADS = {
+    "fcn": tuple(MMSEG), "pspnet": tuple(MMSEG), "deeplabv3": tuple(MMSEG),
+    "deeplabv3plus": tuple(MMSEG), "danet": ("voc", "cityscapes", "ade20k"),
+    "upernet": ("voc", "cityscapes", "ade20k"),
+}  # fmt: skip
+#: Heads mmsegmentation has, but not on ResNets
+MMSEG_ELSEWHERE = {"segformer": "on its MiT encoders only"}
 #: file suffix -> (loss block, what it is); both keep aux weight 0.4
 LOSSES = {
     "": (
@@ -120,10 +138,20 @@ LOSSES = {
 def recipe_source(dataset: str, model: str, backbone: str, tag: str, suffix: str) -> str:
     """The header line naming the published recipe this file follows and how it differs."""
     depth = backbone.removeprefix("resnet") if backbone in RESNETS else "50"
-    name = MMSEG[dataset].format(m=MMSEG_HEADS.get(model, "fcn"), d=depth, it=tag)
+    own = dataset in MMSEG_HEADS.get(model, ())
+    head = model if own else "fcn"
+    dil = "" if OUTPUT_STRIDE[head] == 32 else "-d8"
+    name = MMSEG[dataset].format(m=head, d=depth, dil=dil, it=tag)
     parts = [f"# Follows mmsegmentation's {name}"]
-    if model not in MMSEG_HEADS:
-        parts.append(f" (its dataset recipe; mmsegmentation has no {model} head)")
+    if not own:
+        why = (
+            f"{model} configs {MMSEG_ELSEWHERE[model]}" if model in MMSEG_ELSEWHERE
+            else f"no {model} config for this dataset" if model in MMSEG_HEADS
+            else f"no {model} head"
+        )  # fmt: skip
+        parts.append(f" (its dataset recipe; mmsegmentation has {why})")
+    if OUTPUT_STRIDE[model] != OUTPUT_STRIDE[head]:
+        parts.append(f" at output stride {OUTPUT_STRIDE[model]} (undilated: {model} reads C2-C5)")
     if backbone not in RESNETS:
         parts.append(f" with {backbone} in place of ResNet-{depth}")
     parts.append(
@@ -149,7 +177,7 @@ model:
   name: {model}
   backbone: {backbone}
   pretrained: true
-  output_stride: 8
+  output_stride: {stride}
   aux: true
 loss:
 {loss}
@@ -190,6 +218,7 @@ def recipe_files() -> dict[str, str]:
                 batch=batch, half=batch // 4, lr=lr, weight_decay=weight_decay,
                 every=every, eval=evaluation, loss=loss, loss_title=loss_title,
                 source=recipe_source(dataset, model, backbone, tag, suffix),
+                stride=OUTPUT_STRIDE[model],
             )  # fmt: skip
     return files
 
@@ -207,22 +236,43 @@ def main() -> None:
 # from 1e-6 x lr, then poly decay with power 1.0 to 0; lr 1e-4 (ConvNeXt) and 6e-5 (Swin); weight
 # decay 0.05 for both (the Swin recipe's own value is 0.01). Not carried over: their stage-wise
 # lr decay (ConvNeXt), stochastic depth and the UperNet head itself. Data and evaluation are the
-# dataset recipes above; ConvNeXt is dilated to output stride 8 like the ResNets, Swin (which
-# timm cannot dilate) keeps its strides and the neck brings its levels to 1/8. Mean and std are
+# dataset recipes above; ConvNeXt is dilated to the head's output stride (8, like the ResNets; 32,
+# undilated, for UPerNet and SegFormer), Swin (which timm cannot dilate) keeps its strides and
+# the neck brings its coarse levels to 1/8 (no neck for UPerNet and SegFormer). Mean and std are
 # left to the backbone (data.mean / data.std unset).
+#
+# UPerNet runs beside the other heads on these recipes (`<dataset>_upernet_<tag>_<iters>.yaml`,
+# the same settings but for the head and its output stride). `ade20k_upernet_<tag>_160k_paper.yaml`
+# is the published recipe itself as far as gsag can express it (mmsegmentation 1.x
+# `convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py` and 0.x
+# `swin/upernet_swin_tiny_patch4_window7_512x512_160k_ade20k_pretrain_224x224_1K.py`): plain
+# cross-entropy, Swin-T's weight decay 0.01, and ConvNeXt-T's slide evaluation (512 windows,
+# stride 341). Still not carried over (gsag has no such option yet): ConvNeXt's stage-wise lr
+# decay 0.9 over 6 layer groups (`optim.layer_decay` is planned), Swin's zero weight decay on
+# norms and relative position tables, stochastic depth (0.4 ConvNeXt-T, 0.3 Swin-T) and fp16
+# autocast (gsag: bf16).
 
-#: short file-name tag -> timm backbone, output_stride line, lr, published recipe
+#: short file-name tag -> timm backbone, timm can dilate it, lr, published recipe
 MODERN_BACKBONES = {
-    "convnext_tiny": ("convnext_tiny.fb_in1k", "8", 1e-4, "UperNet ConvNeXt-T 160k (ConvNeXt paper)"),
-    "swin_tiny": ("swin_tiny_patch4_window7_224.ms_in1k", "null", 6e-5, "UperNet Swin-T 160k (Swin paper)"),
+    "convnext_tiny": ("convnext_tiny.fb_in1k", True, 1e-4, "UperNet ConvNeXt-T 160k (ConvNeXt paper)"),
+    "swin_tiny": ("swin_tiny_patch4_window7_224.ms_in1k", False, 6e-5, "UperNet Swin-T 160k (Swin paper)"),
 }  # fmt: skip
+#: tag -> the published UperNet recipe's weight decay (the `_paper` files; the others: 0.05)
+PAPER_WEIGHT_DECAY = {"convnext_tiny": 0.05, "swin_tiny": 0.01}
+#: tag -> the published UperNet recipe's ADE20K evaluation, where it is not the dataset's
+PAPER_EVAL = {"convnext_tiny": "  mode: slide\n  crop_size: 512\n  stride: 341"}
+#: tag -> what the `_paper` files still leave out of the published recipe
+PAPER_LEFT_OUT = {
+    "convnext_tiny": "stage-wise lr decay 0.9, stochastic depth 0.4",
+    "swin_tiny": "zero decay on norms and position tables, stochastic depth 0.3",
+}
 #: dataset -> backbone tags it gets (VOC: ConvNeXt-T only)
 MODERN_DATASETS = {"ade20k": ["convnext_tiny", "swin_tiny"],
                    "cityscapes": ["convnext_tiny", "swin_tiny"], "voc": ["convnext_tiny"]}  # fmt: skip
 MODERN_OPTIM = """optim:
   name: adamw
   lr: {lr}
-  weight_decay: 0.05
+  weight_decay: {weight_decay}
   head_lr_mult: 1.0
 schedule:
   power: 1.0
@@ -232,23 +282,33 @@ schedule:
 """
 
 
-def modern_config(dataset: str, model: str, tag: str, iters: int) -> str:
-    """One ConvNeXt-T / Swin-T recipe: the dataset recipe with the backbone's optimizer."""
+def modern_config(dataset: str, model: str, tag: str, iters: int, paper: bool = False) -> str:
+    """One ConvNeXt-T / Swin-T recipe: the dataset recipe with the backbone's optimizer; with
+    `paper`, the published UperNet recipe as far as gsag expresses it (ADE20K, upernet)."""
     title, data, _, _, batch, _, _, every, evaluation = RECIPES[dataset]
-    backbone, stride, lr, source = MODERN_BACKBONES[tag]
-    loss, loss_title = LOSSES[""]  # OHEM: the GSAG description's loss, for every head here
+    backbone, dilatable, lr, source = MODERN_BACKBONES[tag]
+    # OHEM (the GSAG description's loss) for every head, plain cross-entropy for the papers'
+    loss, loss_title = LOSSES["_ce" if paper else ""]
+    stride = OUTPUT_STRIDE[model] if dilatable else "null"
+    weight_decay = 0.05
     note = f"# Optimizer and schedule follow the {source}; see configs/make_configs.py."
+    if paper:
+        weight_decay = PAPER_WEIGHT_DECAY[tag]
+        evaluation = PAPER_EVAL.get(tag, evaluation)
+        note = (
+            f"# Optimizer and schedule follow the {source}, its loss, weight decay and "
+            f"evaluation included; not its {PAPER_LEFT_OUT[tag]}. See configs/make_configs.py."
+        )
     text = TEMPLATE.format(
         title=title, model=model, backbone=backbone, iters=iters, data=data, batch=batch,
-        half=batch // 4, lr=lr, weight_decay=0.05, every=every, eval=evaluation,
-        loss=loss, loss_title=loss_title, source=note,
+        half=batch // 4, lr=lr, weight_decay=weight_decay, every=every, eval=evaluation,
+        loss=loss, loss_title=loss_title, source=note, stride=stride,
     )  # fmt: skip
-    text = text.replace("  output_stride: 8\n", f"  output_stride: {stride}\n")
     title_line, text = text.split("\n", 1)
     text = text.replace("\n", f"\n{title_line}\n", 1)  # the recipe's source first
     head, rest = text.split("optim:\n", 1)
     rest = rest.split("train:\n", 1)[1]
-    return head + MODERN_OPTIM.format(lr=lr) + "train:\n" + rest
+    return head + MODERN_OPTIM.format(lr=lr, weight_decay=weight_decay) + "train:\n" + rest
 
 
 def write_modern(out: Path) -> None:
@@ -261,6 +321,9 @@ def write_modern(out: Path) -> None:
                         continue  # the published recipes are 160k
                     text = modern_config(dataset, model, tag, iters)
                     (out / f"{dataset}_{model}_{tag}_{iters_tag}.yaml").write_text(text)
+    for tag in MODERN_BACKBONES:  # the published UperNet recipes
+        text = modern_config("ade20k", "upernet", tag, 160_000, paper=True)
+        (out / f"ade20k_upernet_{tag}_160k_paper.yaml").write_text(text)
 
 
 if __name__ == "__main__":

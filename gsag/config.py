@@ -63,7 +63,9 @@ class ModelConfig:
     name: str = "gsag_hybrid"
     backbone: str = "resnet50"
     pretrained: bool | str = True  # True: timm weights; a string: a local weights file
-    output_stride: int | None = None  # None: 8 where timm can dilate the backbone, else its own
+    # None: the head's (8; 32 for upernet, segformer) where timm can dilate the backbone, else
+    # the backbone's own
+    output_stride: int | None = None
     aux: bool = True
     kwargs: dict[str, Any] = field(default_factory=dict)
 

@@ -215,6 +215,10 @@ def test_cli_variant_run_and_report_only(tmp_path, synth_root):
     # the header names what the report covers, not what was asked
     assert data["meta"]["variants"] == "no_gate" and data["meta"]["seeds"] == "0"
     assert not list((out / "runs").glob("gsag_hybrid__test_resnet__s0__*"))
+    assert "paired" not in data
+    assert main([*args, "--variants", "no_gate", "--report-only", "--paired"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["paired"] == [] and data["meta"]["analysis"].startswith("paired by seed")
     assert main([*args, "--variants", "no_such"]) == 2
 
 
@@ -460,3 +464,96 @@ def test_plots_name_the_split_and_label_a_pair_of_its_own(tmp_path, monkeypatch)
              "miou_runs": [0.39, 0.41]}  # fmt: skip
     report.plot_miou_bars([group], tmp_path / "m.png", split="test")
     assert figures[-1].axes[0].get_ylabel().startswith("test mIoU")
+
+
+# ---- the paired analysis (--paired) -------------------------------------------------------
+PAIRED_HYB = [0.50, 0.47, 0.55, 0.41, 0.52, 0.48, 0.53, 0.49, 0.51, 0.45]
+PAIRED_FCN = [0.47, 0.49, 0.50, 0.40, 0.46, 0.485, 0.50, 0.45, 0.509, 0.43]
+
+
+def _seeded(label, mious, seeds):
+    return [{**_fake(label, s, m, [m]), "label": label} for s, m in zip(seeds, mious, strict=True)]
+
+
+def test_paired_comparisons_match_scipy_on_the_shared_seeds():
+    from scipy import stats as sps
+
+    seeds = list(range(5, 15))
+    runs = _seeded("gsag_hybrid", PAIRED_HYB, seeds) + _seeded("fcn_pool", PAIRED_FCN, seeds)
+    runs += _seeded("gsag_hybrid-no_global", [m - 0.05 for m in PAIRED_HYB[:9]], seeds[:9])
+    runs.reverse()  # order of the records does not matter: seeds pair the runs
+    rows = {r["other"]: r for r in ablate.paired_comparisons(ablate.summarise(runs))}
+    row = rows["fcn_pool"]
+    ref = sps.ttest_rel(PAIRED_HYB, PAIRED_FCN)
+    ci = ref.confidence_interval(0.95)
+    assert row["seeds"] == seeds and row["family"] == "heads"
+    assert row["diff"] == pytest.approx(np.mean(np.subtract(PAIRED_HYB, PAIRED_FCN)))
+    assert (row["low"], row["high"], row["t_p"]) == pytest.approx((ci.low, ci.high, ref.pvalue))
+    flip = sps.permutation_test(
+        (PAIRED_HYB, PAIRED_FCN), lambda x, y: np.mean(x - y), permutation_type="samples",
+        n_resamples=np.inf, vectorized=False,
+    )  # fmt: skip
+    assert row["flip_p"] == pytest.approx(flip.pvalue)
+    # alone in its family: Holm leaves the sign-flip p as it is
+    assert row["holm_family"] == pytest.approx(row["flip_p"])
+    # the variant ran 9 seeds: only those pair; a constant +0.05 is decided by 9 pairs
+    other = rows["gsag_hybrid-no_global"]
+    assert other["seeds"] == seeds[:9] and other["family"] == "components"
+    assert other["diff"] == pytest.approx(0.05) and other["reading"] == "ref better"
+    assert other["flip_p"] == pytest.approx(2 / 2**9)
+
+
+def test_paired_comparisons_holm_adjust_the_sign_flip_p_within_a_family():
+    from gsag.stats import holm
+
+    seeds = list(range(10))
+    runs = _seeded("gsag_hybrid", PAIRED_HYB, seeds)
+    for name, shift in (("fcn_pool", 0.03), ("pspnet", -0.001), ("danet", 0.01)):
+        noise = [0.004 * ((-1) ** k) * (k % 3) for k in seeds]
+        runs += _seeded(
+            name, [m - shift + e for m, e in zip(PAIRED_HYB, noise, strict=True)], seeds
+        )
+    rows = ablate.paired_comparisons(ablate.summarise(runs))
+    assert [r["other"] for r in rows] == ["fcn_pool", "pspnet", "danet"]
+    assert [r["holm_family"] for r in rows] == pytest.approx(holm([r["flip_p"] for r in rows]))
+    assert rows[0]["reading"] == "ref better" and rows[1]["reading"] == "undecided"
+
+
+def test_cue_tests_count_at_each_threshold_and_use_fishers_test():
+    from scipy import stats as sps
+
+    classes = ["background", "car", "boat"]
+
+    def group(label, cells):
+        runs = []
+        for s, c in enumerate(cells):
+            run = {**_fake(label, s, 0.5, [0.5] * 3), "label": label, "classes": classes,
+                   "confusion": _confusion(*c)}  # fmt: skip
+            run["cue_accuracy"] = ablate.cue_accuracy(run)
+            runs.append(run)
+        return runs
+
+    runs = group("gsag_hybrid", [(99, 1), (90, 10), (80, 20), (76, 24)])
+    runs += group("fcn_pool", [(96, 4), (60, 40), (50, 50), (74, 26)])
+    rows = {r["model"]: r for r in ablate.cue_tests(ablate.summarise(runs))}
+    assert rows["gsag_hybrid"]["counts"] == {"0.75": 4, "0.85": 2, "0.95": 1}
+    assert rows["fcn_pool"]["counts"] == {"0.75": 1, "0.85": 1, "0.95": 1}
+    assert np.isnan(rows["gsag_hybrid"]["fisher_p"])
+    expected = sps.fisher_exact([[4, 0], [1, 3]]).pvalue
+    assert rows["fcn_pool"]["fisher_p"] == pytest.approx(expected)
+
+
+def test_paired_report_puts_the_paired_analysis_first(tmp_path):
+    seeds = list(range(5, 15))
+    runs = _seeded("gsag_hybrid", PAIRED_HYB, seeds) + _seeded("fcn_pool", PAIRED_FCN, seeds)
+    for r in runs:
+        r["run_dir"] = str(tmp_path / f"{r['label']}_{r['seed']}")
+    plain = ablate.write_report(runs, tmp_path / "plain", ["c"])
+    assert "Paired by seed" not in plain["markdown"].read_text()
+    assert "paired" not in json.loads(plain["json"].read_text())
+    paths = ablate.write_report(runs, tmp_path / "paired", ["c"], paired=True)
+    md = paths["markdown"].read_text()
+    assert md.index("## Paired by seed") < md.index("## Unpaired comparisons")
+    assert "| gsag_hybrid | fcn_pool | heads | b | 10 |" in md
+    data = json.loads(paths["json"].read_text())
+    assert data["paired"][0]["seeds"] == seeds and "cue_tests" in data

@@ -10,6 +10,7 @@ import torch
 
 from gsag.config import load_config
 from gsag.models import create_model, list_models
+from gsag.models.segmentor import head_levels
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
 MODERN = [p for p in CONFIGS if "_convnext_tiny_" in p.name or "_swin_tiny_" in p.name]
@@ -41,21 +42,35 @@ def test_every_config_builds_on_the_meta_device(path):
             aux=m.aux, **m.kwargs,
         )  # fmt: skip
     assert next(model.parameters()).device.type == "meta"
-    assert (model.neck is None) == model.backbone.dilatable
+    # a neck only where timm cannot dilate and a level is coarser than the head's grid (1/8)
+    native = max(model.backbone.reductions) <= head_levels(m.name).output_stride
+    assert (model.neck is None) == (model.backbone.dilatable or native)
+
+
+#: the published UperNet recipes (mmsegmentation's UperNet configs of the ConvNeXt and Swin papers)
+PAPER = {
+    "ade20k_upernet_convnext_tiny_160k_paper": dict(weight_decay=0.05, eval="slide"),
+    "ade20k_upernet_swin_tiny_160k_paper": dict(weight_decay=0.01, eval="whole"),
+}
 
 
 def test_modern_recipes():
-    # every head x (ADE20K 160k + Cityscapes 80k) x 2 + VOC 20k/40k
-    assert len(MODERN) == 6 * len(list_models())
+    # every head x (ADE20K 160k + Cityscapes 80k) x 2 + VOC 20k/40k, and the two papers' UperNet
+    assert len(MODERN) == 6 * len(list_models()) + len(PAPER)
     for path in MODERN:
         cfg = load_config(path)
         dataset = path.stem.split("_")[0]
         swin = "_swin_tiny_" in path.name
+        paper = PAPER.get(path.stem)
         assert cfg.model.backbone == (
             "swin_tiny_patch4_window7_224.ms_in1k" if swin else "convnext_tiny.fb_in1k"
         )
-        assert cfg.model.output_stride == (None if swin else 8)
-        assert (cfg.optim.name, cfg.optim.weight_decay) == ("adamw", 0.05)
+        undilated = cfg.model.name in ("upernet", "segformer")  # their native pyramid, as mmseg
+        assert cfg.model.output_stride == (None if swin else 32 if undilated else 8)
+        assert cfg.optim.name == "adamw"
+        assert cfg.optim.weight_decay == (paper["weight_decay"] if paper else 0.05)
+        assert cfg.eval.mode == (paper["eval"] if paper else "whole")
+        assert cfg.loss.type == ("ce" if paper else "ohem")
         assert cfg.optim.lr == (6e-5 if swin else 1e-4)
         assert (cfg.schedule.warmup_iters, cfg.schedule.power, cfg.schedule.min_lr) == (
             1500,

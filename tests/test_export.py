@@ -67,12 +67,18 @@ def test_onnx_export_is_atomic_and_leaves_no_temp_files(tmp_path):
 
 
 # pspnet: its pyramid's cells (2, 3, 6 per side) must not fix the grid size; (3, 3, 24, 48)
-# has a 3 x 6 grid at stride 8
+# has a 3 x 6 grid at stride 8. upernet pools the 1/32 level (2 x 4 cells at 33 x 104, the
+# smallest height a program takes: torch.export assumes no grid of 1 cell, docs/model.md) and
+# fuses four grids; segformer and deeplabv3plus predict at 1/4. Sizes off the multiples of 32
+# check that no level's grid is fixed.
 @pytest.mark.parametrize(
     ("name", "shapes"),
     [
         ("gsag_hybrid", ((1, 3, 96, 128), (3, 3, 40, 48))),
         ("pspnet", ((1, 3, 96, 128), (3, 3, 24, 48), (1, 3, 16, 104))),
+        ("deeplabv3plus", ((1, 3, 97, 130), (2, 3, 40, 56))),
+        ("upernet", ((1, 3, 97, 130), (2, 3, 40, 56), (1, 3, 33, 104))),
+        ("segformer", ((1, 3, 97, 130), (2, 3, 40, 56))),
     ],
 )
 def test_torch_export_program_is_dynamic(tmp_path, name, shapes):

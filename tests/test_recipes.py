@@ -41,6 +41,16 @@ def _pair(text: str) -> list[int]:
 
 FILES = _make_configs().recipe_files()
 TABLE = _table()
+#: mmsegmentation 1.x's own configs of each head on ResNets, by dataset (read from its configs/
+#: folders): DANet and UPerNet have none for PASCAL-Context, SegFormer none on ResNets; the
+#: other pairs follow FCN's. UPerNet's ResNets are undilated (`upernet_r50_...`, no -d8).
+ALL = ("voc", "cityscapes", "ade20k", "context59", "context60")
+MMSEG_CONFIGS = {
+    "fcn": ALL, "pspnet": ALL, "deeplabv3": ALL, "deeplabv3plus": ALL,
+    "danet": ALL[:3], "upernet": ALL[:3],
+}  # fmt: skip
+#: heads whose recipes run the undilated ResNet (output stride 32), as UPerNet does in mmseg
+UNDILATED = ("upernet", "segformer")
 
 
 def test_committed_configs_are_the_generated_ones():
@@ -82,13 +92,18 @@ def test_files_follow_their_row(row):
         assert cfg.optim.weight_decay == float(row["weight decay"])
         assert cfg.loss.type == row["loss"] and cfg.loss.aux_weight == 0.4
         _check_eval(cfg, row["evaluation"])
-        # the header names the mmsegmentation config this file follows
+        # the header names the mmsegmentation config this file follows, at its output stride
         model, backbone = cfg.model.name, cfg.model.backbone
-        head = model if model in ("fcn", "pspnet", "deeplabv3", "danet") else "fcn"
+        dataset = name.split("_")[0]
+        head = model if dataset in MMSEG_CONFIGS.get(model, ()) else "fcn"
         depth = backbone.removeprefix("resnet") if backbone in ("resnet50", "resnet101") else "50"
         followed = row["mmsegmentation config followed"].replace("<m>", head)
+        followed = followed.replace("<d>", depth).replace("-d8", "" if head == "upernet" else "-d8")
         header = (ROOT / "configs" / name).read_text().splitlines()[1]
-        assert f"Follows mmsegmentation's {followed.replace('<d>', depth)}" in header
+        assert f"Follows mmsegmentation's {followed}" in header
+        assert cfg.model.output_stride == (32 if model in UNDILATED else 8)
+        if cfg.model.output_stride != (32 if head == "upernet" else 8):
+            assert f"at output stride {cfg.model.output_stride} (undilated" in header
 
 
 def test_ce_and_ohem_recipes_differ_in_the_loss_only():

@@ -12,10 +12,13 @@ from typing import Any
 from gsag.ablate.analysis import (
     CUE_PAIR,
     CUE_THRESHOLD,
+    CUE_THRESHOLDS,
     comparisons,
     cue_accuracy,
     cue_rows,
+    cue_tests,
     group_label,
+    paired_comparisons,
     shared_seeds,
     summarise,
 )
@@ -138,17 +141,72 @@ def cue_markdown(rows: Sequence[dict[str, Any]], level: float = 0.95) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_markdown(rows: Sequence[dict[str, Any]], level: float = 0.95) -> str:
+    """The paired-by-seed comparisons (`paired_comparisons`): the primary analysis of a grid
+    whose seed k is shared by every group."""
+    if not rows:
+        return ""
+    pct = f"{100 * level:g} %"
+    lines = [
+        "## Paired by seed (the primary analysis)",
+        "",
+        "Seed k of both groups trained with seed k (and, with a data seed, on dataset k), so "
+        "each comparison rests on the differences d_k = a_k − b_k over the seeds both ran: "
+        f"their mean (points), its paired t {pct} interval and p, and the exact two-sided "
+        "sign-flip p (all 2^n sign assignments of the d_k; the primary p), Holm-adjusted over "
+        f"the row's family. A row is decided when its Holm p is below {1 - level:.2g}.",
+        "",
+        f"| a | b | family | backbone | pairs | difference | {pct} paired t interval | t p | "
+        "sign-flip p | Holm p (family) | reading |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        interval = "–" if math.isnan(r["low"]) else _fmt_interval(r["low"], r["high"])
+        cells = [r["reference"], r["other"], r["family"], r["backbone"], str(len(r["seeds"])),
+                 f"{100 * r['diff']:+.1f}", interval, _fmt_p(r["t_p"]), _fmt_p(r["flip_p"]),
+                 _fmt_p(r["holm_family"]), r["reading"]]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cue_tests_markdown(rows: Sequence[dict[str, Any]], reference: str) -> str:
+    """Cue counts at each threshold of `CUE_THRESHOLDS` and Fisher's test against the reference."""
+    if not rows:
+        return ""
+    heads = " | ".join(f"≥ {t:g}" for t in CUE_THRESHOLDS)
+    lines = [
+        f"Cue counts at the thresholds {', '.join(f'{t:g}' for t in CUE_THRESHOLDS)} (how the "
+        f"counts move with the threshold), and Fisher's exact two-sided p of {reference}'s "
+        f"count against each group's at {CUE_THRESHOLD} (unadjusted, a secondary outcome).",
+        "",
+        f"| group | backbone | runs | {heads} | Fisher p vs {reference} |",
+        "| --- | --- | ---: | " + " | ".join("---:" for _ in CUE_THRESHOLDS) + " | ---: |",
+    ]
+    for r in rows:
+        counts = " | ".join(str(r["counts"][f"{t:g}"]) for t in CUE_THRESHOLDS)
+        lines.append(
+            f"| {r['model']} | {r['backbone']} | {r['runs']} | {counts} | {_fmt_p(r['fisher_p'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _report_body(
     results: Sequence[dict[str, Any]],
     classes: Sequence[str],
     reference: str,
     data_per_seed: bool = False,
+    paired: bool = False,
 ) -> str:
-    """The markdown between the header and the figures: results, comparisons, cue learning,
-    the comparisons on the shared seeds when some groups ran more, and what the intervals
-    cover (`data_per_seed`: each seed trained on its own dataset)."""
+    """The markdown between the header and the figures: results, (`paired`: the paired
+    analysis and the cue tests,) comparisons, cue learning, the comparisons on the shared seeds
+    when some groups ran more, and what the intervals cover (`data_per_seed`: each seed
+    trained on its own dataset)."""
     summary = summarise(results)
     body = results_markdown(summary, classes)
+    if paired:
+        body += "\n" + paired_markdown(paired_comparisons(summary, reference))
+        body += "\n" + cue_tests_markdown(cue_tests(summary, reference), reference)
+        body += "\n## Unpaired comparisons (Welch and rank intervals)\n"
     diffs = comparisons(summary, reference)
     if diffs:
         body += "\n" + comparisons_markdown(diffs) + "\n![differences](differences.png)\n"
@@ -185,12 +243,14 @@ def write_report(
     reference: str = "gsag_hybrid",
     split: str = "val",
     data_per_seed: bool = False,
+    paired: bool = False,
 ) -> dict[str, Path]:
     """Write results.json, results.md and the plots into `out_dir`.
 
     `reference`: the group every other group's mIoU is compared with (when it was run).
     `split`: the split the runs were evaluated on (the plots' axis labels); `data_per_seed`:
-    each seed trained on its own dataset (what the intervals cover).
+    each seed trained on its own dataset (what the intervals cover); `paired`: the paired
+    analysis by seed comes first (`paired_comparisons`, `cue_tests`; in results.json too).
     Each run's cue accuracy is read from its result or `out_dir/eval/` (`cue_accuracy`).
     """
     out = Path(out_dir)
@@ -218,6 +278,9 @@ def write_report(
         "cue_learning": cue_rows(summary),
         "runs": runs,
     }
+    if paired:
+        payload["paired"] = paired_comparisons(summary, reference)
+        payload["cue_tests"] = cue_tests(summary, reference)
     write_json(paths["json"], payload)
     header = "# Ablation results\n\n"
     if meta:
@@ -229,7 +292,7 @@ def write_report(
     )
     write_text(
         paths["markdown"],
-        header + _report_body(results, classes, reference, data_per_seed) + figures,
+        header + _report_body(results, classes, reference, data_per_seed, paired) + figures,
     )
     plot_miou_bars(summary, paths["miou"], split)
     curves = [(group_label(r), Path(r["run_dir"]) / "metrics.jsonl") for r in results]

@@ -97,6 +97,7 @@ def run_ablation(
     on_done: Callable[[Combo, dict], None] | None = None,
     variants: Sequence[str] = (BASE,),
     report_only: bool = False,
+    paired: bool = False,
 ) -> dict[str, Any]:
     """Train every combination (skipping finished ones) and write the report.
 
@@ -110,6 +111,7 @@ def run_ablation(
         on_start: called with (combo, already_finished) before each combination.
         on_done: called with (combo, result) after each combination.
         report_only: train nothing; report the combinations that already finished.
+        paired: the report's primary analysis is paired by seed (`write_report`).
 
     Returns:
         {"results": per-run results, "summary": per-group summary, "paths": written files}.
@@ -155,7 +157,10 @@ def run_ablation(
         if per_seed
         else "no: every run trains on the same data, so intervals cover training randomness only",
     }
+    if paired:
+        meta["analysis"] = "paired by seed (paired t, exact sign-flip p, Holm by family)"
     paths = write_report(
-        results, out_dir, classes, meta, split=cfg.data.val_split, data_per_seed=per_seed
-    )
+        results, out_dir, classes, meta, split=cfg.data.val_split, data_per_seed=per_seed,
+        paired=paired,
+    )  # fmt: skip
     return {"results": results, "summary": summarise(results), "paths": paths}

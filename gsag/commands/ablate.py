@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train nothing: write the report from the combinations that already finished",
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="the report's primary analysis is paired by seed (paired t, exact sign-flip p, "
+        "Holm by family; cue counts at 0.75/0.85/0.95 with Fisher's test): for grids whose "
+        "seed k is shared by every group",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         on_done=on_done,
         variants=args.variants,
         report_only=args.report_only,
+        paired=args.paired,
     )
     console.print(
         out["paths"]["markdown"].read_text(), markup=False, highlight=False, soft_wrap=True

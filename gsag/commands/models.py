@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-stride",
         type=int,
         choices=OUTPUT_STRIDES,
-        help="default: 8 where timm can dilate the backbone, else the backbone's own",
+        help="default: the head's where timm can dilate the backbone (8; 32 for upernet and "
+        "segformer), else the backbone's own",
     )
     parser.add_argument(
         "--backbones",
@@ -78,8 +79,8 @@ def model_table(
     progress: Callable[[int, str], object] | None = None,
     flops: bool = False,
 ) -> list[dict]:
-    """One row per model: name, backbone, params (M, inference: no aux head) and, with `flops`,
-    GFLOPs at `size` x `size`.
+    """One row per model: name, backbone, params (M, inference: no aux head), the output stride
+    it runs at and, with `flops`, GFLOPs at `size` x `size`.
 
     Without `flops` the models are built on the meta device (no memory, no initialisation).
     `progress(done, name)` is called before each model is built and measured."""
@@ -97,6 +98,7 @@ def model_table(
         row = {"model": name, "backbone": backbone, "params_m": count_params(model) / 1e6}
         if flops:
             row["gflops"] = count_gflops(model, size)
+        row["output_stride"] = model.model_args["output_stride"]
         rows.append(row)
     return rows
 
@@ -112,10 +114,14 @@ def to_markdown(rows: list[dict], size: int) -> str:
     """The rows as a Markdown table (a GFLOPs column when the rows have one)."""
     flops = bool(rows) and "gflops" in rows[0]
     head = "| model | backbone | params (M) |" + (f" GFLOPs @ {size}x{size} |" if flops else "")
-    lines = [head, "| --- | --- | ---: |" + (" ---: |" if flops else "")]
+    lines = [
+        head + " output stride |",
+        "| --- | --- | ---: |" + (" ---: |" if flops else "") + " ---: |",
+    ]
     for r in rows:
         line = f"| {r['model']} | {r['backbone']} | {r['params_m']:.2f} |"
-        lines.append(line + (f" {r['gflops']:.2f} |" if flops else ""))
+        line += f" {r['gflops']:.2f} |" if flops else ""
+        lines.append(line + f" {r['output_stride']} |")
     return "\n".join(lines)
 
 
@@ -138,13 +144,14 @@ def model_settings(
     from gsag.flops import count_params
     from gsag.models import create_model, head_defaults
     from gsag.models.backbone import default_levels, probe_backbone
+    from gsag.models.table import head_levels
 
     kwargs = kwargs or {}
     with _build_device(False):  # only counted: shapes are enough
         model = create_model(
             name, num_classes, backbone=backbone, output_stride=output_stride, aux=aux, **kwargs
         )
-    levels = list(default_levels(probe_backbone(backbone)))
+    levels = list(default_levels(probe_backbone(backbone), head_levels(name).strides))
     defaults = {**head_defaults(name), "levels": levels}
     args = model.model_args
     return {
@@ -159,12 +166,19 @@ def model_settings(
 
 def backbone_setup(model) -> list[str]:
     """A built model's backbone setup in words: levels, strides, neck, padding, mean/std."""
-    b = model.backbone
-    neck = (
-        f"resize every level to 1/{model.neck.stride} (timm cannot dilate {b.name})"
-        if model.neck is not None
-        else f"none (dilated to output stride {b.output_stride})"
-    )
+    b, neck_module = model.backbone, model.neck
+    if neck_module is not None:
+        grid = f"1/{neck_module.stride}"
+        which = (
+            f"the levels coarser than {grid} to {grid}, keep the finer ones"
+            if any(neck_module.kept)
+            else f"every level to {grid}"
+        )
+        neck = f"resize {which} (timm cannot dilate {b.name})"
+    elif b.dilatable:
+        neck = f"none (dilated to output stride {b.output_stride})"
+    else:
+        neck = "none (the head reads the native strides)"
     return [
         f"backbone levels {list(b.levels)}: strides {b.reductions}, channels {b.channels}"
         + (" (simple pyramid from ViT blocks)" if b.pyramid is not None else ""),
@@ -316,15 +330,13 @@ def _table(rows: list[dict], args: argparse.Namespace):
     """The rows as a rich table; a GFLOPs column with --flops."""
     from rich.table import Table
 
-    size = f"input {args.size}x{args.size}, " if args.flops else ""
-    table = Table(
-        title=f"gsag models (inference, no aux head; {size}"
-        f"output stride {args.output_stride or 'default'})"
-    )
+    size = f"; input {args.size}x{args.size}" if args.flops else ""
+    table = Table(title=f"gsag models (inference, no aux head{size})")
     cols = ["model", "backbone", "params (M)"] + ([f"GFLOPs @ {args.size}"] if args.flops else [])
-    for col in cols:
-        table.add_column(col, justify="right" if "(" in col or "@" in col else "left")
+    for col in [*cols, "output stride"]:
+        table.add_column(col, justify="left" if col in ("model", "backbone") else "right")
     for r in rows:
         cells = [r["model"], r["backbone"], f"{r['params_m']:.2f}"]
-        table.add_row(*cells, *([f"{r['gflops']:.2f}"] if args.flops else []))
+        cells += [f"{r['gflops']:.2f}"] if args.flops else []
+        table.add_row(*cells, str(r["output_stride"]))
     return table

@@ -5,14 +5,17 @@ timm's `feature_info`) tell the heads what they get. `backbone` is one of our sh
 (`BACKBONES`) or any timm model name, with or without a pretrained tag.
 
 - Hierarchical models (ResNet, ConvNeXt, Swin, EfficientNet, MaxViT, ...): `levels` are timm
-  `out_indices`; the default takes the levels at strides 8, 16 and 32 (C3, C4, C5 of a ResNet).
-  Where timm can dilate the model (`output_stride`), the last stages are dilated: at output
-  stride 8 (the "D8" setting, the default) all three levels lie on the 1/8 grid.
+  `out_indices`; the default takes the levels at the strides the head reads (its `LevelSpec`,
+  gsag/models/levels.py): 8, 16 and 32 (C3, C4, C5 of a ResNet) for most heads, 4 to 32 (C2..C5)
+  for DeepLabV3+, UPerNet and SegFormer. Where timm can dilate the model (`output_stride`), the
+  last stages are dilated: at output stride 8 (the "D8" setting, the default of most heads) the
+  levels from C3 on lie on the 1/8 grid; UPerNet and SegFormer default to 32 (undilated).
 - Models timm cannot dilate keep their strides; the segmentor's neck (gsag/models/neck.py)
-  brings their levels to the 1/8 grid instead. Asking them for another `output_stride` is an
-  error.
-- Plain ViTs (one resolution): `levels` are block indices (default: three evenly spaced blocks,
-  the last one included); a `SimplePyramid` turns them into levels at 1/8, 1/16 and 1/32.
+  brings their levels coarser than the head's output stride to it instead. Asking them for
+  another `output_stride` is an error.
+- Plain ViTs (one resolution): `levels` are block indices (default: as many evenly spaced blocks
+  as the head reads levels, the last one included); a `SimplePyramid` turns them into levels at
+  1/8, 1/16 and 1/32 (and 1/4 for four levels).
 
 Inputs are padded (bottom/right, zeros) to `pad_multiple` inside the segmentor: patch and window
 models need it, ResNets do not (1). Position embeddings follow the input size (timm's
@@ -37,6 +40,7 @@ from torch import Tensor, nn
 from gsag.config import OUTPUT_STRIDES
 from gsag.models.backbone_weights import LoadReport, load_backbone_weights
 from gsag.models.errors import ModelArgError
+from gsag.models.levels import DEFAULT_OUTPUT_STRIDE, LEVEL_STRIDES
 from gsag.models.neck import SimplePyramid
 
 if TYPE_CHECKING:
@@ -71,9 +75,7 @@ TESTED_FAMILIES: dict[str, tuple[str, str]] = {
     "swin (windowed)": ("swin_tiny_patch4_window7_224", "swin_tiny_patch4_window7_224.ms_in1k"),
 }
 
-DEFAULT_OUTPUT_STRIDE = 8
 DEFAULT_LEVELS = (2, 3, 4)  # C3, C4, C5 of a ResNet; other models: see `default_levels`
-LEVEL_STRIDES = (8, 16, 32)  # strides of the default levels of hierarchical models
 #: timm model modules whose convolutions are padded for any input size: no input padding, so
 #: their results match those before padding was added.
 NO_PAD_FAMILIES = ("resnet",)
@@ -175,13 +177,14 @@ def probe_backbone(name: str) -> Probe:
     )
 
 
-def default_levels(probe: Probe) -> tuple[int, ...]:
-    """Levels at strides 8, 16 and 32 (hierarchical), or three evenly spaced blocks (plain)."""
-    n = len(probe.info)
+def default_levels(probe: Probe, strides: Sequence[int] = LEVEL_STRIDES) -> tuple[int, ...]:
+    """The levels at `strides` (default 8, 16, 32; hierarchical models), or as many evenly
+    spaced blocks, the last included (plain ViTs: 12 blocks give 3, 7, 11 or 2, 5, 8, 11)."""
+    n, m = len(probe.info), len(strides)
     if probe.plain:
-        return tuple(sorted({max(n * k // 3 - 1, 0) for k in (1, 2, 3)}))
-    picked = tuple(i for i, d in enumerate(probe.info) if d["reduction"] in LEVEL_STRIDES)
-    return picked if len(picked) >= 2 else tuple(range(max(n - 3, 0), n))
+        return tuple(sorted({max(n * k // m - 1, 0) for k in range(1, m + 1)}))
+    picked = tuple(i for i, d in enumerate(probe.info) if d["reduction"] in strides)
+    return picked if len(picked) >= 2 else tuple(range(max(n - m, 0), n))
 
 
 def _window(module: nn.Module) -> int:
@@ -202,8 +205,8 @@ class Backbone(nn.Module):
         levels: timm `out_indices` of the returned maps (blocks of a plain ViT).
         channels: channels of each returned map.
         reductions: stride of each returned map relative to the (padded) input.
-        output_stride: the stride of the last stages: the one asked for where timm can dilate
-            the model (`dilatable`), else the model's own.
+        output_stride: the stride of the last stages: the one asked for (else `default_stride`)
+            where timm can dilate the model (`dilatable`), else the model's own.
         dilatable: timm takes `output_stride` for this model.
         pad_multiple: inputs are padded to a multiple of this before the backbone.
         mean, std: the input normalisation of the backbone's pretrained weights.
@@ -216,7 +219,11 @@ class Backbone(nn.Module):
         output_stride: int | None = None,
         levels: Sequence[int] | None = None,
         pretrained: bool | str | Path = False,
+        level_strides: Sequence[int] = LEVEL_STRIDES,
+        default_stride: int = DEFAULT_OUTPUT_STRIDE,
     ) -> None:
+        """`level_strides` picks the default levels, `default_stride` the output stride of a
+        dilatable model when `output_stride` is None (both from the head's `LevelSpec`)."""
         super().__init__()
         if output_stride is not None and output_stride not in OUTPUT_STRIDES:
             raise ModelArgError(
@@ -226,14 +233,17 @@ class Backbone(nn.Module):
             )
         probe = probe_backbone(name)
         self.name = name
-        self.levels = tuple(int(i) for i in (levels or default_levels(probe)))
+        self.levels = tuple(int(i) for i in (levels or default_levels(probe, level_strides)))
         bad = [i for i in self.levels if not -len(probe.info) <= i < len(probe.info)]
         if bad:
             raise ModelArgError(
                 "kwargs.levels",
                 f"is {list(self.levels)}; {name} has levels 0..{len(probe.info) - 1}",
             )
-        self.body, self.dilatable = _create(name, probe, self.levels, output_stride, pretrained)
+        stride = output_stride or default_stride
+        self.body, self.dilatable = _create(
+            name, probe, self.levels, output_stride, stride, pretrained
+        )
         feature_info = cast("FeatureInfo", self.body.feature_info)
         self.channels: list[int] = list(feature_info.channels())
         self.reductions: list[int] = list(feature_info.reduction())
@@ -246,9 +256,7 @@ class Backbone(nn.Module):
             self.channels = list(self.pyramid.channels)
             self.reductions = [max(1, round(patch * 2.0**s)) for s in scales]
         native = max(self.reductions) if not probe.plain else feature_info.reduction()[-1]
-        self.output_stride = (
-            int(output_stride or DEFAULT_OUTPUT_STRIDE) if self.dilatable else native
-        )
+        self.output_stride = int(stride) if self.dilatable else native
         self.pad_multiple = _pad_multiple(name, self.body, max(feature_info.reduction()))
         self.mean, self.std = backbone_mean_std(name)
         self.load_report: LoadReport | None = None
@@ -287,14 +295,15 @@ def _create(
     probe: Probe,
     levels: tuple[int, ...],
     output_stride: int | None,
+    stride: int,
     pretrained: bool | str | Path,
 ) -> tuple[nn.Module, bool]:
-    """The timm features-only network and whether it took `output_stride` (is dilatable)."""
+    """The timm features-only network and whether it took `stride` (is dilatable); a given
+    `output_stride` other than its own is an error for a model timm cannot dilate."""
     import timm
 
     kwargs: dict[str, Any] = dict(features_only=True, out_indices=levels, **probe.size_kwargs)
     use_hub = pretrained is True
-    stride = output_stride or DEFAULT_OUTPUT_STRIDE
     try:
         if not probe.plain:
             try:
@@ -309,7 +318,8 @@ def _create(
                 "output_stride",
                 f"is {output_stride}, but {name} cannot change its stride (timm has no "
                 f"output_stride for it; its levels end at 1/{_native_stride(probe, levels)}). "
-                "Fix: leave output_stride unset (null); the neck brings its levels to 1/8",
+                "Fix: leave output_stride unset (null); the neck brings its coarse levels to the "
+                "head's grid (1/8 for most heads)",
             )
         return timm.create_model(timm_name(name), pretrained=use_hub, **kwargs), False
     except ModelArgError:

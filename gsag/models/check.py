@@ -19,9 +19,14 @@ import torch
 
 from gsag.models.backbone import check_backbone_name
 from gsag.models.errors import ModelArgError, ModelArgTypeError
-from gsag.models.table import EXTRA, MODEL_SETTINGS, MODELS, head_hints, list_models
-
-DEFAULT_NUM_LEVELS = 3  # C3, C4, C5
+from gsag.models.table import (
+    EXTRA,
+    MODEL_SETTINGS,
+    MODELS,
+    head_hints,
+    head_levels,
+    list_models,
+)
 
 
 def _one_of(key: str, value: Any, valid: list[str]) -> None:
@@ -99,12 +104,19 @@ def check_model_args(
                 f"kwargs.{key}", f"is {value!r}; expected {hint_name(hints[key])}"
             )
     levels = kwargs.get("levels")
+    spec = head_levels(name)
+    if levels is not None and len(levels) < spec.min_levels:
+        raise ModelArgError(
+            "kwargs.levels",
+            f"is {list(levels)}; {name} fuses at least {spec.min_levels} levels (a fine one "
+            f"first, the last one last), e.g. levels at strides {list(spec.strides)}",
+        )
     if aux and levels is not None and len(levels) < 2:
         raise ModelArgError(
             "kwargs.levels", f"is {list(levels)}; the aux head needs at least two levels"
         )
     head_kw = {k: v for k, v in kwargs.items() if k not in EXTRA}
-    in_channels = [64] * (DEFAULT_NUM_LEVELS if levels is None else len(levels))
+    in_channels = [64] * (len(spec.strides) if levels is None else len(levels))
     try:  # values: the head's own checks, on dummy levels of 64 channels
         with torch.device("meta"):
             MODELS[name](in_channels, 2, **head_kw)

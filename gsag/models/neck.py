@@ -2,9 +2,11 @@
 
 - `SimplePyramid` turns the single-resolution blocks of a plain ViT into levels at 1/8, 1/16 and
   1/32 (transposed convolutions up, max-pooling down), one block per level.
-- `ResizeNeck` brings every level of a backbone whose stride cannot be changed (Swin, MaxViT, a
+- `ResizeNeck` brings the levels of a backbone whose stride cannot be changed (Swin, MaxViT, a
   ViT's pyramid) to one working grid, 1/8 of the input, so that every head sees the levels of a
-  dilated D8 backbone: same grid, same channels. It has no parameters (docs/model.md says why).
+  dilated D8 backbone: same grids, same channels. Levels finer than the grid (the 1/4 level
+  DeepLabV3+ reads) are kept, as a dilated backbone keeps them. It has no parameters
+  (docs/model.md says why). Heads that read the native pyramid (UPerNet, SegFormer) get no neck.
 """
 
 from __future__ import annotations
@@ -25,18 +27,23 @@ def neck_size(size: Sequence[int], stride: int) -> tuple[int, int]:
 
 
 class ResizeNeck(nn.Module):
-    """Bilinear resize of every level to the 1/`stride` grid of the input; channels unchanged."""
+    """Bilinear resize of the levels coarser than 1/`stride` to the 1/`stride` grid of the
+    input; finer levels (`reductions` below `stride`) pass unchanged; channels unchanged."""
 
-    def __init__(self, stride: int = NECK_STRIDE) -> None:
+    def __init__(self, stride: int = NECK_STRIDE, reductions: Sequence[int] = ()) -> None:
         super().__init__()
         self.stride = stride
+        self.kept = tuple(r < stride for r in reductions)  # levels left as they are
 
     def forward(self, feats: Sequence[Tensor], size: Sequence[int]) -> list[Tensor]:
         grid = neck_size(size, self.stride)
-        return [resize(f, grid) for f in feats]  # [(B, C_i, H / 8, W / 8)]
+        kept = self.kept or (False,) * len(feats)
+        # [(B, C_i, H / 8, W / 8)], a finer level at its own grid
+        return [f if keep else resize(f, grid) for f, keep in zip(feats, kept, strict=True)]
 
     def extra_repr(self) -> str:
-        return f"stride={self.stride}"
+        kept = f", kept={list(self.kept)}" if any(self.kept) else ""
+        return f"stride={self.stride}{kept}"
 
 
 def _up(channels: int, steps: int) -> tuple[nn.Module, int]:

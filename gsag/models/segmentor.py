@@ -14,14 +14,19 @@ from gsag.models.backbone import Backbone
 from gsag.models.check import check_model_args
 from gsag.models.heads import FCNHead
 from gsag.models.layers import resize
+from gsag.models.levels import D8, LevelSpec
 from gsag.models.neck import ResizeNeck
-from gsag.models.table import MODELS, head_parameters
+from gsag.models.table import MODELS, head_levels, head_parameters
 
 
-def make_neck(backbone: Backbone) -> ResizeNeck | None:
-    """The neck of a backbone, the same for every head: none where timm dilates the backbone
-    (its levels are already on the output-stride grid), else a resize of every level to 1/8."""
-    return None if backbone.dilatable else ResizeNeck()
+def make_neck(backbone: Backbone, spec: LevelSpec = D8) -> ResizeNeck | None:
+    """The neck between a backbone and a head reading `spec`: none where timm dilates the
+    backbone (its levels are already on the output-stride grid) or where no level is coarser
+    than the head's output stride (UPerNet, SegFormer), else a resize of the coarser levels to
+    it (1/8: every head reading C3..C5 gets the same neck)."""
+    if backbone.dilatable or max(backbone.reductions) <= spec.output_stride:
+        return None
+    return ResizeNeck(spec.output_stride, backbone.reductions)
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -39,7 +44,7 @@ class Segmentor(nn.Module):
     {"aux": logits} from the auxiliary FCN head (on the second-to-last level, C4) in training.
 
     The input is padded to the backbone's `pad_multiple` and the logits cropped back; the neck
-    (`make_neck`) brings the levels of backbones timm cannot dilate to the 1/8 grid.
+    (`make_neck`) brings the coarse levels of backbones timm cannot dilate to the head's grid.
 
     Attributes:
         model_args: the `create_model` arguments that rebuild this model (without weights).
@@ -99,17 +104,21 @@ def create_model(
 
     Args:
         name: one of `list_models()`: fcn, fcn_pool, pspnet, gsag_basic, gsag_incremental,
-            gsag_hybrid, deeplabv3, danet.
+            gsag_hybrid, deeplabv3, danet, deeplabv3plus, upernet, segformer.
         num_classes: number of classes (21 for PASCAL VOC).
         backbone: one of `list_backbones()` or any timm model name that gives feature maps,
             e.g. "convnext_tiny.fb_in22k_ft_in1k" or "swin_tiny_patch4_window7_224".
         pretrained: False (random init), True (ImageNet weights from timm's hub) or the path of
             a local `.safetensors` / `.pth` file with the backbone's weights.
-        output_stride: 8, 16 or 32 where timm can dilate the backbone (None: 8); backbones it
-            cannot dilate keep their own stride (None) and a neck brings their levels to 1/8.
+        output_stride: 8, 16 or 32 where timm can dilate the backbone (None: the head's, 8 for
+            most, 32 (undilated) for upernet and segformer); backbones it cannot dilate keep
+            their own stride (None) and a neck brings their levels coarser than the head's
+            output stride to it.
         aux: add the auxiliary FCN head on the second-to-last level (C4), used in training.
-        levels: timm feature levels handed to the head (None: those at strides 8, 16, 32, i.e.
-            C3, C4, C5; for a plain ViT three evenly spaced blocks).
+        levels: timm feature levels handed to the head (None: those at the strides the head
+            reads, `head_levels(name).strides`: 8, 16, 32, i.e. C3, C4, C5, for most heads, 4 to
+            32 for deeplabv3plus, upernet and segformer; for a plain ViT as many evenly spaced
+            blocks).
         **kwargs: head options, e.g. head_channels, num_heads, kernel_size, dropout
             (`head_defaults(name)` lists them with their defaults).
 
@@ -118,8 +127,16 @@ def create_model(
     """
     given = {**kwargs, "levels": levels} if levels is not None else dict(kwargs)
     check_model_args(name, backbone, given, num_classes=num_classes, aux=aux)
-    body = Backbone(backbone, output_stride=output_stride, levels=levels, pretrained=pretrained)
-    neck = make_neck(body)
+    spec = head_levels(name)
+    body = Backbone(
+        backbone,
+        output_stride=output_stride,
+        levels=levels,
+        pretrained=pretrained,
+        level_strides=spec.strides,
+        default_stride=spec.output_stride,
+    )
+    neck = make_neck(body, spec)
     head_kw = dict(kwargs)
     if "output_stride" in head_parameters(name):  # the grid the head sees
         head_kw["output_stride"] = body.output_stride if neck is None else neck.stride

@@ -11,15 +11,17 @@ from typing import Any
 
 from torch import nn
 
+from gsag.models.decoders import DeepLabV3PlusHead, SegFormerHead, UPerHead
 from gsag.models.gsag import GSAGHead
 from gsag.models.heads import DANetHead, DeepLabV3Head, FCNHead, FCNPoolHead, PSPHead
+from gsag.models.levels import D8, LevelSpec
 
 # create_model arguments that are settings of their own, never head options
 MODEL_SETTINGS = ("backbone", "pretrained", "output_stride", "aux", "num_classes")
 EXTRA = ("levels",)  # create_model keywords that may be given among the head options
 
 # Model name -> head builder(in_channels, num_classes, **head_kwargs). `output_stride` is passed
-# to builders that accept it.
+# to builders that accept it; a builder's `levels` (a `LevelSpec`) says which levels it reads.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn": FCNHead,
     "fcn_pool": FCNPoolHead,
@@ -29,12 +31,23 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "gsag_hybrid": partial(GSAGHead, variant="hybrid"),
     "deeplabv3": DeepLabV3Head,
     "danet": DANetHead,
+    "deeplabv3plus": DeepLabV3PlusHead,
+    "upernet": UPerHead,
+    "segformer": SegFormerHead,
 }
 
 
 def list_models() -> list[str]:
     """Names accepted by `create_model`."""
     return list(MODELS)
+
+
+def head_levels(name: str) -> LevelSpec:
+    """The levels a model's head reads (its builder's `levels`; `D8` when it declares none)."""
+    builder = MODELS[name]
+    func = builder.func if isinstance(builder, partial) else builder
+    spec = getattr(func, "levels", D8)
+    return spec if isinstance(spec, LevelSpec) else D8
 
 
 def head_parameters(name: str) -> dict[str, inspect.Parameter]:

@@ -57,14 +57,29 @@ def test_fcn_pool_refuses_an_unknown_fuse():
         gsag.create_model("fcn_pool", 5, backbone="test_resnet", fuse="mul")
 
 
-#: model -> whether it claims context from the whole image
-GLOBAL = {"fcn": False, "fcn_pool": True, "pspnet": True}
+#: model (and head options) -> whether it claims context from the whole image. SegFormer's MLP
+#: head does not: 1x1 convolutions and upsampling only (its context comes from its encoder);
+#: UPerNet's comes from the 1x1 cell of its pyramid pooling: without it (bins 2, 3, 6) the top-left
+#: corner no longer sees the far corner.
+GLOBAL = {
+    "fcn": False,
+    "fcn_pool": True,
+    "pspnet": True,
+    "deeplabv3": True,
+    "deeplabv3plus": True,
+    "upernet": True,
+    "upernet-bins_2_3_6": False,
+    "segformer": False,
+}
+OPTIONS = {"upernet-bins_2_3_6": {"bins": [2, 3, 6]}}
 
 
 @pytest.mark.parametrize(("name", "is_global"), GLOBAL.items())
 def test_far_away_change_reaches_only_global_heads(name, is_global):
     torch.manual_seed(0)
-    model = gsag.create_model(name, 5, backbone="test_resnet", aux=False).eval()
+    model = gsag.create_model(
+        name.split("-")[0], 5, backbone="test_resnet", aux=False, **OPTIONS.get(name, {})
+    ).eval()
     x = torch.randn(1, 3, 320, 320)
     far = x.clone()
     far[..., 224:, 224:] += 5.0  # a region well outside the top-left corner's receptive field

@@ -179,6 +179,21 @@ class TestDANet(ModelHarness):
                 nn.init.constant_(module.gamma, 0.5)
 
 
+class TestDeepLabV3Plus(ModelHarness):
+    name = "deeplabv3plus"
+    kwargs = {"head_channels": 16, "low_channels": 8}  # noqa: RUF012
+
+
+class TestUPerNet(ModelHarness):
+    name = "upernet"
+    kwargs = {"head_channels": 16}  # noqa: RUF012
+
+
+class TestSegFormer(ModelHarness):
+    name = "segformer"
+    kwargs = {"head_channels": 16}  # noqa: RUF012
+
+
 def test_every_model_is_in_the_harness():
     covered = {cls.name for cls in ModelHarness.__subclasses__()}
     assert covered == set(gsag.list_models())
