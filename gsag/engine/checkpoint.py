@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from gsag.atomic import atomic_path
-from gsag.engine.load_checks import check_meta, load_weights
+from gsag.engine.load_checks import check_meta, check_tensors, load_weights
 from gsag.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -226,7 +226,8 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Segm
 
 
 def load_resume_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, config: Any) -> None:
-    """Load a resumed checkpoint's weights into `model`, or say which model it was trained as.
+    """Load a resumed checkpoint's weights into `model`, or say which model it was trained as;
+    a tensor of the wrong kind or holding NaN or Inf is a `CheckpointError` naming it.
 
     Args:
         config: the current run's `Config` (compared with the checkpoint's model section).
@@ -242,6 +243,7 @@ def load_resume_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, conf
             "resume with the config it was trained with, or start anew with another --out "
             "or --overwrite"
         ) from e
+    check_tensors(model.state_dict(), ckpt["model"], str(path))  # kinds as the model's, finite
 
 
 def export_safetensors(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:

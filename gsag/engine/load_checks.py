@@ -1,5 +1,6 @@
 """What a loaded model must be before anything uses it, for every way one is loaded (a `.pt`
-checkpoint, `.safetensors` weights, a pretrained folder, a Hub repo):
+checkpoint, `.safetensors` weights, a pretrained folder, a Hub repo, and `last.pt` on
+`--resume`):
 
 - weights that fit the rebuilt model exactly (`load_weights`): no tensor missing, extra or
   renamed, every shape the model's, floating-point tensors where the model holds floating-point
@@ -33,9 +34,15 @@ def load_weights(model: nn.Module, state: Mapping[str, Any], where: str) -> None
     extra = [k for k in state if k not in expected]
     if missing or extra:
         raise CheckpointError(f"{where} does not fit its model: {_mismatch(missing, extra)}")
+    check_tensors(expected, state, where)
+    model.load_state_dict(dict(state), strict=True)
+
+
+def check_tensors(expected: Mapping[str, Any], state: Mapping[str, Any], where: str) -> None:
+    """Check each tensor of `state` against the one of the same name in `expected` (a model's
+    `state_dict()`, which names every tensor of `state`): shape, kind, finite values."""
     for name, tensor in state.items():
         _check_tensor(name, tensor, expected[name], where)
-    model.load_state_dict(dict(state), strict=True)
 
 
 def _mismatch(missing: list[str], extra: list[str]) -> str:

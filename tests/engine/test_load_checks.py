@@ -1,5 +1,6 @@
 """Loaded weights and metadata are checked for what they are, for every way a model loads (a
-`.pt` checkpoint, `.safetensors` weights, a pretrained folder, `hf://` from the Hub cache),
+`.pt` checkpoint, `.safetensors` weights, a pretrained folder, `hf://` from the Hub cache, and
+`last.pt` on `--resume`),
 through the API and through `gsag predict` / `gsag eval`: one error line naming the tensor or
 field, exit 2, nothing written.
 
@@ -245,3 +246,33 @@ def test_load_weights_is_strict_and_check_meta_counts_the_outputs():
         check_meta({**meta, "ignore_index": True}, 3, "m")
     with pytest.raises(CheckpointError, match="prediction_ids"):
         check_meta({**meta, "prediction_ids": [0, 1, 256]}, 3, "m")
+
+
+@pytest.mark.parametrize("fault", ["nan", "integer"])
+def test_resume_refuses_a_last_pt_with_broken_weights_before_training_on(
+    fault, synth_root, tmp_path, capsys
+):
+    """The fourth load path, `--resume`: a `last.pt` whose tensors are NaN or integers (which
+    `load_state_dict` would cast) is one error line naming the tensor; the run is not continued
+    and its metrics.jsonl is as it was."""
+    from gsag.cli import main
+    from gsag.config import save_config
+    from gsag.engine.train import train
+    from tests.helpers.configs import tiny_config
+
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "train.iters=4", "train.eval_interval=4")
+    train(cfg, quiet=True, stop_after=2)
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    change, pattern = WEIGHT_FAULTS[fault]
+    tensor = _head_tensor(ckpt["model"]).replace(".", r"\.")
+    change(ckpt["model"], ckpt["meta"])
+    torch.save(ckpt, run / "last.pt")
+    before = (run / "metrics.jsonl").read_bytes()
+    config = tmp_path / "config.yaml"
+    save_config(cfg, config)
+    capsys.readouterr()
+    assert main(["train", str(config), "--resume", "--quiet"]) == 2
+    err = one_error_line(capsys)
+    assert re.search(pattern.format(t=tensor), err) and "last.pt" in err, err
+    assert (run / "metrics.jsonl").read_bytes() == before
