@@ -1,8 +1,7 @@
 """Loaded weights and metadata are checked for what they are, for every way a model loads (a
 `.pt` checkpoint, `.safetensors` weights, a pretrained folder, `hf://` from the Hub cache, and
-`last.pt` on `--resume`),
-through the API and through `gsag predict` / `gsag eval`: one error line naming the tensor or
-field, exit 2, nothing written.
+`last.pt` on `--resume`), through the API and through `gsag predict` / `gsag eval` / `gsag
+train --resume`: one error line naming the tensor or field, exit 2, nothing written.
 
 Each case starts from a good model (the session's tiny run), breaks one thing, and expects the
 load to fail; a good copy of each kind loads, so a failure is the broken thing's.
