@@ -316,10 +316,14 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     return build(Config, raw, "", source, check=_checked)
 
 
+def config_text(cfg: Config) -> str:
+    """The resolved config as YAML: what `save_config` writes."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    write_text(path, text)
+    write_text(path, config_text(cfg))
 
 
 def apply_override(cfg: Config, item: str) -> None:

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         TimeElapsedColumn,
     )
 
-    from gsag.config import load_config
+    from gsag.config import config_text, load_config
     from gsag.data.synth import generate
     from gsag.engine.datasets import synth_seed
     from gsag.engine.run_dir import check_run_dir
@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads, cfg.train.num_threads)  # for the report's evaluation too
     check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
     # before any work; the data generated inside the run folder stays there (as in training)
-    check_run_dir(Path(cfg.output.run_dir), args.resume, args.overwrite, keep=[cfg.data.root])
+    run_dir = Path(cfg.output.run_dir)
+    check_run_dir(run_dir, args.resume, args.overwrite, [cfg.data.root], config_text(cfg))
     root = Path(cfg.data.root)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
 

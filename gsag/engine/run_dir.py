@@ -226,12 +226,20 @@ def resumable(run_dir: str | os.PathLike) -> bool:
 
 
 def check_run_dir(
-    run_dir: Path, resume: bool, overwrite: bool, keep: Sequence[str | os.PathLike] = ()
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    keep: Sequence[str | os.PathLike] = (),
+    config: str | None = None,
 ) -> bool:
     """Whether the run in `run_dir` must be moved aside first; raises `RunFolderError` when the
-    folder may not be used as asked (`check_movable`; `keep`: see `move_aside`). Writes
-    nothing."""
-    if not holds_run(run_dir) or (resume and resumable(run_dir)):
+    folder may not be used as asked (`check_movable`; `keep`: see `move_aside`), or when a
+    fresh run would replace a config.yaml that differs from its own (`config`, the text it
+    writes: `gsag.config.config_text`). Writes nothing."""
+    if resume and resumable(run_dir):
+        return False
+    if not holds_run(run_dir):
+        _check_own_config(run_dir, config)
         return False
     if not is_run_folder(run_dir):
         present = ", ".join(sorted(p.name for p in run_dir.iterdir() if _is_run_file(p)))
@@ -246,16 +254,36 @@ def check_run_dir(
     return True
 
 
+def _check_own_config(run_dir: Path, config: str | None) -> None:
+    """Refuse a folder holding no run whose config.yaml is not `config` (a user's own file,
+    or the start of a run with other settings): the run writes its config.yaml there first."""
+    path = run_dir / "config.yaml"
+    if config is None or not path.is_file():
+        return
+    try:
+        same = path.read_text(encoding="utf-8") == config
+    except (OSError, UnicodeDecodeError):
+        same = False
+    if not same:
+        raise RunFolderError(
+            f"{path} is not this run's config (a file of yours, or the start of a run with "
+            "other settings) and the run would replace it with its own; choose a new --out, "
+            "or move that config.yaml elsewhere"
+        )
+
+
 @contextmanager
 def open_run_dir(
     run_dir: str | os.PathLike,
     resume: bool = False,
     overwrite: bool = False,
     keep: Sequence[str | os.PathLike] = (),
+    config: str | None = None,
 ) -> Iterator[Path | None]:
     """Lock `run_dir` for this run and make it safe to write (see the module docstring).
 
-    `keep`: entries of `run_dir` that `overwrite` leaves in place (see `move_aside`).
+    `keep`: entries of `run_dir` that `overwrite` leaves in place (see `move_aside`); `config`:
+    the config.yaml the run writes (see `check_run_dir`).
 
     Yields:
         The folder the old run was moved to (with `overwrite`), else None.
@@ -264,7 +292,7 @@ def open_run_dir(
     lock = acquire_lock(run_dir)
     try:
         aside = None
-        if check_run_dir(run_dir, resume, overwrite, keep):
+        if check_run_dir(run_dir, resume, overwrite, keep, config):
             aside = move_aside(run_dir, keep)
         remove_temp_files(run_dir)
         yield aside
@@ -279,6 +307,7 @@ def claim_run_dir(
     resume: bool = False,
     overwrite: bool = False,
     keep: Sequence[str | os.PathLike] = (),
+    config: str | None = None,
 ) -> Iterator[None]:
     """`open_run_dir` on rank 0 only (`info`: a `distributed.DistInfo`); every rank fails
     together, with rank 0's message, when rank 0 cannot have the folder, so no rank waits
@@ -291,7 +320,7 @@ def claim_run_dir(
         failure: RunFolderError | None = None
         if info.is_main:
             try:
-                stack.enter_context(open_run_dir(run_dir, resume, overwrite, keep))
+                stack.enter_context(open_run_dir(run_dir, resume, overwrite, keep, config))
             except RunFolderError as e:
                 failure = e
         # every rank raises rank 0's message: whichever rank torchrun lets print, it says why

@@ -17,7 +17,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from gsag.config import Config, save_config
+from gsag.config import Config, config_text, save_config
 from gsag.data.base import SegmentationDataset
 from gsag.engine import distributed
 from gsag.engine.checkpoint import export_safetensors, rng_state, set_rng_state
@@ -94,7 +94,8 @@ def train(
             torch.set_num_threads(cfg.train.num_threads)
         check_model_config(cfg)
         keep = [cfg.data.root]  # a dataset generated inside the run folder stays there
-        with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep):
+        text = config_text(cfg)  # a config.yaml already there must be this one
+        with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep, text):
             result = _train(cfg, dist, resume=resume, quiet=quiet, stop_after=stop_after)
         # rank 0 writes files after the last collective: no rank leaves the group before all are
         # done (only on success: a rank that failed alone must not wait for the others here)

@@ -150,3 +150,44 @@ def test_overwrite_refuses_a_run_folder_that_holds_other_runs_deep_down(trained,
     err = _refused(argv, capsys)
     assert "holds another run, projects/a/b/run" in err
     assert _snapshot(home) == before
+
+
+@pytest.mark.parametrize("command", ["train", "demo"])
+def test_a_run_never_replaces_a_config_yaml_that_is_not_its_own(
+    command, synth_root, tmp_path, capsys
+):
+    """`gsag train config.yaml --out .` replaced the user's own config.yaml (comments, notes)
+    with the resolved one, exit 0. A folder holding no run whose config.yaml is not the one the
+    run writes is refused; the file is left as it was."""
+    from gsag.config import config_text, save_config
+    from tests.helpers.configs import tiny_config
+
+    run = tmp_path / "project"
+    run.mkdir()
+    cfg = tiny_config(synth_root, run, "train.iters=1", "train.eval_interval=1")
+    mine = config_text(cfg) + "# my notes: lr 0.01 diverged\n"
+    (run / "config.yaml").write_text(mine)
+    config = tmp_path / "tiny.yaml"
+    save_config(cfg, config)
+    argv = [command, *([] if command == "train" else ["--config"]), str(config), "--out", str(run)]
+    for extra in ([], ["--overwrite"]):
+        err = _refused([*argv, "--quiet", "--threads", "1", *extra], capsys)
+        assert f"{run / 'config.yaml'} is not this run's config" in err, err
+        assert (run / "config.yaml").read_text() == mine
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["project", "tiny.yaml"]
+        assert [p.name for p in run.iterdir()] == ["config.yaml"]
+
+
+def test_a_run_killed_before_its_first_line_starts_again_over_its_own_config(synth_root, tmp_path):
+    """The same run again over the config.yaml it wrote first (nothing else) is no refusal:
+    the file would be rewritten to the same bytes."""
+    from gsag.config import save_config
+    from gsag.engine.train import train
+    from tests.helpers.configs import tiny_config
+
+    run = tmp_path / "run"
+    cfg = tiny_config(synth_root, run, "train.iters=1", "train.eval_interval=1")
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    train(cfg, quiet=True)
+    assert (run / "last.pt").is_file()
