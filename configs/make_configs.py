@@ -247,10 +247,12 @@ def main() -> None:
 # `convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py` and 0.x
 # `swin/upernet_swin_tiny_patch4_window7_512x512_160k_ade20k_pretrain_224x224_1K.py`): plain
 # cross-entropy, Swin-T's weight decay 0.01, and ConvNeXt-T's slide evaluation (512 windows,
-# stride 341). Still not carried over (gsag has no such option yet): ConvNeXt's stage-wise lr
-# decay 0.9 over 6 layer groups (`optim.layer_decay` is planned), Swin's zero weight decay on
-# norms and relative position tables, stochastic depth (0.4 ConvNeXt-T, 0.3 Swin-T) and fp16
-# autocast (gsag: bf16).
+# stride 341), ConvNeXt-T's stage-wise lr decay 0.9 (`optim.layer_decay`) and no weight decay
+# on 1-D weights and biases (`optim.no_decay_norm_bias`), Swin-T's zero weight decay on norms and
+# position tables (`optim.no_decay_norm_bias`, which also frees the biases). Not carried over:
+# ConvNeXt-seg counts 6 layer groups for the 4 stages, so its stages train at 0.81x the rates
+# of gsag's count (lr x 0.9 ** (4 - stage); its downsampling layers sit with the stem), the
+# stochastic depth (0.4 ConvNeXt-T, 0.3 Swin-T) and fp16 autocast (gsag: bf16).
 
 #: short file-name tag -> timm backbone, timm can dilate it, lr, published recipe
 MODERN_BACKBONES = {
@@ -263,8 +265,13 @@ PAPER_WEIGHT_DECAY = {"convnext_tiny": 0.05, "swin_tiny": 0.01}
 PAPER_EVAL = {"convnext_tiny": "  mode: slide\n  crop_size: 512\n  stride: 341"}
 #: tag -> what the `_paper` files still leave out of the published recipe
 PAPER_LEFT_OUT = {
-    "convnext_tiny": "stage-wise lr decay 0.9, stochastic depth 0.4",
-    "swin_tiny": "zero decay on norms and position tables, stochastic depth 0.3",
+    "convnext_tiny": "0.81x backbone rates of its 6-group stage-wise lr decay (gsag counts the 4 stages), stochastic depth 0.4",
+    "swin_tiny": "weight decay on biases, stochastic depth 0.3",
+}
+#: tag -> the published recipe's parameter-group settings (the `_paper` files)
+PAPER_GROUPS = {
+    "convnext_tiny": "  layer_decay: 0.9\n  no_decay_norm_bias: true\n",
+    "swin_tiny": "  no_decay_norm_bias: true\n",
 }
 #: dataset -> backbone tags it gets (VOC: ConvNeXt-T only)
 MODERN_DATASETS = {"ade20k": ["convnext_tiny", "swin_tiny"],
@@ -274,7 +281,7 @@ MODERN_OPTIM = """optim:
   lr: {lr}
   weight_decay: {weight_decay}
   head_lr_mult: 1.0
-schedule:
+{groups}schedule:
   power: 1.0
   min_lr: 0.0
   warmup_iters: 1500
@@ -308,7 +315,9 @@ def modern_config(dataset: str, model: str, tag: str, iters: int, paper: bool = 
     text = text.replace("\n", f"\n{title_line}\n", 1)  # the recipe's source first
     head, rest = text.split("optim:\n", 1)
     rest = rest.split("train:\n", 1)[1]
-    return head + MODERN_OPTIM.format(lr=lr, weight_decay=weight_decay) + "train:\n" + rest
+    groups = PAPER_GROUPS[tag] if paper else ""
+    optim = MODERN_OPTIM.format(lr=lr, weight_decay=weight_decay, groups=groups)
+    return head + optim + "train:\n" + rest
 
 
 def write_modern(out: Path) -> None:

@@ -74,21 +74,29 @@ class ModelConfig:
 class LossConfig:
     """Loss of the main head; the auxiliary head uses the same loss times `aux_weight`."""
 
-    type: str = "ohem"  # ce | ohem
-    thresh: float = 0.7
-    min_kept: int = 100_000
+    type: str = "ohem"  # ce | ohem | dice | focal | lovasz, or a sum joined by + (ce+dice)
+    weights: list[float] = field(default_factory=list)  # one per term of `type`; [] = 1 each
+    # one per class, "auto" (median frequency over the training split), or [] for none
+    class_weights: list[float] | str = field(default_factory=list)
+    label_smoothing: float = 0.0  # of ce and ohem
+    focal_gamma: float = 2.0
+    thresh: float = 0.7  # ohem
+    min_kept: int = 100_000  # ohem
     aux_weight: float = 0.4
 
 
 @dataclass
 class OptimConfig:
-    """Optimizer; `head_lr_mult` scales the learning rate of everything but the backbone."""
+    """Optimizer; `head_lr_mult` scales the learning rate of everything but the backbone,
+    `layer_decay` that of each backbone block or stage by its depth (docs/training.md)."""
 
     name: str = "sgd"  # sgd | adamw
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     head_lr_mult: float = 1.0
+    layer_decay: float = 1.0  # lr x layer_decay ** (layers above); 1 = the same lr everywhere
+    no_decay_norm_bias: bool = False  # no weight decay on norms, biases, position embeddings
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
 
 
@@ -124,7 +132,9 @@ class TrainConfig:
     skip_bad: bool = False
     max_bad_steps: int = 5  # consecutive non-finite losses that stop the run
     num_threads: int = 0  # torch CPU threads during the run; 0 keeps the current setting
-    tb_images: int = 4  # validation predictions written to TensorBoard at each evaluation
+    tb_images: int = 4  # validation images in the prediction panel of each evaluation
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])  # and csv, wandb, mlflow
+    project: str = "gsag"  # the W&B project and MLflow experiment of the run
 
 
 @dataclass
@@ -170,6 +180,10 @@ class Config:
 
 
 LAYOUTS = ("auto", "voc", "folder", "cityscapes", "ade20k", "context59", "context60")
+#: The terms of `loss.type` (`gsag.losses`).
+LOSS_NAMES = ("ce", "ohem", "dice", "focal", "lovasz")
+#: What `train.loggers` takes (`gsag.engine.loggers`); wandb and mlflow are optional extras.
+LOGGERS = ("tensorboard", "csv", "wandb", "mlflow")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 COMPILE_MODES = ("none", "head", "model")
 #: Output strides the backbones support (`gsag.models.backbone`).
@@ -226,7 +240,11 @@ RULES: dict[str, Rule] = {
     "model.output_stride": Rule(choices=(None, *OUTPUT_STRIDES)),  # None: see ModelConfig
     "model.aux": _ANY,
     "model.kwargs": _ANY,  # each head option is checked by gsag.models.check_model_args
-    "loss.type": Rule(choices=("ce", "ohem")),
+    "loss.type": Rule(words=LOSS_NAMES, sums=True, hint="e.g. ce+dice"),
+    "loss.weights": Rule(low=0, hint="one weight per term of loss.type, or [] for 1 each"),
+    "loss.class_weights": Rule(low=0, words=("auto",), hint="one weight per class, or [] for none"),
+    "loss.label_smoothing": Rule(low=0, high=1, high_open=True),
+    "loss.focal_gamma": Rule(low=0, high=16),
     "loss.thresh": Rule(low=0, high=1, low_open=True),
     "loss.min_kept": _COUNT,
     "loss.aux_weight": Rule(low=0),
@@ -235,6 +253,8 @@ RULES: dict[str, Rule] = {
     "optim.momentum": Rule(low=0, high=1, high_open=True),
     "optim.weight_decay": Rule(low=0),
     "optim.head_lr_mult": Rule(low=0, low_open=True),
+    "optim.layer_decay": Rule(low=0, high=1, low_open=True, hint="1 turns it off"),
+    "optim.no_decay_norm_bias": _ANY,
     "optim.grad_clip": Rule(low=0),
     "schedule.power": Rule(low=0),
     "schedule.min_lr": Rule(low=0),
@@ -255,6 +275,8 @@ RULES: dict[str, Rule] = {
     "train.max_bad_steps": _COUNT,
     "train.num_threads": Rule(low=0, high=MAX_THREADS),
     "train.tb_images": Rule(low=0),
+    "train.loggers": Rule(choices=LOGGERS),
+    "train.project": _ANY,
     "eval.mode": Rule(choices=EVAL_MODES),
     "eval.crop_size": _SIZE,
     "eval.stride": _SIZE,
@@ -366,11 +388,22 @@ def validate(cfg: Config, source: str = "config") -> None:
     for key in RULES:
         section, name = key.split(".")
         check_value(key, getattr(getattr(cfg, section), name), source)
+    terms = loss_terms(cfg.loss.type)
+    if cfg.loss.weights and len(cfg.loss.weights) != len(terms):
+        raise ConfigError(
+            f"{source}: loss.weights {cfg.loss.weights} has {len(cfg.loss.weights)} values for "
+            f"the {len(terms)} terms of loss.type {cfg.loss.type!r}; give one per term or []"
+        )
     if cfg.train.batch_size % cfg.train.accum_steps:
         raise ConfigError(
             f"{source}: train.batch_size {cfg.train.batch_size} is not divisible by "
             f"train.accum_steps {cfg.train.accum_steps}; change one of them"
         )
+
+
+def loss_terms(kind: str) -> list[str]:
+    """The terms of `loss.type`: "ce+dice" -> ["ce", "dice"]."""
+    return [term.strip() for term in kind.split("+")]
 
 
 def check_value(key: str, value: Any, source: str = "config") -> None:

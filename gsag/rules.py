@@ -18,7 +18,8 @@ INT_MAX = 2**31 - 1
 @dataclass(frozen=True)
 class Rule:
     """The values of one setting: numbers within [low, high] (ends open when asked), one of
-    `choices`, lists of one of `lengths` (any length when empty), in order when `increasing`."""
+    `choices`, lists of one of `lengths` (any length when empty), in order when `increasing`;
+    a string must be one of `words` (or, with `sums`, several of them joined by `+`)."""
 
     low: float | None = None
     high: float | None = None
@@ -28,6 +29,8 @@ class Rule:
     lengths: tuple[int, ...] = ()
     nonempty: bool = False
     increasing: bool = False
+    words: tuple[str, ...] = ()
+    sums: bool = False
     hint: str = ""  # what the value means, said after a refusal
 
     def text(self) -> str:
@@ -42,6 +45,15 @@ class Rule:
         return ", ".join(p for p in parts if p) or "finite"
 
     def _value_text(self) -> str:
+        number = self._number_text()
+        if not self.words:
+            return number
+        words = f"one of {', '.join(self.words)}" if len(self.words) > 1 else self.words[0]
+        if self.sums:
+            words += ", or a sum of them joined by +"
+        return f"{number}, or {words}" if number else words
+
+    def _number_text(self) -> str:
         if self.choices:
             return f"one of {', '.join(map(str, self.choices))}"
         if self.low is not None and self.high is not None:
@@ -71,6 +83,10 @@ class Rule:
             return f"must be a finite number {self._value_text()}".rstrip()
         if self.choices:
             return None if value in self.choices else f"must be {self._value_text()}"
+        if isinstance(value, str) and self.words:
+            names = [n.strip() for n in value.split("+")] if self.sums else [value]
+            known = all(n in self.words for n in names)
+            return None if known else f"must be {self._value_text()}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None  # strings and flags: only their type is checked (by the caller)
         low, high = self.low, self.high

@@ -49,8 +49,8 @@ def test_every_config_builds_on_the_meta_device(path):
 
 #: the published UperNet recipes (mmsegmentation's UperNet configs of the ConvNeXt and Swin papers)
 PAPER = {
-    "ade20k_upernet_convnext_tiny_160k_paper": dict(weight_decay=0.05, eval="slide"),
-    "ade20k_upernet_swin_tiny_160k_paper": dict(weight_decay=0.01, eval="whole"),
+    "ade20k_upernet_convnext_tiny_160k_paper": dict(weight_decay=0.05, eval="slide", decay=0.9),
+    "ade20k_upernet_swin_tiny_160k_paper": dict(weight_decay=0.01, eval="whole", decay=1.0),
 }
 
 
@@ -70,6 +70,8 @@ def test_modern_recipes():
         assert cfg.optim.name == "adamw"
         assert cfg.optim.weight_decay == (paper["weight_decay"] if paper else 0.05)
         assert cfg.eval.mode == (paper["eval"] if paper else "whole")
+        assert cfg.optim.layer_decay == (paper["decay"] if paper else 1.0)
+        assert cfg.optim.no_decay_norm_bias == bool(paper)
         assert cfg.loss.type == ("ce" if paper else "ohem")
         assert cfg.optim.lr == (6e-5 if swin else 1e-4)
         assert (cfg.schedule.warmup_iters, cfg.schedule.power, cfg.schedule.min_lr) == (

@@ -59,10 +59,12 @@ def bad_values(key: str, hint: Any) -> list[Any]:
             cases += ["ten"] if str not in options else []
             cases += _number_cases(rule, option)
             cases += [1.5] if option is int else []
-        elif option is str and rule.choices:
+        elif option is str and (rule.choices or rule.words):
             cases.append("nosuch")
         elif option is bool and len(options) == 1:
             cases.append(5)
+        elif typing.get_origin(option) is list and typing.get_args(option)[0] is str:
+            cases.append(["nosuch"])  # a list of names: each one of the choices
         elif typing.get_origin(option) is list:
             item = typing.get_args(option)[0]
             section, name = key.split(".")

@@ -32,6 +32,8 @@ FINGERPRINT_IGNORES = (
     "train.num_threads",
     "train.num_workers",
     "train.tb_images",
+    "train.loggers",
+    "train.project",
 )
 
 

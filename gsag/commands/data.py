@@ -224,18 +224,26 @@ def _run_check(args, console) -> int:
         console.print(f"... and {len(report.issues) - args.show} more (raise --show)")
     for note, count in sorted(report.conversions.items()):
         console.print(f"[yellow]{count} image(s): {note}[/]")
-    histogram = Table(title="pixels per class")
+    histogram = Table(
+        title="pixels per class",
+        caption="weight: loss.class_weights auto (median frequency) of the splits checked; "
+        "training counts its training split (--split NAME checks one)",
+    )
     histogram.add_column("index", justify="right")
     histogram.add_column("class")
     histogram.add_column("pixels", justify="right")
     histogram.add_column("share", justify="right")
+    histogram.add_column("weight", justify="right")
     counts = report.class_pixels
     total = max(int(counts.sum()) + report.ignore_pixels, 1)
+    weights = report.class_weights()
     for index, (name, count) in enumerate(zip(report.info.classes, counts, strict=True)):
-        histogram.add_row(str(index), name, f"{int(count):,}", f"{count / total:.2%}")
+        histogram.add_row(
+            str(index), name, f"{int(count):,}", f"{count / total:.2%}", f"{weights[index]:.3f}"
+        )
     ignore = report.ignore_pixels
     histogram.add_row(
-        str(report.info.ignore_index), "(ignore)", f"{ignore:,}", f"{ignore / total:.2%}"
+        str(report.info.ignore_index), "(ignore)", f"{ignore:,}", f"{ignore / total:.2%}", ""
     )
     console.print(histogram)
     if report.ok:

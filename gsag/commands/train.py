@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start anew in an OUT folder that holds a run, moving the old run to OUT.old-<time>",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config and print its loss, loggers and optimizer parameter groups "
+        "(learning rate, weight decay) without training",
+    )
     parser.add_argument("--out", help="run folder (default: the config's output.run_dir)")
     add_alias(parser, "--run-dir", "out")
     add_device_argument(parser)
@@ -52,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     if args.out:
         cfg.output.run_dir = args.out  # a path as typed, never parsed as YAML
+    if args.dry_run:
+        return _dry_run(args.config, cfg)
     check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
     result = train(
         cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, device=args.device
@@ -75,4 +83,31 @@ def run(args: argparse.Namespace) -> int:
         )
         table.add_row("run dir", result["run_dir"])
         Console().print(table)
+    return 0
+
+
+def _dry_run(path: str, cfg) -> int:
+    """Print what `gsag.engine.plan.plan` finds; nothing is trained or written."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gsag.engine.plan import plan
+
+    found = plan(cfg)
+    o = cfg.optim
+    console = Console()
+    console.print(f"dry run of {path}: nothing is trained or written", soft_wrap=True)
+    console.print(f"classes: {found.data_note}", soft_wrap=True)
+    console.print(f"loss: {found.loss}", soft_wrap=True)
+    console.print(f"loggers: {', '.join(found.loggers) or 'none (metrics.jsonl only)'}")
+    table = Table(
+        title=f"{o.name}: lr {o.lr:g}, weight decay {o.weight_decay:g}, head_lr_mult "
+        f"{o.head_lr_mult:g}, layer_decay {o.layer_decay:g}, no_decay_norm_bias "
+        f"{str(o.no_decay_norm_bias).lower()}"
+    )
+    for column in ("group", "tensors", "parameters", "lr", "weight decay"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    for name, tensors, numel, lr, decay in found.groups:
+        table.add_row(name, str(tensors), f"{numel:,}", f"{lr:.4g}", f"{decay:g}")
+    console.print(table)
     return 0

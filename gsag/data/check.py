@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from gsag.data.base import SegmentationDataset
+from gsag.data.counts import add_mask, median_frequency_weights
 from gsag.data.errors import BadSampleError, DataError
 from gsag.data.folder import ALL_SPLIT, FolderSegmentation
 from gsag.data.io import ClassInfo, check_labels, orient_mask, read_image_oriented, read_mask
@@ -37,7 +38,13 @@ class CheckReport:
     issues: list[Issue] = field(default_factory=list)
     conversions: Counter = field(default_factory=Counter)
     class_pixels: np.ndarray | None = None
+    image_pixels: np.ndarray | None = None  # labelled pixels of the images holding each class
     ignore_pixels: int = 0
+
+    def class_weights(self) -> list[float]:
+        """The median-frequency weights of the pairs checked (`loss.class_weights: auto`)."""
+        assert self.class_pixels is not None and self.image_pixels is not None
+        return median_frequency_weights(self.class_pixels.tolist(), self.image_pixels.tolist())
 
     @property
     def errors(self) -> list[Issue]:
@@ -154,15 +161,19 @@ def check_dataset(
         for i in range(len(dataset)):
             pairs[(dataset.image_path(i), dataset.mask_path(i))] = None
     counts = np.zeros(256, np.int64)
+    classes = np.zeros(info.num_classes, np.int64)
+    image_pixels = np.zeros(info.num_classes, np.int64)
     for done, (image_path, mask_path) in enumerate(pairs, 1):
         issues, notes, mask = check_pair(image_path, mask_path, info, datasets[0].map_mask)
         report.issues += issues
         report.conversions.update(notes)
         if mask is not None:
             counts += np.bincount(mask.ravel(), minlength=256)[:256]
+            add_mask(classes, image_pixels, mask)
         if progress:
             progress(done, len(pairs))
     report.pairs = len(pairs)
     report.class_pixels = counts[: info.num_classes]
+    report.image_pixels = image_pixels
     report.ignore_pixels = int(counts[info.ignore_index])
     return report

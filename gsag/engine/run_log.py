@@ -1,12 +1,11 @@
-"""What a training run records as it goes: metrics.jsonl, TensorBoard scalars and image panels
-(through `gsag.engine.tb`'s failure-proof writer), and one-line notes (the progress display is
-`gsag.engine.progress`); `read_metrics_log` reads metrics.jsonl back."""
+"""What a training run records as it goes: metrics.jsonl, the scalars and prediction panels of
+the trackers of `train.loggers` (`gsag.engine.loggers`), and one-line notes (the progress
+display is `gsag.engine.progress`); `read_metrics_log` reads metrics.jsonl back."""
 
 from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -15,28 +14,33 @@ import torch
 
 from gsag.atomic import json_safe
 from gsag.atomic import write_text as atomic_write_text
+from gsag.config import Config
 from gsag.engine import distributed
 from gsag.engine.distributed import DistInfo
-from gsag.engine.tb import open_writer, tensorboard_panel
+from gsag.engine.loggers import Trackers, open_trackers
+from gsag.engine.tb import stack_panels, tensorboard_panel
 from gsag.errors import DiskFullError, RunFolderError
 
 VAL_KEYS = ("mIoU", "aAcc", "mAcc", "FWIoU")
 
 
 class RunLog:
-    """`<run_dir>/metrics.jsonl` and the TensorBoard events of one run.
+    """`<run_dir>/metrics.jsonl` and the trackers of one run (`cfg.train.loggers`; TensorBoard
+    without a config).
 
     Every process calls `train` (it averages the losses over processes); only the main process
     writes. Opening it after a resume at iteration `start` drops what a killed run logged later.
     """
 
-    def __init__(self, run_dir: Path, start: int, dist: DistInfo) -> None:
+    def __init__(
+        self, run_dir: Path, start: int, dist: DistInfo, cfg: Config | None = None
+    ) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.dist = dist
-        self.writer = None
+        self.trackers = Trackers([])
         if dist.is_main:
             _trim_log(self.path, start)
-            self.writer = open_writer(run_dir, resumed_at=start)
+            self.trackers = Trackers(open_trackers(cfg or Config(), run_dir, start))
 
     def train(
         self, it: int, losses: dict[str, float], lr: float, bad_steps: int, times: dict[str, float]
@@ -58,14 +62,10 @@ class RunLog:
             **times,
         }
         _append_jsonl(self.path, record)
-        if self.writer is not None:
-            for k, v in losses.items():
-                self.writer.add_scalar(f"train/{k}", v, it)
-            for k, v in times.items():
-                if v == v:  # skip NaN
-                    self.writer.add_scalar(f"time/{k}", v, it)
-            self.writer.add_scalar("train/lr", lr, it)
-            self.writer.add_scalar("train/bad_steps", bad_steps, it)
+        scalars = {f"train/{k}": v for k, v in losses.items()}
+        scalars.update({"train/lr": lr, "train/bad_steps": float(bad_steps)})
+        scalars.update({f"time/{k}": v for k, v in times.items()})
+        self.trackers.scalars(scalars, it)
         return losses
 
     def val(
@@ -88,22 +88,22 @@ class RunLog:
             "eval_s": seconds,
         }
         _append_jsonl(self.path, record)
-        if self.writer is None:
-            return
-        for k in VAL_KEYS:
-            self.writer.add_scalar(f"val/{k}", metrics[k], it)
+        scalars = {f"val/{k}": float(metrics[k]) for k in VAL_KEYS}
         for name, iou in zip(meta["classes"], metrics["IoU"], strict=True):
-            if not math.isnan(iou):
-                self.writer.add_scalar(f"val_IoU/{name}", iou, it)
-        for i, (image, mask, pred) in enumerate(samples):
-            panel = tensorboard_panel(
-                image, mask, pred, meta["mean"], meta["std"], meta["palette"], meta["ignore_index"]
-            )
-            self.writer.add_image(f"val_predictions/{i}", panel, it)
+            scalars[f"val_IoU/{name}"] = float(iou)
+        self.trackers.scalars(scalars, it)
+        if samples:
+            panels = [
+                tensorboard_panel(
+                    image, mask, pred, meta["mean"], meta["std"], meta["palette"],
+                    meta["ignore_index"],
+                )
+                for image, mask, pred in samples
+            ]  # fmt: skip
+            self.trackers.image("val_predictions", stack_panels(panels), it)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.trackers.close()
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -125,6 +125,8 @@ RESUME_REFUSES: dict[str, str] = {
     "optim.head_lr_mult": "the optimizer state in last.pt keeps the learning rates it had",
     "optim.momentum": "the optimizer state in last.pt keeps its momentum",
     "optim.weight_decay": "the optimizer state in last.pt keeps its weight decay",
+    "optim.layer_decay": "the optimizer state in last.pt keeps the learning rates it had",
+    "optim.no_decay_norm_bias": "the optimizer state in last.pt holds the groups it had",
     "train.seed": "the random states are restored from last.pt",
     "train.batch_size": "the images already seen are counted in batches of the old size",
     "train.amp": "the gradient scaler state in last.pt is for the old precision",

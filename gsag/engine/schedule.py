@@ -63,6 +63,11 @@ class PolySchedule:
         """Current lr of every param group."""
         return [group["lr"] for group in self.optimizer.param_groups]
 
+    def base_lr(self) -> float:
+        """The scheduled `optim.lr` of this iteration; each group trains at it x its lr_mult."""
+        group = self.optimizer.param_groups[0]
+        return group["lr"] / group["lr_mult"]
+
     def state_dict(self) -> dict:
         return {"iteration": self.iteration}
 

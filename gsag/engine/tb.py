@@ -1,5 +1,5 @@
 """TensorBoard: a writer whose failures (e.g. a full disk) warn once and never stop training, and
-the image | truth | prediction panels it shows (`tensorboard_panel`).
+the image | truth | prediction panels every tracker shows (`tensorboard_panel`, `stack_panels`).
 
 TensorBoard writes events from a background thread; a failed write there would print a thread
 traceback and re-raise on the next `add_scalar`. Here the thread's record writer swallows the
@@ -114,3 +114,11 @@ def tensorboard_panel(
     truth_rgb, pred_rgb = (colour_mask(m, palette, ignore_index) for m in (mask, pred))
     panel = np.concatenate([rgb, truth_rgb, pred_rgb], axis=1)  # (H, 3W, 3)
     return torch.from_numpy(panel).permute(2, 0, 1)
+
+
+def stack_panels(panels: Sequence[torch.Tensor]) -> np.ndarray:
+    """Panels (3, H_i, W_i) uint8 one above the other, each padded black on the right to the
+    widest: (sum H_i, max W_i, 3) uint8, the `val_predictions` image of every tracker."""
+    width = max(p.shape[-1] for p in panels)
+    rows = [F.pad(p, (0, width - p.shape[-1])) for p in panels]
+    return torch.cat(rows, dim=1).permute(1, 2, 0).contiguous().numpy()

@@ -27,6 +27,9 @@ from gsag.engine.datasets import dataset_meta, ensure_data, make_dataset
 from gsag.engine.distributed import DistInfo
 from gsag.engine.evaluate import evaluate
 from gsag.engine.infer import inference_options
+from gsag.engine.loggers import check_loggers
+from gsag.engine.loss import config_loss
+from gsag.engine.optim import build_optimizer
 from gsag.engine.progress import Progress, open_progress
 from gsag.engine.run_dir import claim_run_dir
 from gsag.engine.run_log import RunLog, note
@@ -43,7 +46,6 @@ from gsag.engine.sampler import seed_everything, stream_loader
 from gsag.engine.schedule import PolySchedule
 from gsag.engine.step import Batches, grad_scaler, train_step
 from gsag.engine.timing import IterationTimer
-from gsag.losses import build_loss
 
 
 class TrainingDiverged(RuntimeError):
@@ -93,6 +95,7 @@ def train(
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         check_model_config(cfg)
+        check_loggers(cfg)
         keep = [cfg.data.root]  # a dataset generated inside the run folder stays there
         text = config_text(cfg)  # a config.yaml already there must be this one
         with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep, text):
@@ -118,7 +121,7 @@ def _train(
     ckpt = read_resume(cfg, show) if resume else None  # refuses before anything is written
     seed_everything(tc.seed + dist.rank)
     train_set, val_set, meta = _datasets(cfg, dist)
-    run = _build(cfg, dist, amp, val_set, meta)
+    run = _build(cfg, dist, amp, (train_set, val_set), meta, show)
     state, rng_states = resume_state(run, ckpt, show)
     del ckpt
     log = _open_log(run, state.iteration)
@@ -180,7 +183,7 @@ def _loop(
         timer.tick()
         _count_bad_step(run, state, stepped)
         _check_finite_weights(run, state)
-        lr = run.schedule.get_last_lr()[0]
+        lr = run.schedule.base_lr()
         progress.update(it, losses["loss"], lr)
         if it % tc.log_interval == 0 or it == end:
             times = timer.summary()
@@ -265,9 +268,16 @@ def _datasets(
 
 
 def _build(
-    cfg: Config, dist: DistInfo, amp: str, val_set: SegmentationDataset, meta: dict[str, Any]
+    cfg: Config,
+    dist: DistInfo,
+    amp: str,
+    splits: tuple[SegmentationDataset, SegmentationDataset],
+    meta: dict[str, Any],
+    show: bool,
 ) -> Run:
-    """The model (SyncBatchNorm, DDP and compiled as configured), optimizer, schedule, loss."""
+    """The model (SyncBatchNorm, DDP and compiled as configured), optimizer, schedule, loss
+    (its class weights from the training split of `splits`, (train, val))."""
+    train_set, val_set = splits
     tc = cfg.train
     dev = dist.device
     model = build_train_model(cfg, meta["num_classes"]).to(dev)
@@ -279,7 +289,7 @@ def _build(
     s = cfg.schedule
     schedule = PolySchedule(optimizer, tc.iters, s.power, s.min_lr, s.warmup_iters, s.warmup_ratio)
     scaler = grad_scaler(amp == "fp16")
-    loss_fn = build_loss(cfg.loss.type, cfg.loss.thresh, cfg.loss.min_kept, meta["ignore_index"])
+    loss_fn = config_loss(cfg, train_set, dist, show).to(dev)
     raw_model = model
     if compile_mode(tc.compile) == "head":  # in place: checkpoint keys stay the same
         apply_compile(raw_model, "head")
@@ -313,10 +323,10 @@ def _open_log(run: Run, start: int) -> RunLog:
     if run.dist.is_main:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(run.cfg, run.run_dir / "config.yaml")
-    return RunLog(run.run_dir, start, run.dist)
+    return RunLog(run.run_dir, start, run.dist, run.cfg)
 
 
-# -- model, optimizer --------------------------------------------------------------------------
+# -- model ---------------------------------------------------------------------------------
 def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
     """`gsag.create_model` with the config's model section (pretrained weights allowed)."""
     from gsag.models.segmentor import create_model
@@ -331,24 +341,6 @@ def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
         aux=m.aux,
         **m.kwargs,
     )
-
-
-def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD or AdamW; parameters outside `model.backbone` get `optim.head_lr_mult` x lr."""
-    o = cfg.optim
-    backbone: list[nn.Parameter] = []
-    head: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (backbone if name.startswith("backbone.") else head).append(p)
-    groups = [
-        {"params": backbone, "lr": o.lr, "lr_mult": 1.0},
-        {"params": head, "lr": o.lr * o.head_lr_mult, "lr_mult": o.head_lr_mult},
-    ]
-    groups = [g for g in groups if g["params"]]
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
 
 
 # -- evaluation ---------------------------------------------------------------------------------

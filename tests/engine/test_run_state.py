@@ -45,6 +45,8 @@ def _snapshot(folder):
         "train.batch_size=4",
         "model.kwargs.head_channels=8",
         "model.aux=false",
+        "optim.layer_decay=0.9",
+        "optim.no_decay_norm_bias=true",
     ],
 )
 def test_a_change_the_checkpoint_cannot_honour_is_refused_before_any_write(
