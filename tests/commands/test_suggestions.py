@@ -33,6 +33,7 @@ OWNERS: dict[str, list[str]] = {
     "engine/checks.py": ["train", "demo", "ablate"],  # stopped runs, the model section
     "engine/datasets.py": ["train", "demo", "ablate"],  # missing training data (ensure_data)
     "trained/export.py": ["export"],
+    "trained/save.py": ["save"],  # an earlier save in FOLDER
 }
 
 
