@@ -4,14 +4,18 @@ Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(
 Modules import their heavy dependencies inside `run`, so `gsag --help` stays fast.
 
 `main` turns every expected error into one line, `error: ...`, on stderr and the exit code of
-`gsag.errors` (2 bad input, 1 failed run); `gsag --debug ...` shows the traceback instead.
+`gsag.errors` (2 bad input, 1 failed run, 130 Ctrl-C, 143 SIGTERM); `gsag --debug ...` shows
+the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+from collections.abc import Iterator
 
 from gsag.version import __version__
 
@@ -67,25 +71,59 @@ def check_device(device: str | None) -> None:
         )
 
 
+#: Whether SIGTERM arrived during this command: the error it ends with is then "terminated",
+#: whichever comes first (a DataLoader worker ended by the same signal may raise before it).
+_SIGTERM = {"seen": False}
+
+
+def _terminate(signum: int, frame: object) -> None:
+    from gsag.errors import Terminated
+
+    _SIGTERM["seen"] = True
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_like_ctrl_c() -> Iterator[None]:
+    """While a command runs, SIGTERM (what batch schedulers send before they kill a job) raises
+    `gsag.errors.Terminated`, which unwinds like Ctrl-C: locks released, no half-written file
+    left, one `error:` line, exit code 143. The previous handler is restored afterwards."""
+    _SIGTERM["seen"] = False
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; expected errors become one `error: ...` line and an exit code."""
-    from gsag.errors import describe, one_line
+    from gsag.errors import Terminated, describe, one_line
 
     args = build_parser().parse_args(argv)
     try:
-        if hasattr(args, "device"):  # one default for every command: cuda if available
-            from gsag.commands import resolve_device
-
-            args.device = resolve_device(args.device)
-            check_device(args.device)
-        return int(args._run(args) or 0)
+        with sigterm_like_ctrl_c():
+            return _run(args)
     except (Exception, KeyboardInterrupt) as e:
-        known = describe(e)
+        known = describe(Terminated() if _SIGTERM["seen"] else e)
         if args.debug or known is None:
             raise
         message, code = known
         print(f"error: {one_line(message)}", file=sys.stderr)
         return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    if hasattr(args, "device"):  # one default for every command: cuda if available
+        from gsag.commands import resolve_device
+
+        args.device = resolve_device(args.device)
+        check_device(args.device)
+    return int(args._run(args) or 0)
 
 
 if __name__ == "__main__":

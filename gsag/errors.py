@@ -6,6 +6,7 @@ Exit codes (documented in README.md):
     1  the run failed (diverged training, out of memory, disk full, a failed check)
     2  bad input (config, data, checkpoint, missing file, unavailable device, option values)
     130  interrupted (Ctrl-C)
+    143  terminated (SIGTERM, what batch schedulers send before they kill a job)
 
 Anything not recognised here is a bug: `gsag.cli.main` lets its traceback through.
 """
@@ -18,6 +19,7 @@ import re
 USAGE = 2
 RUN_FAILED = 1
 INTERRUPTED = 130
+TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 
 class GsagError(Exception):
@@ -46,6 +48,12 @@ class RunFolderError(UsageError):
 
 class DiskFullError(GsagError, OSError):
     """The disk filled up while a file was being written."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (`gsag.cli.main` raises it from its signal handler). A KeyboardInterrupt,
+    so that it unwinds exactly as Ctrl-C does: every `finally` runs (the run lock is released, a
+    half-written checkpoint is removed), and DataLoader workers end quietly."""
 
 
 class ConfigError(ValueError):
@@ -98,8 +106,39 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
+#: OSErrors that say a path cannot be used as asked (not a failing disk): bad input, exit 2.
+_PATH_ERRNOS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "is a folder",
+    errno.EEXIST: "already exists (perhaps as a link to nothing)",
+    errno.ELOOP: "a link that leads back to itself",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+def _path_error(exc: BaseException) -> str | None:
+    """The one line for an OSError about a path the user gave (a folder that cannot be made
+    under /sys, a link loop, a read-only mount ...), or None for any other error."""
+    if not isinstance(exc, OSError) or exc.errno not in _PATH_ERRNOS:
+        return None
+    where = exc.filename if exc.filename is not None else "a path"
+    return (
+        f"cannot use {where}: {_PATH_ERRNOS[exc.errno]} ({exc.strerror or exc}); choose "
+        "another path or fix its permissions"
+    )
+
+
 def describe(exc: BaseException) -> tuple[str, int] | None:
     """The one-line message and exit code for an expected error; None for a bug."""
+    if isinstance(exc, Terminated):
+        return (
+            "terminated (SIGTERM); a training run keeps its last checkpoint: "
+            "gsag train CONFIG --resume (or gsag demo --resume) continues it",
+            TERMINATED,
+        )
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", INTERRUPTED
     if isinstance(exc, GsagError):
@@ -114,6 +153,9 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
     if _is_disk_full(exc):
         where = getattr(exc, "filename", None)
         return f"disk full while writing {where or 'a file'}; free some space and rerun", 1
+    path_problem = _path_error(exc)
+    if path_problem is not None:
+        return path_problem, USAGE
     if _is_out_of_memory(exc):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return (

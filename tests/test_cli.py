@@ -67,6 +67,8 @@ def test_paths_are_accepted_positionally_or_as_options(argv, name, expected):
 
 
 def test_missing_path_is_a_usage_error():
+    from gsag.errors import UsageError
+
     args = build_parser().parse_args(["train"])
-    with pytest.raises(SystemExit, match="config is required"):
+    with pytest.raises(UsageError, match="config is required"):
         finish_path_argument(args, "config")

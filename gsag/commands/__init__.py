@@ -35,10 +35,12 @@ def add_path_argument(parser: argparse.ArgumentParser, name: str, help: str) -> 
 
 
 def finish_path_argument(args: argparse.Namespace, name: str) -> str:
-    """The path given for `name` either way; exits with a usage error when it is missing."""
+    """The path given for `name` either way; a `UsageError` (exit code 2) when it is missing."""
+    from gsag.errors import UsageError
+
     value = getattr(args, name) or getattr(args, f"{name}_option")
     if not value:
-        raise SystemExit(f"gsag: error: {name} is required (positional or --{name})")
+        raise UsageError(f"{name} is required (positional or --{name})")
     setattr(args, name, value)
     return value
 
@@ -255,7 +257,9 @@ def check_output(
     parents are otherwise fine: the writers create them. Raises `UsageError` naming `option` and
     the path.
 
-    Read-only is what `os.access` says (so also a read-only mount, even for root).
+    Read-only is what `os.access` says (so also a read-only mount, even for root); where it
+    says writable, a temporary file or folder is made and removed there (`_check_creatable`),
+    so a folder that refuses anyway (EPERM under /sys, a full inode table) is refused too.
     """
     from gsag.errors import UsageError
 
@@ -267,7 +271,10 @@ def check_output(
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent  # the nearest part of the path that is there
     if not existing.exists():
-        raise UsageError(f"{option} {target}: {existing} is a link to nothing; fix or remove it")
+        raise UsageError(
+            f"{option} {target}: {existing} is a link that leads nowhere (to nothing, or round "
+            "in a loop); fix or remove it, or choose another " + option
+        )
     if not existing.is_dir():
         what = "is a file, not a folder" if existing == folder else f"is below the file {existing}"
         raise UsageError(f"{option} {target}: {folder} {what}; choose another {option}")
@@ -276,6 +283,7 @@ def check_output(
             f"{option} {target}: {existing} is read-only, so nothing can be written there; "
             f"choose another {option} or make {existing} writable"
         )
+    _check_creatable(existing, folder, target, option, file)
     if not datasets:
         _check_not_dataset(folder, target, option, reads)
     return target
@@ -305,3 +313,37 @@ def _check_not_dataset(
             f"dataset, where its outputs could replace labels or images. Choose an {option} "
             "outside it, e.g. runs/NAME"
         )
+
+
+def _check_creatable(existing: Path, folder: Path, target: Path, option: str, file: bool) -> None:
+    """Refuse (`UsageError`) when the missing parts of `folder` could not be made in `existing`:
+    a name too long for its file system, or a folder where making anything fails although
+    `os.access` allows it. Makes a temporary file or folder there and removes it again."""
+    import tempfile
+
+    from gsag.errors import UsageError
+
+    missing = folder.relative_to(existing).parts if folder != existing else ()
+    names = [*missing, target.name] if file else list(missing)
+    try:
+        longest = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    too_long = [n for n in names if len(os.fsencode(n)) > longest]
+    if too_long:
+        raise UsageError(
+            f"{option} {target}: the name {too_long[0][:40]}... is longer than the {longest} "
+            f"bytes a name may have there; choose a shorter {option}"
+        )
+    try:
+        if file:
+            handle, probe = tempfile.mkstemp(dir=existing, prefix=".gsag-check-")
+            os.close(handle)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".gsag-check-"))
+    except OSError as e:
+        raise UsageError(
+            f"{option} {target}: nothing can be created in {existing} ({e.strerror or e}); "
+            f"choose another {option}"
+        ) from e

@@ -276,8 +276,9 @@ def _run_prepare(args, console) -> int:
         voc = voc or str(data_dir / VOC2012_TRAINVAL.unpacks_to)
         sbd = sbd or str(data_dir / SBD_BENCHMARK.unpacks_to)
     if not voc or not sbd:
-        console.print("[red]error[/]: give --voc DIR and --sbd DIR, or --download")
-        return 2
+        from gsag.errors import UsageError
+
+        raise UsageError("give --voc DIR and --sbd DIR, or --download")
     counts = _track(
         "writing train_aug masks",
         lambda progress: prepare_voc(voc, sbd, progress),
@@ -335,10 +336,9 @@ def _run_prepare_ade20k(args, console) -> int:
         _track("unpacking", lambda p: extract(archive, data_dir, p), quiet=args.quiet)
     root = find_ade20k_root(data_dir)
     if root is None:
-        console.print(
-            f"[red]error[/]: no ADEChallengeData2016 in {data_dir}; pass --download or --zip FILE"
-        )
-        return 1
+        from gsag.data.errors import DataError
+
+        raise DataError(f"no ADEChallengeData2016 in {data_dir}; pass --download or --zip FILE")
     counts = {
         s: len(list((root / "images" / s).glob("ADE_*.jpg"))) for s in ("training", "validation")
     }
@@ -366,10 +366,9 @@ def _run_prepare_context(args, console) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the action; its errors (`DataError`, ...) reach `gsag.cli.main` like every command's:
+    one `error:` line on stderr, exit code 2."""
     from rich.console import Console
-    from rich.markup import escape
-
-    from gsag.data.errors import DataError
 
     console = Console()
     actions = {
@@ -380,8 +379,4 @@ def run(args: argparse.Namespace) -> int:
         "prepare-ade20k": _run_prepare_ade20k,
         "prepare-context": _run_prepare_context,
     }
-    try:
-        return actions[args.data_command](args, console)
-    except DataError as e:
-        console.print(f"[red]error[/]: {escape(str(e))}", soft_wrap=True)
-        return 1
+    return actions[args.data_command](args, console)

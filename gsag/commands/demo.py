@@ -91,10 +91,11 @@ def run(args: argparse.Namespace) -> int:
         TimeElapsedColumn,
     )
 
-    from gsag.config import config_text, load_config
+    from gsag.config import load_config
     from gsag.data.synth import generate
+    from gsag.engine.checks import check_model_config
     from gsag.engine.datasets import synth_seed
-    from gsag.engine.run_dir import check_run_dir
+    from gsag.engine.run_dir import check_run_dir, not_started
     from gsag.engine.train import train
     from gsag.trained.report import write_run_report
 
@@ -108,9 +109,11 @@ def run(args: argparse.Namespace) -> int:
         cfg.output.run_dir = args.out  # a path as typed, never parsed as YAML
     set_threads(args.threads, cfg.train.num_threads)  # for the report's evaluation too
     check_output(cfg.output.run_dir, "--out" if args.out else "output.run_dir")
-    # before any work; the data generated inside the run folder stays there (as in training)
-    run_dir = Path(cfg.output.run_dir)
-    check_run_dir(run_dir, args.resume, args.overwrite, [cfg.data.root], config_text(cfg))
+    run_dir, keep = Path(cfg.output.run_dir), [cfg.data.root]
+    # a run stopped before its first checkpoint (Ctrl-C) starts again without asking
+    resume = args.resume or (run_dir.is_dir() and not_started(run_dir, cfg, keep))
+    check_run_dir(run_dir, resume, args.overwrite, keep, cfg)  # before any work
+    check_model_config(cfg, args.device)
     root = Path(cfg.data.root)
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
 
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         f"-> {cfg.output.run_dir}"
     )
     result = train(
-        cfg, device=args.device, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet
+        cfg, device=args.device, resume=resume, overwrite=args.overwrite, quiet=args.quiet
     )
 
     out = Path(cfg.output.run_dir) / "report"

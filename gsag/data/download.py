@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import lzma
 import os
 import shutil
 import stat
@@ -11,6 +13,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +186,37 @@ def _unpack(archive_path: Path, staging: Path, progress) -> None:
                 progress(done, len(members))
 
 
+#: What the archive readers raise on a file that is not a whole zip or tar (a text file named
+#: .zip, a download cut short, flipped bytes): each becomes one `DataError` naming the file.
+_BAD_ARCHIVE = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    gzip.BadGzipFile,
+    lzma.LZMAError,
+    zlib.error,
+    NotImplementedError,  # a zip compression method Python cannot read
+)
+
+
+def _unpack_checked(archive_path: Path, staging: Path, progress) -> None:
+    """`_unpack`, with a file that is not a readable archive as one `DataError`."""
+    if not archive_path.is_file():
+        what = "a folder" if archive_path.is_dir() else "not there"
+        raise DataError(f"{archive_path} is {what}; give the downloaded archive file")
+    try:
+        _unpack(archive_path, staging, progress)
+    except _BAD_ARCHIVE as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, tarfile.ReadError) and "could not be opened" in detail:
+            detail = "neither a zip nor a plain, gzip, bzip2 or xz tar"
+        raise DataError(
+            f"{archive_path} is not a readable zip or tar archive ({detail}); it may be cut "
+            "short or another file: download it again (and check its size and checksum)"
+        ) from e
+
+
 def extract(archive_path: str | Path, folder: str | Path, progress=None) -> list[Path]:
     """Unpack a tar/tgz or zip into `folder` safely (no absolute paths, `..`, links or devices).
 
@@ -197,7 +231,7 @@ def extract(archive_path: str | Path, folder: str | Path, progress=None) -> list
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
     try:
-        _unpack(archive_path, staging, progress)
+        _unpack_checked(archive_path, staging, progress)
         tops = []
         for entry in sorted(staging.iterdir()):
             destination = folder / entry.name

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from gsag.config import Config, ConfigError
 from gsag.engine.compile import resolve_amp
 from gsag.engine.distributed import DistInfo
 
 
-def check_model_config(cfg: Config) -> None:
+def check_model_config(cfg: Config, device: torch.device | str | None = None) -> None:
     """Name the config key at fault before any work: model name, backbone, head options (the
-    checks of `gsag.models.check_model_args`, whose error keys sit below `model.`)."""
+    checks of `gsag.models.check_model_args`, whose error keys sit below `model.`), and, given
+    the `device` the run uses, a local-attention implementation that cannot run there."""
     from gsag.models import ModelArgError, check_model_args
+    from gsag.models.local_attention_dispatch import impl_problem
 
     m = cfg.model
     try:
@@ -21,6 +25,13 @@ def check_model_config(cfg: Config) -> None:
     except ModelArgError as e:
         fix = f"; use --set model.{e.fix[0]}={e.fix[1]} instead" if e.fix else ""
         raise ConfigError(f"model.{e.key} {e.detail}{fix}") from e
+    impl = m.kwargs.get("attention_impl")
+    problem = impl_problem(impl, device) if device is not None and impl else None
+    if problem:
+        raise ConfigError(
+            f"model.kwargs.attention_impl is {impl!r}, which {problem}: e.g. --set "
+            "model.kwargs.attention_impl=auto"
+        )
     if isinstance(m.pretrained, str) and not Path(m.pretrained).is_file():
         raise ConfigError(
             f"model.pretrained is {m.pretrained!r}, which is not a file; give a local weights "

@@ -18,15 +18,20 @@ The lock is released when the context exits, also on exceptions.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gsag.atomic import remove_temp_files
 from gsag.errors import RunFolderError
+
+if TYPE_CHECKING:
+    from gsag.config import Config
 
 LOCK_NAME = "run.lock"
 RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt", "best.safetensors")
@@ -54,10 +59,22 @@ def _alive(pid: int) -> bool:
 
 
 def _read_lock(path: Path) -> dict | None:
+    """The holder a lock file names ({"pid": int, "host": str, "started": float}); None when it
+    cannot be read or holds anything else (empty, cut short, edited, another program's file)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    if not isinstance(holder, dict):
+        return None
+    pid, host, started = holder.get("pid"), holder.get("host"), holder.get("started")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    if not isinstance(host, str) or not isinstance(started, (int, float)):
+        return None
+    if isinstance(started, bool) or not math.isfinite(started):
+        return None
+    return {"pid": pid, "host": host, "started": float(started)}
 
 
 def _is_stale(path: Path, holder: dict | None) -> bool:
@@ -66,7 +83,14 @@ def _is_stale(path: Path, holder: dict | None) -> bool:
             return time.time() - path.stat().st_mtime > STALE_EMPTY_LOCK_S
         except FileNotFoundError:
             return True
-    return holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1)))
+    return holder["host"] == socket.gethostname() and not _alive(holder["pid"])
+
+
+def _since(started: float) -> str:
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(started))
+    except (OverflowError, OSError, ValueError):  # a time no clock shows
+        return "?"
 
 
 def acquire_lock(run_dir: str | os.PathLike) -> Path:
@@ -76,6 +100,11 @@ def acquire_lock(run_dir: str | os.PathLike) -> Path:
     path = run_dir / LOCK_NAME
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     for _ in range(3):
+        if path.is_symlink() or (os.path.lexists(path) and not path.is_file()):
+            raise RunFolderError(
+                f"{path} is not a lock file gsag wrote (it is a folder, a link or another "
+                "special file); remove it if no gsag run is using the folder, or use another --out"
+            )
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -83,11 +112,17 @@ def acquire_lock(run_dir: str | os.PathLike) -> Path:
             if _is_stale(path, holder):
                 path.unlink(missing_ok=True)  # taken over; O_EXCL settles a race for it
                 continue
-            who = f"pid {holder['pid']} on {holder['host']}" if holder else "another process"
-            since = time.strftime("%H:%M:%S", time.localtime(holder["started"])) if holder else "?"
+            if holder is None:
+                raise RunFolderError(
+                    f"run folder {run_dir} has a lock file gsag cannot read ({path}, written "
+                    f"less than {STALE_EMPTY_LOCK_S:.0f} s ago), perhaps by a run starting now; "
+                    f"wait and retry (it is taken over after {STALE_EMPTY_LOCK_S:.0f} s), "
+                    "remove it if no gsag run is using the folder, or use another --out"
+                ) from None
             raise RunFolderError(
-                f"run folder {run_dir} is in use by {who} (since {since}); wait for it to "
-                f"finish, stop it, or use another --out"
+                f"run folder {run_dir} is in use by pid {holder['pid']} on {holder['host']} "
+                f"(since {_since(holder['started'])}); wait for it to finish, stop it, or use "
+                "another --out"
             ) from None
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(record))
@@ -98,7 +133,7 @@ def acquire_lock(run_dir: str | os.PathLike) -> Path:
 def release_lock(path: Path) -> None:
     """Remove the lock if this process still holds it."""
     holder = _read_lock(path)
-    if holder is not None and holder.get("pid") == os.getpid():
+    if holder is not None and holder["pid"] == os.getpid():
         path.unlink(missing_ok=True)
 
 
@@ -225,21 +260,95 @@ def resumable(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / "last.pt").is_file()
 
 
+def not_started(run_dir: Path, config: Config, keep: Sequence[str | os.PathLike] = ()) -> bool:
+    """Whether `run_dir` holds a run of `config` that stopped before its first last.pt (killed,
+    Ctrl-C or SIGTERM before it, or during its write), and nothing else: its config.yaml (the
+    same run: no key of the resume rules changed), metrics.jsonl, metrics.csv and TensorBoard
+    events up to its first `train.save_interval`, trackers.json, class_counts.json, the best.pt
+    of an evaluation before then, temporary files of killed writes, the lock and `keep`.
+    Starting that run again from iteration 0 loses nothing it could have resumed from. Writes
+    nothing."""
+    import yaml
+
+    from gsag.atomic import is_temp_name
+    from gsag.data.counts import COUNTS_FILE
+    from gsag.engine.loggers import TRACKERS_FILE
+    from gsag.engine.run_state import config_changes, refused_changes
+
+    if resumable(run_dir) or not (run_dir / "config.yaml").is_file():
+        return False
+    try:
+        old = yaml.safe_load((run_dir / "config.yaml").read_text())
+        first_save = int(old["train"]["save_interval"])
+    except (OSError, ValueError, TypeError, KeyError, RecursionError, yaml.YAMLError):
+        return False
+    kept = {Path(k).resolve() for k in keep}
+    # what a run writes when it starts: its config, logs, tracker run ids, counted class weights
+    starts = (
+        "config.yaml",
+        "metrics.jsonl",
+        LOCK_NAME,
+        "metrics.csv",
+        TRACKERS_FILE,
+        COUNTS_FILE,
+    )
+    for entry in run_dir.iterdir():
+        name = entry.name
+        if name in starts or is_temp_name(name) or entry.resolve() in kept:
+            continue
+        if name.startswith("events.out.tfevents.") and entry.is_file():
+            continue
+        if name == "best.pt" and _iteration(entry) <= first_save:
+            continue
+        return False
+    if not _logged_up_to(run_dir / "metrics.jsonl", first_save):
+        return False
+    changes = config_changes(old, config)
+    changes.pop("output.run_dir", None)
+    return not refused_changes(changes)
+
+
+def _iteration(checkpoint: Path) -> float:
+    """The iteration a checkpoint was saved at (inf when it cannot be read)."""
+    from gsag.engine.checkpoint import load_checkpoint
+
+    try:
+        return int(load_checkpoint(checkpoint)["iteration"])
+    except Exception:  # CheckpointError, OSError: not a checkpoint of this run
+        return math.inf
+
+
+def _logged_up_to(log: Path, last: int) -> bool:
+    """Whether metrics.jsonl (absent: yes) logs no iteration past `last`."""
+    from gsag.engine.run_log import read_metrics_log, record_iteration
+
+    if not log.exists():
+        return True
+    try:
+        train, evals = read_metrics_log(log)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return all(record_iteration(r) <= last for r in [*train, *evals])
+
+
 def check_run_dir(
     run_dir: Path,
     resume: bool,
     overwrite: bool,
     keep: Sequence[str | os.PathLike] = (),
-    config: str | None = None,
+    config: Config | None = None,
 ) -> bool:
     """Whether the run in `run_dir` must be moved aside first; raises `RunFolderError` when the
-    folder may not be used as asked (`check_movable`; `keep`: see `move_aside`), or when a
-    fresh run would replace a config.yaml that differs from its own (`config`, the text it
-    writes: `gsag.config.config_text`). Writes nothing."""
+    folder may not be used as asked (`check_movable`; `keep`: see `move_aside`), or when a run
+    of `config` would replace a config.yaml that is not its own (`_check_own_config`). With
+    `resume` and `config`, a folder that holds only that run's start files (`not_started`) is
+    used as it is: the run starts again at iteration 0. Writes nothing."""
     if resume and resumable(run_dir):
         return False
     if not holds_run(run_dir):
-        _check_own_config(run_dir, config)
+        _check_own_config(run_dir, config, resume, keep)
+        return False
+    if resume and config is not None and not_started(run_dir, config, keep):
         return False
     if not is_run_folder(run_dir):
         present = ", ".join(sorted(p.name for p in run_dir.iterdir() if _is_run_file(p)))
@@ -254,16 +363,22 @@ def check_run_dir(
     return True
 
 
-def _check_own_config(run_dir: Path, config: str | None) -> None:
-    """Refuse a folder holding no run whose config.yaml is not `config` (a user's own file,
-    or the start of a run with other settings): the run writes its config.yaml there first."""
+def _check_own_config(
+    run_dir: Path, config: Config | None, resume: bool, keep: Sequence[str | os.PathLike]
+) -> None:
+    """Refuse a folder holding no run whose config.yaml is not the one a run of `config` writes
+    (a user's own file, or the start of a run with other settings), unless `resume` goes on
+    with that run (`not_started`): the run writes its config.yaml there first."""
+    from gsag.config import config_text
+
     path = run_dir / "config.yaml"
     if config is None or not path.is_file():
         return
     try:
-        same = path.read_text(encoding="utf-8") == config
+        same = path.read_text(encoding="utf-8") == config_text(config)
     except (OSError, UnicodeDecodeError):
         same = False
+    same = same or (resume and not_started(run_dir, config, keep))
     if not same:
         raise RunFolderError(
             f"{path} is not this run's config (a file of yours, or the start of a run with "
@@ -278,12 +393,13 @@ def open_run_dir(
     resume: bool = False,
     overwrite: bool = False,
     keep: Sequence[str | os.PathLike] = (),
-    config: str | None = None,
+    config: Config | None = None,
 ) -> Iterator[Path | None]:
     """Lock `run_dir` for this run and make it safe to write (see the module docstring).
 
-    `keep`: entries of `run_dir` that `overwrite` leaves in place (see `move_aside`); `config`:
-    the config.yaml the run writes (see `check_run_dir`).
+    `keep`: entries of `run_dir` that `overwrite` leaves in place (see `move_aside`).
+    `config`: the run's config, so that `resume` starts again a run that never saved last.pt
+    (`not_started`) and no config.yaml but the run's own is replaced (`check_run_dir`).
 
     Yields:
         The folder the old run was moved to (with `overwrite`), else None.
@@ -307,7 +423,7 @@ def claim_run_dir(
     resume: bool = False,
     overwrite: bool = False,
     keep: Sequence[str | os.PathLike] = (),
-    config: str | None = None,
+    config: Config | None = None,
 ) -> Iterator[None]:
     """`open_run_dir` on rank 0 only (`info`: a `distributed.DistInfo`); every rank fails
     together, with rank 0's message, when rank 0 cannot have the folder, so no rank waits

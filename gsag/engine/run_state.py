@@ -144,16 +144,92 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_changes(old: dict[str, Any], cfg: Config) -> dict[str, tuple[Any, Any]]:
+#: The model keys of `RESUME_REFUSES` are compared as the model they build (`_resolved_model`).
+RESOLVED_MODEL_KEYS = ("model.name", "model.backbone", "model.output_stride", "model.aux")
+
+
+def config_changes(
+    old: dict[str, Any],
+    cfg: Config,
+    old_model: dict[str, Any] | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, tuple[Any, Any]]:
     """{dotted key: (value in `old`, value in `cfg`)} for every key whose value differs; `old`
-    is a checkpoint's config dict, completed with today's defaults where it can be."""
+    is a checkpoint's config dict, completed with today's defaults where it can be.
+
+    The keys of `RESUME_REFUSES` are compared as resolved, so that a value spelled otherwise
+    is no change: the model section as the model it builds (`_resolved_model`: head defaults
+    filled in, the output stride and levels a `None` stands for, the backbone's timm name;
+    `old_model` is the checkpoint's `model_args`, else the model is read from `old`),
+    `optim.momentum` only for SGD (AdamW has none), and `train.amp` as it resolves on `device`.
+    """
     from gsag.config import from_dict
 
     with contextlib.suppress(ValueError):  # keys this version no longer knows: compare as is
         old = from_dict(old, source="last.pt").to_dict()
-    before, after = _flat(old), _flat(cfg.to_dict())
+    raw_before, raw_after = _flat(old), _flat(cfg.to_dict())
+    before, after = _resolved(raw_before, device), _resolved(raw_after, device)
+    if isinstance(old.get("model"), dict):
+        num_classes = (old_model or {}).get("num_classes", 2)
+        theirs = old_model or _config_model(old["model"], num_classes)
+        before.update(_resolved_model(theirs))
+        after.update(_resolved_model(_config_model(cfg.to_dict()["model"], num_classes)))
+    else:  # no model section to build: compare the keys as written
+        before.update({k: v for k, v in raw_before.items() if k.startswith("model.")})
+        after.update({k: v for k, v in raw_after.items() if k.startswith("model.")})
+    if "adamw" in (before.get("optim.name"), after.get("optim.name")):
+        before.pop("optim.momentum", None)  # AdamW has none (an optimizer change is refused)
+        after.pop("optim.momentum", None)
     keys = sorted(set(before) | set(after))
-    return {k: (before.get(k), after.get(k)) for k in keys if before.get(k) != after.get(k)}
+    # a changed key is shown as written where it was written (resnet18, not resnet18.tv_in1k)
+    return {
+        k: (raw_before.get(k, before.get(k)), raw_after.get(k, after.get(k)))
+        for k in keys
+        if before.get(k) != after.get(k)
+    }
+
+
+def _resolved(flat: dict[str, Any], device: torch.device | str | None) -> dict[str, Any]:
+    """`flat` with the non-model values of `RESUME_REFUSES` resolved (see `config_changes`)."""
+    from gsag.engine.compile import resolve_amp
+
+    out = {
+        k: v for k, v in flat.items() if not k.startswith(("model.kwargs", *RESOLVED_MODEL_KEYS))
+    }
+    if device is not None and isinstance(out.get("train.amp"), str):
+        with contextlib.suppress(Exception):  # a value this version does not know: as is
+            out["train.amp"] = resolve_amp(out["train.amp"], torch.device(device))
+    return out
+
+
+def _config_model(model: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """The `create_model` arguments of a config's model section."""
+    keys = ("name", "backbone", "output_stride", "aux")
+    return {
+        **{k: model.get(k) for k in keys},
+        "num_classes": num_classes,
+        **model.get("kwargs", {}),
+    }
+
+
+def _resolved_model(args: dict[str, Any]) -> dict[str, Any]:
+    """Flat `model.*` values of the model `args` (`create_model` arguments) build: built on the
+    meta device (no memory, nothing downloaded) for the output stride and levels a `None` stands
+    for, every head option with its default, the backbone by its timm name. Arguments this
+    version cannot build are compared as stored (the resume then refuses them anyway)."""
+    from gsag.models.backbone import timm_name
+    from gsag.models.segmentor import create_model
+    from gsag.models.table import head_defaults, list_models
+
+    with contextlib.suppress(ValueError, TypeError, KeyError), torch.device("meta"):
+        args = create_model(**{**args, "pretrained": False}).model_args
+    name = args.get("name")
+    kwargs = {k: v for k, v in args.items() if k not in ("num_classes", "pretrained")}
+    flat = {key: kwargs.pop(key.split(".")[1], None) for key in RESOLVED_MODEL_KEYS}
+    flat["model.backbone"] = timm_name(str(flat["model.backbone"]))
+    defaults = head_defaults(name) if name in list_models() else {}
+    flat.update({f"model.kwargs.{k}": v for k, v in {**defaults, **kwargs}.items()})
+    return flat
 
 
 def _refusal(key: str) -> str | None:
@@ -163,15 +239,24 @@ def _refusal(key: str) -> str | None:
     return None
 
 
-def read_resume(cfg: Config, show: bool) -> dict[str, Any] | None:
+def refused_changes(changes: dict[str, tuple[Any, Any]]) -> list[str]:
+    """The changes of `config_changes` that `RESUME_REFUSES` refuses, as "key old -> new (why)"."""
+    return [f"{k} {a!r} -> {b!r} ({why})" for k, (a, b) in changes.items() if (why := _refusal(k))]
+
+
+def read_resume(
+    cfg: Config, show: bool, warn: bool = True, device: torch.device | str | None = None
+) -> dict[str, Any] | None:
     """last.pt of `cfg`'s run folder, checked against `cfg` before anything is written: None
-    when there is none (a fresh start). Prints the config keys that changed since it was saved.
+    when there is none (a fresh start). Warns about the config keys that changed since it was
+    saved (with `warn`, the main process, whatever `--quiet` says; `show` prints the rest).
 
     Raises:
         ConfigError: a changed key the resume cannot honour (`RESUME_REFUSES`), or `train.iters`
             below the iterations already done.
     """
     from gsag.config import ConfigError
+    from gsag.engine.checkpoint import model_args
 
     path = Path(cfg.output.run_dir) / "last.pt"
     if not path.is_file():
@@ -179,11 +264,13 @@ def read_resume(cfg: Config, show: bool) -> dict[str, Any] | None:
             note(f"no {path} yet: starting from iteration 0")
         return None
     ckpt = load_checkpoint(path, map_location="cpu")
-    changes = config_changes(ckpt.get("config", {}), cfg)
+    try:
+        stored = model_args(ckpt["config"], ckpt["meta"])
+    except (KeyError, TypeError):  # a checkpoint without model_args nor a model section
+        stored = None
+    changes = config_changes(ckpt.get("config", {}), cfg, stored, device)
     changes.pop("output.run_dir", None)  # a run folder may be moved or renamed
-    refused = [
-        f"{k} {a!r} -> {b!r} ({why})" for k, (a, b) in changes.items() if (why := _refusal(k))
-    ]
+    refused = refused_changes(changes)
     if refused:
         raise ConfigError(
             f"cannot resume {path} with changed settings: {'; '.join(refused)}. Resume with the "
@@ -196,9 +283,9 @@ def read_resume(cfg: Config, show: bool) -> dict[str, Any] | None:
             f"train.iters {cfg.train.iters} is below the {done} iterations {path} has done; "
             f"resume with train.iters >= {done}"
         )
-    if changes and show:
+    if changes and warn:
         shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
-        note(f"resuming with changed settings: {shown}")
+        note(f"[yellow]warning[/]: resuming with changed settings: {shown}")
     return ckpt
 
 
@@ -220,11 +307,19 @@ def resume_state(
     return state, ckpt["rng"]
 
 
-def restore_rng(rng_states: list[dict[str, Any]] | None, dist: DistInfo, show: bool) -> None:
-    """Give this process the RNG state it had when last.pt was saved (when there is one)."""
+def restore_rng(
+    rng_states: list[dict[str, Any]] | None, dist: DistInfo, show: bool, warn: bool = True
+) -> None:
+    """Give this process the RNG state it had when last.pt was saved (when there is one): rank
+    r takes entry r of `gather_rng`'s list. Saved by another number of processes, the states
+    cannot be matched to ranks: every rank keeps its fresh seed, with a warning (`warn`)."""
     if rng_states is None:
         return
     if len(rng_states) == dist.world_size:
         set_rng_state(rng_states[dist.rank])
-    elif show:
-        note("RNG states were saved by a different number of processes: reseeding")
+    elif warn:
+        note(
+            f"[yellow]warning[/]: the RNG states in last.pt were saved by {len(rng_states)} "
+            f"process(es), this run has {dist.world_size}: reseeding, so the run is not "
+            "bit-identical to an uninterrupted one"
+        )

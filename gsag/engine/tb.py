@@ -78,12 +78,15 @@ class SafeWriter:
 
 def open_writer(run_dir: Path, resumed_at: int = 0) -> SafeWriter | None:
     """A `SafeWriter` on `run_dir`; after a resume at iteration `resumed_at`, the killed run's
-    events beyond it are hidden from TensorBoard (None when tensorboard is not installed)."""
+    events beyond it are hidden from TensorBoard, also those of a run started again at 0 (None
+    when tensorboard is not installed)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    writer = SummaryWriter(log_dir=str(run_dir), purge_step=resumed_at + 1 if resumed_at else None)
+    earlier = any(run_dir.glob("events.out.tfevents.*"))
+    purge = resumed_at + 1 if resumed_at or earlier else None
+    writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge)
     return SafeWriter(writer, run_dir)
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from torch import nn
 
-from gsag.config import Config, config_text, save_config
+from gsag.config import Config, save_config
 from gsag.data.base import SegmentationDataset
 from gsag.engine import distributed
 from gsag.engine.checkpoint import export_safetensors, rng_state, set_rng_state
@@ -94,11 +95,10 @@ def train(
     try:
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
-        check_model_config(cfg)
+        check_model_config(cfg, dist.device)
         check_loggers(cfg)
         keep = [cfg.data.root]  # a dataset generated inside the run folder stays there
-        text = config_text(cfg)  # a config.yaml already there must be this one
-        with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep, text):
+        with claim_run_dir(cfg.output.run_dir, dist, resume, overwrite, keep, cfg):
             result = _train(cfg, dist, resume=resume, quiet=quiet, stop_after=stop_after)
         # rank 0 writes files after the last collective: no rank leaves the group before all are
         # done (only on success: a rank that failed alone must not wait for the others here)
@@ -118,10 +118,11 @@ def _train(
     show = dist.is_main and not quiet
     amp = check_amp(cfg, dist)
     micro = micro_batch(cfg, dist)
-    ckpt = read_resume(cfg, show) if resume else None  # refuses before anything is written
+    # refuses before anything is written; warnings are printed whatever --quiet says
+    ckpt = read_resume(cfg, show, dist.is_main, dist.device) if resume else None
     seed_everything(tc.seed + dist.rank)
     train_set, val_set, meta = _datasets(cfg, dist)
-    run = _build(cfg, dist, amp, (train_set, val_set), meta, show)
+    run = _build(cfg, dist, amp, (train_set, val_set), meta, show, resuming=ckpt is not None)
     state, rng_states = resume_state(run, ckpt, show)
     del ckpt
     log = _open_log(run, state.iteration)
@@ -132,7 +133,7 @@ def _train(
     )  # fmt: skip
     timer = IterationTimer(tc.batch_size, dist.device)
     batches = timer.wrap(iter(loader))
-    restore_rng(rng_states, dist, show)  # after the loader: it draws nothing from them
+    restore_rng(rng_states, dist, show, dist.is_main)  # after the loader: it draws nothing
     end = tc.iters if stop_after is None else min(tc.iters, stop_after)
     if show and state.iteration >= end:
         note(f"{run.last_path} is at iteration {state.iteration} of {tc.iters}: nothing to train")
@@ -274,13 +275,17 @@ def _build(
     splits: tuple[SegmentationDataset, SegmentationDataset],
     meta: dict[str, Any],
     show: bool,
+    resuming: bool = False,
 ) -> Run:
     """The model (SyncBatchNorm, DDP and compiled as configured), optimizer, schedule, loss
-    (its class weights from the training split of `splits`, (train, val))."""
+    (its class weights from the training split of `splits`, (train, val)). `resuming`: last.pt's
+    weights replace the model's, so no pretrained weights are fetched or read for it (a resumed
+    run needs no network for `model.pretrained: true`)."""
     train_set, val_set = splits
     tc = cfg.train
     dev = dist.device
-    model = build_train_model(cfg, meta["num_classes"]).to(dev)
+    built = replace(cfg, model=replace(cfg.model, pretrained=False)) if resuming else cfg
+    model = build_train_model(built, meta["num_classes"]).to(dev)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dist.distributed and dev.type == "cuda":

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from gsag.config import OUTPUT_STRIDES
 from gsag.models.backbone_weights import LoadReport, load_backbone_weights
-from gsag.models.errors import ModelArgError
+from gsag.models.errors import ModelArgError, WeightsDownloadError
 from gsag.models.levels import DEFAULT_OUTPUT_STRIDE, LEVEL_STRIDES
 from gsag.models.neck import SimplePyramid
 
@@ -168,6 +168,7 @@ def probe_backbone(name: str) -> Probe:
             break
         info = list(cast("FeatureInfo", body.feature_info).info)
         plain = len(info) > 1 and len({d["reduction"] for d in info}) == 1
+        _check_any_size(name, body, max(int(d["reduction"]) for d in info))
         return Probe(info, size_kwargs, plain)
     raise ModelArgError(
         "backbone",
@@ -175,6 +176,42 @@ def probe_backbone(name: str) -> Probe:
         f"{str(last).splitlines()[0] if str(last) else ''}); pick a model with features_only "
         "support, e.g. one of `gsag models --backbones`",
     )
+
+
+def _check_any_size(name: str, body: nn.Module, stride: int) -> None:
+    """Refuse a backbone that takes only its pretraining size (MLP-Mixer, LeViT, ...): on the
+    meta device (shapes only), a forward at another size (a multiple of the padding the segmentor
+    applies) fails where one at the pretraining size runs. Segmentation feeds it crops and whole
+    images of any size. A model that runs at neither is not judged here (an op the meta device
+    lacks, say)."""
+    from timm.models import get_pretrained_cfg
+
+    size = getattr(get_pretrained_cfg(timm_name(name)), "input_size", None) or (3, 224, 224)
+    native = (int(size[-2]), int(size[-1]))
+    step = _pad_multiple(name, body, stride)
+    other = (-(-(native[0] + 1) // step) * step, -(-(native[1] + step + 1) // step) * step)
+    body = body.eval()
+    failure = _meta_forward(body, other)
+    if failure is None or _meta_forward(body, native) is not None:
+        return
+    raise ModelArgError(
+        "backbone",
+        f"is {name!r}, which takes only {native[0]}x{native[1]} inputs (at {other[0]}x"
+        f"{other[1]}: {failure}); segmentation feeds crops and whole images of any size: pick "
+        "a backbone that takes any size, e.g. one of `gsag models --backbones`",
+    )
+
+
+def _meta_forward(body: nn.Module, size: tuple[int, int]) -> str | None:
+    """Why `body` cannot run a (1, 3, H, W) input on the meta device, or None when it can."""
+    try:
+        with torch.device("meta"), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            body(torch.empty(1, 3, *size))
+    except Exception as err:
+        text = str(err).strip()
+        return f"{type(err).__name__}: {text.splitlines()[0][:120] if text else ''}"
+    return None
 
 
 def default_levels(probe: Probe, strides: Sequence[int] = LEVEL_STRIDES) -> tuple[int, ...]:
@@ -327,12 +364,13 @@ def _create(
     except Exception as err:
         if not use_hub:
             raise
-        raise RuntimeError(
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise WeightsDownloadError(
             f"could not download pretrained weights for backbone {name!r} from the Hugging "
-            f"Face hub ({type(err).__name__}: {err}). Fix: connect to the internet (or set "
-            f"HF_ENDPOINT to a mirror; HF_HUB_OFFLINE=1 skips the retries), or download the "
-            f"weights elsewhere and pass "
-            f"pretrained='path/to/{name}.safetensors'."
+            f"Face hub ({type(err).__name__}: {first}). Fix: connect to the internet (or set "
+            "HF_ENDPOINT to a mirror; HF_HUB_OFFLINE=1 skips the retries), download the "
+            f"weights elsewhere and pass pretrained='path/to/{name}.safetensors' (in a config: "
+            "model.pretrained=PATH), or train from random weights (model.pretrained=false)"
         ) from err
 
 

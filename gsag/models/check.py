@@ -17,7 +17,7 @@ from typing import Any, Union
 
 import torch
 
-from gsag.models.backbone import check_backbone_name
+from gsag.models.backbone import check_backbone_name, probe_backbone
 from gsag.models.errors import ModelArgError, ModelArgTypeError
 from gsag.models.table import (
     EXTRA,
@@ -74,13 +74,15 @@ def check_model_args(
     """Raise `ModelArgError` for the first argument of `create_model` that cannot work.
 
     Checks the model name and backbone (a short name or any timm model; the nearest names
-    otherwise), `num_classes` when given,
+    otherwise; one that gives feature maps at any input size, `probe_backbone`), `num_classes`
+    when given,
     and `kwargs`: the head options plus `levels`, as `model.kwargs` holds them. Each option's
     name and type are checked against the head's signature, then its values by building the
     head once on the meta device (no memory, no random numbers drawn).
     """
     _one_of("name", name, list_models())
     check_backbone_name(backbone)
+    probe_backbone(backbone)  # feature maps at any input size (cached: a meta build)
     if num_classes is not None and (
         not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
     ):

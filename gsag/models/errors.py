@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gsag.errors import UsageError
+from gsag.errors import GsagError, UsageError
 
 
 class ModelArgError(UsageError, ValueError):
@@ -28,3 +28,8 @@ class ModelArgError(UsageError, ValueError):
 
 class ModelArgTypeError(ModelArgError, TypeError):
     """An unknown head option, or one of the wrong type (a `TypeError`, as Python's own)."""
+
+
+class WeightsDownloadError(GsagError, RuntimeError):
+    """The pretrained backbone weights could not be fetched from the Hub (offline, a mirror
+    down): one line with the fix, exit code 1 (the run failed), as for `gsag.trained.hub`."""

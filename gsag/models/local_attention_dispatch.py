@@ -46,6 +46,22 @@ def resolve_impl(impl: str, q: Tensor, *others: Tensor) -> str:
     return "reference"
 
 
+def impl_problem(impl: str, device: torch.device | str) -> str | None:
+    """Why `attention_impl=impl` cannot run on `device` (checked before any work: the triton
+    kernels need CUDA, or `TRITON_INTERPRET=1`, and the triton package), or None."""
+    if impl != "triton":
+        return None
+    if not la.triton_available():
+        return "needs the triton package (pip install triton); use auto or reference"
+    kind = torch.device(device).type
+    if kind != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return (
+            f"runs only on CUDA, and this run is on {kind}; use auto (the kernels on CUDA, "
+            "the reference elsewhere, the same results) or reference"
+        )
+    return None
+
+
 def local_attention(
     q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, kernel_size: int, impl: str = "auto"
 ) -> Tensor:

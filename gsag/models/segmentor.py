@@ -157,5 +157,15 @@ def create_model(
 
 def model_from_args(args: dict[str, Any]) -> Segmentor:
     """The model that `args` (a `Segmentor.model_args`, e.g. from a checkpoint) describe, with
-    random weights and nothing downloaded: the one way a stored model is rebuilt."""
-    return create_model(**{**args, "pretrained": False})
+    random weights and nothing downloaded: the one way a stored model is rebuilt.
+
+    A stored model runs wherever it is loaded: its local attention takes "auto" where it was
+    trained with "triton" (the kernels on CUDA, the same attention in the reference loop on a
+    CPU, where the kernels cannot run)."""
+    from gsag.models.gsag import PointwiseSelfAttention
+
+    model = create_model(**{**args, "pretrained": False})
+    for module in model.modules():
+        if isinstance(module, PointwiseSelfAttention) and module.impl == "triton":
+            module.impl = "auto"
+    return model

@@ -53,8 +53,10 @@ def test_check_fails_on_bad_labels(tmp_path, capsys):
 def test_check_reports_not_a_dataset(tmp_path, capsys):
     from gsag.cli import main
 
-    assert main(["data", "check", str(tmp_path)]) == 1
-    assert "not a dataset gsag can read" in capsys.readouterr().out
+    assert main(["data", "check", str(tmp_path)]) == 2  # bad input: one error path
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and "not a dataset gsag can read" in err
+    assert len(err.strip().splitlines()) == 1 and "error" not in out
 
 
 def _tree(folder):

@@ -35,20 +35,35 @@ def _snapshot(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        "optim.lr=0.02",
-        "optim.name=adamw",
-        "optim.momentum=0.5",
-        "train.seed=3",
-        "train.batch_size=4",
-        "model.kwargs.head_channels=8",
-        "model.aux=false",
-        "optim.layer_decay=0.9",
-        "optim.no_decay_norm_bias=true",
-    ],
-)
+#: One change per key of `RESUME_REFUSES`, written out here so that a key dropped from the table
+#: (or a table entry that stops refusing) fails a test.
+REFUSED_CHANGES = [
+    "model.name=gsag_basic",
+    "model.backbone=resnet18",
+    "model.output_stride=32",
+    "model.aux=false",
+    "model.kwargs.head_channels=8",
+    "optim.name=adamw",
+    "optim.lr=0.02",
+    "optim.head_lr_mult=10.0",
+    "optim.momentum=0.5",
+    "optim.weight_decay=0.001",
+    "train.seed=3",
+    "train.batch_size=4",
+    "train.amp=bf16",
+    "optim.layer_decay=0.9",
+    "optim.no_decay_norm_bias=true",
+]
+
+
+def test_every_refused_key_is_tested():
+    tested = {c.split("=")[0] for c in REFUSED_CHANGES}
+    assert {k.rstrip(".") for k in RESUME_REFUSES} == {
+        "model.kwargs" if k.startswith("model.kwargs.") else k for k in tested
+    }
+
+
+@pytest.mark.parametrize("change", REFUSED_CHANGES)
 def test_a_change_the_checkpoint_cannot_honour_is_refused_before_any_write(
     change, stopped, synth_root, tmp_path
 ):
@@ -110,3 +125,24 @@ def test_config_changes_flattens_nested_keys(synth_root, tmp_path):
         "model.kwargs.num_heads": (2, 4),
     }
     assert "model.kwargs." in RESUME_REFUSES and "train.iters" not in RESUME_REFUSES
+
+
+def test_a_value_spelled_otherwise_is_no_change(stopped, synth_root, tmp_path, capsys):
+    """A head option set to its default and `train.amp` as it resolves on this device are the
+    values last.pt was trained with: resumed, not refused."""
+    run = stopped(tmp_path / "run")
+    same = ("model.kwargs.attention_impl=auto", "train.amp=none")
+    cfg = tiny_config(synth_root, run, "train.eval_interval=4", *same)
+    capsys.readouterr()
+    assert train(cfg, quiet=True, resume=True)["iteration"] == 4
+    assert "resuming with changed settings" not in capsys.readouterr().err
+
+
+def test_changed_settings_are_warned_about_with_quiet_too(stopped, synth_root, tmp_path, capsys):
+    run = stopped(tmp_path / "run")
+    cfg = tiny_config(synth_root, run, "train.eval_interval=4", "optim.grad_clip=1.0")
+    capsys.readouterr()
+    train(cfg, quiet=True, resume=True)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "changed settings" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: resuming with changed settings: ")
+    assert "optim.grad_clip 0.0 -> 1.0" in lines[0]
