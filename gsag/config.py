@@ -21,6 +21,7 @@ from gsag.atomic import write_text
 from gsag.errors import ConfigError
 from gsag.hints import build, check_key, convert
 from gsag.rules import Rule
+from gsag.safe_yaml import YamlError, load_yaml
 
 #: Image scales of multi-scale inference (`eval.scales`, `gsag predict --tta`).
 DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -310,7 +311,7 @@ def load_config(path: str | os.PathLike | None, overrides: typing.Sequence[str] 
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; see configs/ for examples")
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            raw = load_yaml(p.read_text(encoding="utf-8"), str(p)) or {}
         except UnicodeDecodeError as e:
             raise ConfigError(
                 f"{p}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
@@ -318,8 +319,8 @@ def load_config(path: str | os.PathLike | None, overrides: typing.Sequence[str] 
             ) from e
         except OSError as e:
             raise ConfigError(f"{p}: cannot be read ({e.strerror or e})") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        except YamlError as e:
+            raise ConfigError(str(e)) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: expected a mapping of sections at the top level")
     cfg = from_dict(raw, source=source)
@@ -337,10 +338,14 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     return build(Config, raw, "", source, check=_checked)
 
 
+def config_text(cfg: Config) -> str:
+    """The resolved config as YAML: what `save_config` writes."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    write_text(path, text)
+    write_text(path, config_text(cfg))
 
 
 def apply_override(cfg: Config, item: str) -> None:
@@ -352,9 +357,9 @@ def apply_override(cfg: Config, item: str) -> None:
     key, text = item.split("=", 1)
     parts = key.strip().split(".")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
+        value = load_yaml(text, f"override {item!r}: its value") if text.strip() else ""
+    except YamlError as e:
+        raise ConfigError(str(e)) from None
     # model.kwargs.<name>=value sets one builder keyword.
     if len(parts) == 3 and parts[:2] == ["model", "kwargs"]:
         check_value(key.strip(), value, f"override {item!r}")

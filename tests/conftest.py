@@ -34,7 +34,7 @@ def single_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def evaluated_run(synth_root, tmp_path_factory) -> Path:
     """A run folder of 2 training iterations of the tiny GSAG hybrid (tests.helpers.configs) on
-    `synth_root`, with `gsag eval`'s report of its best.pt in eval_val_whole/."""
+    `synth_root`, with `gsag eval`'s report of its best.pt in eval_best_val_whole/."""
     from gsag.cli import main
     from gsag.engine.train import train
     from tests.helpers.configs import tiny_config

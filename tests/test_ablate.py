@@ -232,6 +232,7 @@ def test_a_combination_killed_before_its_first_save_is_redone(tmp_path, synth_ro
     run = tmp_path / "runs" / cfg.output.run_dir.split("/")[-1]
     assert str(run) == cfg.output.run_dir
     run.mkdir(parents=True)
+    (run / "config.yaml").write_text("train: {}\n")  # written first by every run
     (run / "metrics.jsonl").write_text('{"type": "train", "iteration": 1, "loss": 1.0}\n')
     threads = torch.get_num_threads()
     torch.set_num_threads(2)

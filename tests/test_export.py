@@ -239,3 +239,72 @@ def test_export_refuses_an_unknown_suffix(tmp_path, capsys, name):
         err.startswith(f"error: --out {out}: unknown suffix") and ".onnx" in err and ".pt2" in err
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def _overflowing_checkpoint(tmp_path):
+    """A checkpoint whose weights are all finite but whose logits overflow to Inf and NaN."""
+    from gsag.engine.checkpoint import load_checkpoint
+
+    path, _ = _checkpoint(tmp_path)
+    ckpt = load_checkpoint(path)
+    ckpt["model"]["head.classifier.weight"].fill_(3e38)
+    torch.save(ckpt, path)
+    return path
+
+
+def test_export_check_fails_on_non_finite_logits(tmp_path, capsys):
+    """The check printed "max |diff| nan, argmax agreement 100.000 %" and passed; a NaN is never
+    agreement. (The .pt2 check runs the same comparison, `_compare`, tested below.)"""
+    from gsag.cli import main
+
+    ckpt = _overflowing_checkpoint(tmp_path)
+    out = tmp_path / "m.onnx"
+    argv = ["export", str(ckpt), "--out", str(out), "--height", "32", "--width", "32", "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the logits of PyTorch on a 130x97 input hold") and "\n" not in err
+    assert "non-finite value(s) (NaN or Inf)" in err and "the model is broken" in err
+
+
+def test_the_check_compares_non_finite_exports_as_failures(tmp_path):
+    """An export whose output is NaN where PyTorch's is finite fails the same way."""
+    from gsag.engine.infer import NonFiniteLogits
+    from gsag.trained.export import _compare
+
+    model = _model("fcn", 3)
+    x = [torch.randn(1, 3, 32, 40)]
+    with pytest.raises(NonFiniteLogits, match="the logits of the export on a 40x32 input"):
+        _compare(model, lambda t: torch.full((1, 3, 32, 40), float("nan")), "the export", x, (), 0)
+
+
+def test_export_of_an_untrained_model_records_its_backbones_mean_and_std(
+    tmp_path, synth_root, monkeypatch
+):
+    """`gsag export --model` writes the backbone's own normalisation, mean as mean and std as
+    std (a backbone whose mean differs from its std, read from timm's config independently),
+    and normalises --check-images with the same values."""
+    import json
+
+    import onnx
+    from timm.models import get_pretrained_cfg
+
+    import gsag.trained.predict as predict
+    from gsag.cli import main
+
+    cfg = get_pretrained_cfg("test_byobnet")
+    mean, std = [float(v) for v in cfg.mean], [float(v) for v in cfg.std]
+    assert mean != std  # else a swap could not show
+    seen = []
+    real = predict.normalise
+    monkeypatch.setattr(
+        predict, "normalise", lambda rgb, m, s: seen.append((m, s)) or real(rgb, m, s)
+    )
+    out = tmp_path / "m.onnx"
+    argv = ["export", "--model", "fcn", "--backbone", "test_byobnet", "--num-classes", "3",
+            "--out", str(out), "--height", "32", "--width", "32", "--quiet",
+            "--check-images", str(synth_root / "JPEGImages")]  # fmt: skip
+    assert main(argv) == 0
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(props["mean"]) == mean and json.loads(props["std"]) == std
+    assert "classes" not in props and json.loads(props["model_args"])["backbone"] == "test_byobnet"
+    assert seen and all((list(m), list(s)) == (mean, std) for m, s in seen)

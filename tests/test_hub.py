@@ -134,7 +134,7 @@ def test_eval_and_export_take_a_pretrained_folder(evaluated_run, pretrained, tmp
     args = ["eval", str(pretrained), "--quiet", "--workers", "0", "--threads", "1"]
     assert main([*args, "--out", str(tmp_path / "eval")]) == 0
     ours = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    theirs = json.loads((evaluated_run / "eval_val_whole" / "metrics.json").read_text())
+    theirs = json.loads((evaluated_run / "eval_best_val_whole" / "metrics.json").read_text())
     assert ours["confusion"] == theirs["confusion"] and ours["mIoU"] == theirs["mIoU"]
 
     # without --out the results go beside the folder, never into it (it is what gets uploaded)

@@ -35,7 +35,7 @@ def _pct(value: float | None) -> str:
 
 def test_card_parses_and_its_numbers_are_metrics_json(evaluated_run, tmp_path):
     folder = save_pretrained(evaluated_run, tmp_path / "m", repo_id="your-name/tiny")
-    metrics = json.loads((evaluated_run / "eval_val_whole" / "metrics.json").read_text())
+    metrics = json.loads((evaluated_run / "eval_best_val_whole" / "metrics.json").read_text())
     checkpoint = torch.load(evaluated_run / "best.pt", weights_only=True)
     card = ModelCard.load(folder / "README.md")
 
@@ -71,14 +71,14 @@ def test_the_evaluated_checkpoint_is_chosen_and_a_run_without_evaluation_says_so
 ):
     run = tmp_path / "run"
     shutil.copytree(evaluated_run, run)
-    report = run / "eval_val_whole" / "metrics.json"
+    report = run / "eval_best_val_whole" / "metrics.json"
     metrics = json.loads(report.read_text())
     metrics["settings"]["checkpoint"] = "somewhere/else/last.pt"  # typed in another folder
     report.write_text(json.dumps(metrics))
     assert find_checkpoint(run) == (run, run / "last.pt", report)
     assert find_checkpoint(run, "best.pt") == (run, run / "best.pt", None)
 
-    shutil.rmtree(run / "eval_val_whole")
+    shutil.rmtree(run / "eval_best_val_whole")
     folder = save_pretrained(run, tmp_path / "m")
     card = ModelCard.load(folder / "README.md")
     assert card.data.eval_results is None and "model-index" not in card.content
@@ -105,13 +105,13 @@ def test_the_card_reports_the_runs_own_evaluation_and_says_which(evaluated_run, 
 
     run = tmp_path / "run"
     shutil.copytree(evaluated_run, run)
-    own = json.loads((run / "eval_val_whole" / "metrics.json").read_text())
+    own = json.loads((run / "eval_best_val_whole" / "metrics.json").read_text())
     own["settings"]["checkpoint"] = "tiny-run/best.pt"  # as typed (the copy's, not the original)
-    (run / "eval_val_whole" / "metrics.json").write_text(json.dumps(own))
+    (run / "eval_best_val_whole" / "metrics.json").write_text(json.dumps(own))
     other = json.loads(json.dumps(own))
     other["mIoU"] = 0.987
     other["settings"].update(mode="multiscale", scales=[0.75, 1.0], flip=True)
-    later = run / "eval_val_multiscale_s0.75-1_flip" / "metrics.json"
+    later = run / "eval_best_val_multiscale_s0.75-1_flip" / "metrics.json"
     later.parent.mkdir()
     later.write_text(json.dumps(other))
     stamp = time.time() + 60
@@ -131,6 +131,6 @@ def test_the_card_reports_the_runs_own_evaluation_and_says_which(evaluated_run, 
     )
 
     # only a multi-scale evaluation: the card reports none rather than take it unasked
-    shutil.rmtree(run / "eval_val_whole")
+    shutil.rmtree(run / "eval_best_val_whole")
     card = ModelCard.load(save_pretrained(run, tmp_path / "m3") / "README.md")
     assert card.data.eval_results is None and "reports no accuracy" in card.text

@@ -232,3 +232,35 @@ def test_predict_cli_slide_with_tta_and_a_pixel_budget(checkpoint, tmp_path, cap
     sliding = Predictor(checkpoint, mode="slide", crop_size=32, stride=24)
     stored = np.asarray(Image.open(budget / "masks" / "one.png"))
     np.testing.assert_array_equal(stored, sliding.predict(tmp_path / "one.png"))
+
+
+def test_non_finite_logits_stop_predict_in_one_line_writing_no_mask(checkpoint, tmp_path, capsys):
+    """Finite weights whose logits overflow: an all-zero mask was written, exit 0. Now the run
+    stops with one line (exit 1) before any mask of that image is written."""
+    from gsag.cli import main
+    from gsag.engine.infer import NonFiniteLogits
+
+    ckpt = torch.load(checkpoint, weights_only=True)
+    classifier = _classifier(checkpoint)
+    assert ckpt["model"][classifier].shape[0] == len(SYNTH_CLASSES)
+    ckpt["model"][classifier].fill_(3e38)
+    path = tmp_path / "overflow.pt"
+    torch.save(ckpt, path)
+    image = tmp_path / "x.png"
+    Image.fromarray(_image()).save(image)
+    with pytest.raises(NonFiniteLogits, match=r"the logits of a 71x53 image hold \d+ non-finite"):
+        Predictor(path).predict(image)
+    out = tmp_path / "out"
+    assert main(["predict", str(path), "--input", str(image), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the logits of a 71x53 image") and "\n" not in err
+    assert "try --amp none" in err and not list(out.rglob("*.png"))
+
+
+def _classifier(checkpoint) -> str:
+    """The state-dict name of the main head's last convolution (the one giving the logits)."""
+    from gsag.trained.load import load_trained_model
+
+    model, _ = load_trained_model(checkpoint)
+    convs = [n for n, m in model.head.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    return f"head.{convs[-1]}.weight"

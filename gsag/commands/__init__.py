@@ -243,11 +243,21 @@ def add_inference_arguments(parser: argparse.ArgumentParser, mode_default: str |
     )
 
 
-def check_output(path: str | os.PathLike, option: str, file: bool = False) -> Path:
-    """Refuse an output folder (or, with `file`, an output file) that cannot be written, before
-    any work starts: one that is a file (a folder), or that sits below a file or a read-only
-    folder, however many of its parents are still missing. Missing parents are otherwise fine:
-    the writers create them. Raises `UsageError` naming `option` and the path.
+def check_output(
+    path: str | os.PathLike,
+    option: str,
+    file: bool = False,
+    reads: Sequence[str | os.PathLike] = (),
+    datasets: bool = False,
+) -> Path:
+    """Refuse an output folder (or, with `file`, an output file) that cannot or may not be
+    written, before any work starts: one that is a file (a folder), or that sits below a file or
+    a read-only folder, however many of its parents are still missing; and one that is or lies
+    inside a dataset, the ones the command reads (`reads`) or any gsag recognises
+    (`gsag.data.layout.dataset_holding`), so that no output ever replaces a label or an image.
+    Only the commands that write datasets pass `datasets=True` (`gsag data ...`). Missing
+    parents are otherwise fine: the writers create them. Raises `UsageError` naming `option` and
+    the path.
 
     Read-only is what `os.access` says (so also a read-only mount, even for root); where it
     says writable, a temporary file or folder is made and removed there (`_check_creatable`),
@@ -276,7 +286,35 @@ def check_output(path: str | os.PathLike, option: str, file: bool = False) -> Pa
             f"choose another {option} or make {existing} writable"
         )
     _check_creatable(existing, folder, target, option, file)
+    if not datasets:
+        _check_not_dataset(folder, target, option, reads)
     return target
+
+
+def _check_not_dataset(
+    folder: Path, target: Path, option: str, reads: Sequence[str | os.PathLike]
+) -> None:
+    """Refuse an output `folder` that is or lies inside a dataset (see `check_output`)."""
+    from gsag.data.layout import dataset_holding
+    from gsag.errors import UsageError
+
+    real = folder.resolve()
+    for root in reads:
+        root = Path(root).resolve()
+        if real == root or root in real.parents:
+            raise UsageError(
+                f"{option} {target} is inside {root}, the dataset this command reads; writing "
+                f"there could replace its files. Choose an {option} outside it"
+            )
+    found = dataset_holding(folder)
+    if found is not None:
+        root, layout = found
+        where = "is" if root == real else "is inside"
+        raise UsageError(
+            f"{option} {target} {where} the {layout} dataset {root}; gsag never writes into a "
+            f"dataset, where its outputs could replace labels or images. Choose an {option} "
+            "outside it, e.g. runs/NAME"
+        )
 
 
 def _check_creatable(existing: Path, folder: Path, target: Path, option: str, file: bool) -> None:

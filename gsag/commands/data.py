@@ -149,34 +149,31 @@ def _check_synth_out(args, console) -> None:
     """Refuse an `--out` that holds anything but an earlier output of the same settings (which
     is rewritten as it was); `--overwrite` moves what is there aside first. Writes nothing
     unless it moves."""
-    import yaml
-
+    from gsag.data.synth import synth_settings
     from gsag.engine.run_dir import aside_name, check_movable, move_aside
     from gsag.errors import UsageError
 
-    out = check_output(args.out, "--out")
+    out = check_output(args.out, "--out", datasets=True)
     if not out.is_dir() or not any(out.iterdir()):
         return
     wanted = _synth_settings(args)
-    try:
-        earlier = yaml.safe_load((out / "classes.yaml").read_text()).get("generator")
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):  # none, unreadable, odd
-        earlier = None
-    if isinstance(earlier, dict) and all(earlier.get(k) == v for k, v in wanted.items()):
+    earlier = synth_settings(out)  # None: no output of gsag data synth
+    if earlier is not None and all(earlier.get(k) == v for k, v in wanted.items()):
         return
     if args.overwrite:
-        aside = move_aside(check_movable(out))
+        ours = "an output of gsag data synth (a classes.yaml naming its generator settings)"
+        aside = move_aside(check_movable(out, lambda p: synth_settings(p) is not None, ours))
         console.print(f"moved what was in {out} to {aside}")
         return
-    what = (
-        "other files"
-        if earlier is None
-        else f"gsag data synth output of other settings ({earlier})"
-    )
+    if earlier is None:
+        raise UsageError(
+            f"--out {out} already holds other files, not an output of gsag data synth; choose "
+            "a new or empty folder (--overwrite only moves aside an earlier synth output)"
+        )
     raise UsageError(
-        f"--out {out} already holds {what}; writing {wanted} there would replace its split lists "
-        f"and classes.yaml. Choose an empty folder, or pass --overwrite to move them to "
-        f"{aside_name(out)}"
+        f"--out {out} already holds gsag data synth output of other settings ({earlier}); "
+        f"writing {wanted} there would replace its split lists and classes.yaml. Choose an "
+        f"empty folder, or pass --overwrite to move them to {aside_name(out)}"
     )
 
 
@@ -267,7 +264,7 @@ def _run_prepare(args, console) -> int:
 
     voc, sbd = args.voc, args.sbd
     if args.download:
-        data_dir = check_output(args.out, "--out")
+        data_dir = check_output(args.out, "--out", datasets=True)
         for archive in (VOC2012_TRAINVAL, SBD_BENCHMARK):
             path = _track(
                 f"downloading {archive.name}",
@@ -305,7 +302,7 @@ def _run_prepare_cityscapes(args, console) -> int:
     from gsag.data.cityscapes import write_train_ids
     from gsag.data.download import extract
 
-    root = check_output(args.out, "--out")
+    root = check_output(args.out, "--out", datasets=True)
     for archive, top in ((args.leftimg, "leftImg8bit"), (args.gtfine, "gtFine")):
         if archive and not (root / top).is_dir():
             _track(
@@ -331,7 +328,7 @@ def _run_prepare_ade20k(args, console) -> int:
 
     data_dir = Path(args.out)
     if args.download or args.zip:
-        check_output(data_dir, "--out")
+        check_output(data_dir, "--out", datasets=True)
     archive = Path(args.zip) if args.zip else None
     if args.download:
         archive = _track(
@@ -359,7 +356,7 @@ def _run_prepare_ade20k(args, console) -> int:
 def _run_prepare_context(args, console) -> int:
     from gsag.data.context_prepare import prepare_context
 
-    check_output(args.voc2010, "--voc2010")  # the masks are written into it
+    check_output(args.voc2010, "--voc2010", datasets=True)  # the masks are written into it
     counts = _track(
         "writing context masks",
         lambda p: prepare_context(args.voc2010, args.annotations, args.labels, p),

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from gsag.engine.compile import CompileClock, apply_compile
     from gsag.engine.evaluate import evaluate
     from gsag.engine.infer import inference_options, resolve_mode
-    from gsag.trained.load import load_trained_model, output_parent
+    from gsag.trained.load import load_trained_model
 
     finish_path_argument(args, "checkpoint")
     set_threads(args.threads)
@@ -80,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
         dataset = _open_dataset(cfg, meta, args.checkpoint, console if info.is_main else None)
         e = cfg.eval
         tag = eval_tag(cfg.data.val_split, e, args.max_images, window)
-        out = Path(args.out) if args.out else output_parent(args.checkpoint) / f"eval_{tag}"
-        if info.is_main:
-            check_output(out, "--out")  # also the default folder beside the checkpoint
+        out = Path(args.out) if args.out else default_folder(args.checkpoint, tag)
+        if info.is_main:  # also the default folder beside the checkpoint
+            check_output(out, "--out", reads=[cfg.data.root])
+            check_no_other_report(out, args.checkpoint, cfg.data.root, tag)
         clock = CompileClock(apply_compile(model, e.compile, dynamic=True))
         with _bar(info.is_main and not args.quiet) as progress:
             metrics = evaluate(
@@ -207,6 +208,55 @@ def class_names_differ(data: list[str], checkpoint: list[str]) -> tuple[int, str
         if a != b:
             return i, a, b
     return None
+
+
+def default_folder(checkpoint: str, tag: str) -> Path:
+    """The report folder of `gsag eval` without `--out`: `eval_<name>_<tag>` beside a checkpoint
+    file (`eval_best_val_whole`, `eval_last_val_whole`, `eval_best-safetensors_val_whole`: each
+    checkpoint its own), `eval_<tag>` inside a pretrained folder or under runs/hf/ for a Hub
+    repo (one model each)."""
+    from gsag.trained.load import output_parent
+
+    parent = output_parent(checkpoint)
+    path = Path(checkpoint)
+    if str(checkpoint).startswith("hf://") or path.is_dir() or parent != path.parent:
+        return parent / f"eval_{tag}"  # one model: a Hub repo, a saved folder or its weights
+    name = path.stem if path.suffix == ".pt" else path.name.replace(".", "-")
+    return parent / f"eval_{name}_{tag}"
+
+
+def check_no_other_report(out: Path, checkpoint: str, data: str, tag: str) -> None:
+    """Refuse a report folder that holds the evaluation of another checkpoint, another dataset
+    or other settings (its metrics.json says which): evaluations never overwrite each other. The
+    same evaluation again rewrites its own folder."""
+    import json
+    from types import SimpleNamespace
+
+    from gsag.errors import UsageError
+    from gsag.trained.save import same_checkpoint
+
+    path = out / "metrics.json"
+    if not path.is_file():
+        return
+    try:
+        s = json.loads(path.read_text(encoding="utf-8"))["settings"]
+        theirs = eval_tag(s["split"], SimpleNamespace(**s), s.get("max_images") or 0, s["window"])
+        same = (
+            theirs == tag
+            and (
+                s["checkpoint"] == str(checkpoint)
+                or same_checkpoint(Path(s["checkpoint"]), Path(checkpoint), path)
+            )
+            and Path(s["data"]).resolve() == Path(data).resolve()
+        )
+        what = f"the evaluation of {s['checkpoint']} on {s['data']} ({theirs})"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        same, what = False, "a metrics.json that no evaluation of this checkpoint wrote"
+    if not same:
+        raise UsageError(
+            f"--out {out} holds {what}; evaluations never overwrite each other: choose another "
+            "--out"
+        )
 
 
 def eval_tag(split: str, e: Any, max_images: int = 0, window: str = "whole") -> str:

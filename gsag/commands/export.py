@@ -139,9 +139,6 @@ def _load(args: argparse.Namespace):
 
 
 def _check_inputs(folder: str, meta: dict):
-    from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
     from gsag.trained.predict import list_images, normalise, to_rgb_array
 
-    mean = meta.get("mean", IMAGENET_MEAN)
-    std = meta.get("std", IMAGENET_STD)
-    return [normalise(to_rgb_array(f), mean, std) for f in list_images(folder)[:8]]
+    return [normalise(to_rgb_array(f), meta["mean"], meta["std"]) for f in list_images(folder)[:8]]

@@ -33,6 +33,11 @@ def add_pretrained_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_pretrained_arguments(parser)
     parser.add_argument("folder", metavar="FOLDER", help="the folder to write (new or empty)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model saved in FOLDER, moving it to FOLDER.old-<time> first",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gsag.trained.save import save_pretrained
 
-    check_output(args.folder, "FOLDER")
+    check_output(args.folder, "FOLDER")  # and save_pretrained checks FOLDER before loading
     with Console(stderr=True).status(f"saving {args.run_dir} ..."):
         folder = save_pretrained(
             args.run_dir,
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             include_aux=args.include_aux,
             onnx=args.onnx,
             evaluation=args.evaluation,
+            overwrite=args.overwrite,
         )
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
     Console().print(f"wrote [bold]{folder}[/]: {files}")

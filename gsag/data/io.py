@@ -13,6 +13,7 @@ from PIL import Image
 
 from gsag.atomic import atomic_path, write_bytes
 from gsag.data.errors import BadSampleError, DataError
+from gsag.safe_yaml import YamlError, load_yaml
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -70,9 +71,11 @@ def read_classes_yaml(path: str | Path) -> ClassInfo:
     optional `ignore_index` (default 255). Missing palette entries come from the VOC map."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read class description ({e})") from e
+    except YamlError as e:
+        raise DataError(str(e)) from None
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
         raise DataError(
             f"{path}: expected a mapping with a 'classes' list, e.g. 'classes: [background, cat]'"
@@ -80,6 +83,14 @@ def read_classes_yaml(path: str | Path) -> ClassInfo:
     classes = [str(c) for c in data["classes"]]
     if not 1 <= len(classes) <= 255:
         raise DataError(f"{path}: {len(classes)} classes; between 1 and 255 are supported")
+    twice = repeated(classes)
+    if twice:
+        name, places = twice
+        raise DataError(
+            f"{path}: class {name!r} is named {len(places)} times (indices "
+            f"{', '.join(map(str, places))}); every class needs its own name, e.g. "
+            f"{name}_{places[1]}"
+        )
     ignore_index = data.get("ignore_index", 255)
     if not isinstance(ignore_index, int) or not 0 <= ignore_index <= 255:
         raise DataError(f"{path}: ignore_index {ignore_index!r} must be an integer in [0, 255]")
@@ -106,6 +117,14 @@ def read_classes_yaml(path: str | Path) -> ClassInfo:
         else:
             palette.append(default[i])
     return ClassInfo(classes, palette, ignore_index)
+
+
+def repeated(names: list[str]) -> tuple[str, list[int]] | None:
+    """(the first name listed more than once, every index it has), or None when all differ."""
+    places: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        places.setdefault(name, []).append(i)
+    return next(((n, p) for n, p in places.items() if len(p) > 1), None)
 
 
 def write_classes_yaml(path: str | Path, info: ClassInfo, extra: dict | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -52,6 +53,46 @@ def detect_layout(root: str | Path) -> str:
         "SegmentationClass/, ImageSets/Segmentation/), images/ + masks/ + classes.yaml, or a "
         "Cityscapes, ADE20K or PASCAL-Context tree (see docs/data.md)"
     )
+
+
+def dataset_at(folder: str | os.PathLike) -> str | None:
+    """The layout of the dataset whose root is `folder` itself, or None.
+
+    Stricter than `detect_layout`, which also looks one or two folders down and takes any folder
+    with images/ for the folder layout: here the folder layout needs images/ and masks/ or
+    classes.yaml. Used to keep every command's output out of datasets (`dataset_holding`).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    finders = {
+        "cityscapes": find_cityscapes_root,
+        "ade20k": find_ade20k_root,
+        "context59": find_context_root,
+        "voc": find_voc_root,
+    }
+    for layout, find in finders.items():
+        if find(root) == root:
+            return layout
+    if (root / "images").is_dir() and (
+        (root / "masks").is_dir() or (root / "classes.yaml").is_file()
+    ):
+        return "folder"
+    return None
+
+
+def dataset_holding(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """(root, layout) of the dataset that `path` (resolved: links, `..`) is or lies inside,
+    or None when neither it nor any folder above it is a dataset root (`dataset_at`)."""
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):  # a link loop: judge the path as written
+        real = Path(os.path.abspath(path))
+    for folder in (real, *real.parents):
+        layout = dataset_at(folder)
+        if layout is not None:
+            return folder, layout
+    return None
 
 
 def open_dataset(

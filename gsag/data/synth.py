@@ -286,6 +286,19 @@ def generate(
     return root
 
 
+def synth_settings(root: str | Path) -> dict | None:
+    """The generator settings that `generate` recorded in `root/classes.yaml`; None when `root`
+    holds no output of it (no such file, unreadable, or without them)."""
+    from gsag.safe_yaml import YamlError, load_yaml
+
+    try:
+        data = load_yaml((Path(root) / "classes.yaml").read_text(encoding="utf-8"), str(root))
+    except (OSError, UnicodeDecodeError, YamlError):
+        return None
+    settings = data.get("generator") if isinstance(data, dict) else None
+    return settings if isinstance(settings, dict) else None
+
+
 def _write_all(jobs: list[tuple], workers: int, progress) -> None:
     """Render and write every image of `jobs`, in `workers` processes (1: this one)."""
     if workers > 1:

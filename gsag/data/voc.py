@@ -58,22 +58,35 @@ def read_split(path: Path) -> list[str]:
     """Ids listed one per line (blank lines and anything after the first word ignored).
 
     Raises:
-        DataError: the list is not UTF-8 text, or an id is an absolute path or climbs out with
-            `..` (reads stay inside the dataset root).
+        DataError: the list is not UTF-8 text, an id is an absolute path or climbs out with
+            `..` (reads stay inside the dataset root), or an id is listed more than once.
     """
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (offset {e.start}); one id per line") from e
-    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
-    for number, sample_id in enumerate(ids, 1):
+    lines: dict[str, list[int]] = {}  # id -> the lines naming it
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        sample_id = line.split()[0]
         parts = sample_id.replace("\\", "/").split("/")
         if sample_id.startswith(("/", "\\")) or ".." in parts or Path(sample_id).is_absolute():
             raise DataError(
-                f"{path}: id {sample_id!r} (entry {number}) points outside the dataset; ids are "
+                f"{path}: id {sample_id!r} (line {number}) points outside the dataset; ids are "
                 "file names inside it, like 2007_000032"
             )
-    return ids
+        lines.setdefault(sample_id, []).append(number)
+    twice = {i: n for i, n in lines.items() if len(n) > 1}
+    if twice:
+        sample_id, numbers = next(iter(twice.items()))
+        more = f", and {len(twice) - 1} more ids repeat" if len(twice) > 1 else ""
+        raise DataError(
+            f"{path}: id {sample_id!r} is listed {len(numbers)} times (lines "
+            f"{', '.join(map(str, numbers[:5]))}){more}; list each image once, or it is "
+            "trained on and scored that many times"
+        )
+    return list(lines)
 
 
 class VOCSegmentation(SegmentationDataset):

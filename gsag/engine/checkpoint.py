@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from gsag.atomic import atomic_path
+from gsag.engine.load_checks import check_meta, check_tensors, load_weights
 from gsag.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -190,6 +191,10 @@ def model_args(config: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
 def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Segmentor, dict]:
     """Rebuild a trained model from a `.pt` checkpoint or exported `.safetensors` weights.
 
+    The weights and the metadata are checked first (`gsag.engine.load_checks`): a missing,
+    extra or renamed tensor, a tensor of the wrong kind, a NaN or Inf, class names that do not
+    match the outputs or a malformed mean, std or palette is a `CheckpointError`.
+
     Returns:
         (model in eval mode, meta) where meta has "config" (dict), "classes", "palette",
         "num_classes", "ignore_index", "mean", "std", "model_args" and, for `.pt` files,
@@ -214,16 +219,15 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[Segm
             f"{path} is damaged: its model cannot be rebuilt, meta.model_args and "
             f"config.model lack {e}; use another checkpoint"
         ) from e
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model in its config: {e}") from e
+    load_weights(model, state, str(path))  # strict, typed, finite
+    check_meta(meta, model.model_args["num_classes"], str(path))
     model.to(map_location).eval()
     return model, {"config": config, **meta, "model_args": model.model_args, **extra}
 
 
 def load_resume_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, config: Any) -> None:
-    """Load a resumed checkpoint's weights into `model`, or say which model it was trained as.
+    """Load a resumed checkpoint's weights into `model`, or say which model it was trained as;
+    a tensor of the wrong kind or holding NaN or Inf is a `CheckpointError` naming it.
 
     Args:
         config: the current run's `Config` (compared with the checkpoint's model section).
@@ -239,6 +243,7 @@ def load_resume_weights(model: nn.Module, ckpt: dict[str, Any], path: Path, conf
             "resume with the config it was trained with, or start anew with another --out "
             "or --overwrite"
         ) from e
+    check_tensors(model.state_dict(), ckpt["model"], str(path))  # kinds as the model's, finite
 
 
 def export_safetensors(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:

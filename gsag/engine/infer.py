@@ -29,7 +29,7 @@ from torch import nn
 
 from gsag.config import DEFAULT_MAX_PIXELS, DEFAULT_SCALES, EVAL_MODES
 from gsag.data.sizes import pair
-from gsag.errors import OptionError
+from gsag.errors import GsagError, OptionError
 
 WINDOWS = ("whole", "slide")
 
@@ -142,7 +142,30 @@ def infer(
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             out = logits if out is None else out + logits
     assert out is not None
-    return out / (len(use_scales) * passes)
+    return check_finite(out / (len(use_scales) * passes), f"a {size[1]}x{size[0]} image")
+
+
+class NonFiniteLogits(GsagError):
+    """A model's output holds NaN or Inf: its predictions would mean nothing."""
+
+
+#: What `check_finite` suggests by default (inference and evaluation).
+OVERFLOW_HINT = (
+    "with finite weights this is an overflow: try --amp none, else the model is broken (use "
+    "another checkpoint)"
+)
+
+
+def check_finite(logits: torch.Tensor, what: str, hint: str = OVERFLOW_HINT) -> torch.Tensor:
+    """`logits`, or a `NonFiniteLogits` error when any value is NaN or Inf (argmax would quietly
+    pick class 0 there); `what` names the input, `hint` the way out."""
+    bad = int((~torch.isfinite(logits)).sum())
+    if bad:
+        raise NonFiniteLogits(
+            f"the logits of {what} hold {bad} non-finite value(s) (NaN or Inf) of "
+            f"{logits.numel()}; the predictions would mean nothing: {hint}"
+        )
+    return logits
 
 
 def _over_budget(hw: Sequence[int], crop: tuple[int, int], max_pixels: int | None) -> bool:

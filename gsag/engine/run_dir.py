@@ -22,7 +22,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -137,16 +137,23 @@ def release_lock(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def aside_path(folder: Path) -> Path:
+    """A new sibling `FOLDER.old-<time>` (with `-2`, `-3`, ... when taken) to move `folder`'s
+    contents to; nothing is created."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = folder.with_name(f"{folder.name}.old-{stamp}")
+    n = 1
+    while os.path.lexists(aside):
+        n += 1
+        aside = folder.with_name(f"{folder.name}.old-{stamp}-{n}")
+    return aside
+
+
 def move_aside(run_dir: Path, keep: Sequence[str | os.PathLike] = ()) -> Path:
     """Move everything in `run_dir` to a new `RUN_DIR.old-<time>` folder, except the lock and
     the entries in `keep` (e.g. a dataset generated inside the run folder)."""
     kept = {Path(k).resolve() for k in keep}
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
-    n = 1
-    while aside.exists():
-        n += 1
-        aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{n}")
+    aside = aside_path(run_dir)
     aside.mkdir(parents=True)
     for entry in run_dir.iterdir():
         if entry.name != LOCK_NAME and entry.resolve() not in kept:
@@ -181,9 +188,27 @@ def _is_run_file(path: Path) -> bool:
     return path.name in RUN_FILES or path.name.startswith("events.out.tfevents.")
 
 
-def check_movable(run_dir: Path) -> Path:
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is a training run folder (`gsag train`, `gsag demo`, a cell of `gsag
+    ablate`): the config.yaml every run writes first, and one of its run files."""
+    return (Path(folder) / "config.yaml").is_file() and holds_run(folder)
+
+
+#: How deep `check_movable` looks into a folder, and how many folders it looks at at most.
+MOVABLE_DEPTH = 6
+MOVABLE_FOLDERS = 2000
+
+
+def check_movable(
+    run_dir: Path,
+    ours: Callable[[Path], bool] = is_run_folder,
+    what: str = "a gsag training run folder (config.yaml and metrics.jsonl, last.pt or best.pt)",
+    keep: Sequence[str | os.PathLike] = (),
+) -> Path:
     """`run_dir` resolved (links, `.`, `..`); refuses a folder that `--overwrite` must not move
-    aside: one that holds the working directory, or other runs in its subfolders."""
+    aside: one that is not an output of the command (`ours`, described by `what`), whatever
+    else it holds; one that holds the working directory; one that holds other runs or a dataset
+    in its subfolders (`MOVABLE_DEPTH` levels down, except the entries in `keep`)."""
     real = run_dir.resolve()
     cwd = Path.cwd().resolve()
     if real == cwd or real in cwd.parents:
@@ -191,13 +216,43 @@ def check_movable(run_dir: Path) -> Path:
             f"run folder {run_dir} is {real}, which holds the working directory {cwd}; "
             "--overwrite cannot move it aside. Choose a new --out inside it, e.g. runs/NAME"
         )
-    others = sorted(p.name for p in real.iterdir() if p.is_dir() and holds_run(p))
-    if others:
+    if not ours(real):
         raise RunFolderError(
-            f"run folder {run_dir} holds other runs ({', '.join(others[:3])}); --overwrite "
-            "would move them aside too. Give the run's own folder as --out"
+            f"{run_dir} is not {what}; --overwrite only moves aside an earlier output of this "
+            "command, so nothing there is touched. Choose a new or empty folder"
+        )
+    inside = _foreign_inside(real, {Path(k).resolve() for k in keep})
+    if inside is not None:
+        raise RunFolderError(
+            f"{run_dir} holds {inside}; --overwrite would move it aside too. Move it out first, "
+            "or choose a new folder"
         )
     return real
+
+
+def _foreign_inside(real: Path, kept: set[Path]) -> str | None:
+    """What in the subfolders of `real` (down to `MOVABLE_DEPTH`) no output of one command holds:
+    another run, a dataset, or more folders than a run ever has; None when nothing."""
+    from gsag.data.layout import dataset_at
+
+    def subfolders(folder: Path) -> list[Path]:  # links are moved as links: their targets stay
+        return [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p not in kept]
+
+    level, seen = subfolders(real), 0
+    for _ in range(MOVABLE_DEPTH):
+        below = []
+        for folder in level:
+            seen += 1
+            if seen > MOVABLE_FOLDERS:
+                return f"more than {MOVABLE_FOLDERS} folders, more than a run ever writes"
+            if holds_run(folder):
+                return f"another run, {folder.relative_to(real)}"
+            layout = dataset_at(folder)
+            if layout is not None:
+                return f"a {layout} dataset, {folder.relative_to(real)}"
+            below += subfolders(folder)
+        level = below
+    return None
 
 
 def resumable(run_dir: str | os.PathLike) -> bool:
@@ -284,17 +339,52 @@ def check_run_dir(
     config: Config | None = None,
 ) -> bool:
     """Whether the run in `run_dir` must be moved aside first; raises `RunFolderError` when the
-    folder may not be used as asked. With `resume` and `config`, a folder that holds only that
-    run's start files (`not_started`) is used as it is: the run starts again at iteration 0.
-    Writes nothing."""
-    if not holds_run(run_dir) or (resume and resumable(run_dir)):
+    folder may not be used as asked (`check_movable`; `keep`: see `move_aside`), or when a run
+    of `config` would replace a config.yaml that is not its own (`_check_own_config`). With
+    `resume` and `config`, a folder that holds only that run's start files (`not_started`) is
+    used as it is: the run starts again at iteration 0. Writes nothing."""
+    if resume and resumable(run_dir):
+        return False
+    if not holds_run(run_dir):
+        _check_own_config(run_dir, config, resume, keep)
         return False
     if resume and config is not None and not_started(run_dir, config, keep):
         return False
+    if not is_run_folder(run_dir):
+        present = ", ".join(sorted(p.name for p in run_dir.iterdir() if _is_run_file(p)))
+        raise RunFolderError(
+            f"{run_dir} holds {present} but is not a gsag training run folder (no config.yaml); "
+            "a run there would replace them and --overwrite never moves such a folder. Choose "
+            "a new --out"
+        )
     if not overwrite:
         raise RunFolderError(no_resume_message(run_dir) if resume else refuse_message(run_dir))
-    check_movable(run_dir)
+    check_movable(run_dir, keep=keep)
     return True
+
+
+def _check_own_config(
+    run_dir: Path, config: Config | None, resume: bool, keep: Sequence[str | os.PathLike]
+) -> None:
+    """Refuse a folder holding no run whose config.yaml is not the one a run of `config` writes
+    (a user's own file, or the start of a run with other settings), unless `resume` goes on
+    with that run (`not_started`): the run writes its config.yaml there first."""
+    from gsag.config import config_text
+
+    path = run_dir / "config.yaml"
+    if config is None or not path.is_file():
+        return
+    try:
+        same = path.read_text(encoding="utf-8") == config_text(config)
+    except (OSError, UnicodeDecodeError):
+        same = False
+    same = same or (resume and not_started(run_dir, config, keep))
+    if not same:
+        raise RunFolderError(
+            f"{path} is not this run's config (a file of yours, or the start of a run with "
+            "other settings) and the run would replace it with its own; choose a new --out, "
+            "or move that config.yaml elsewhere"
+        )
 
 
 @contextmanager
@@ -309,7 +399,7 @@ def open_run_dir(
 
     `keep`: entries of `run_dir` that `overwrite` leaves in place (see `move_aside`).
     `config`: the run's config, so that `resume` starts again a run that never saved last.pt
-    (`not_started`).
+    (`not_started`) and no config.yaml but the run's own is replaced (`check_run_dir`).
 
     Yields:
         The folder the old run was moved to (with `overwrite`), else None.

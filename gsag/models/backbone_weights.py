@@ -70,6 +70,20 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     return obj
 
 
+def _check_values(path: Path, key: str, value: Tensor, own: Tensor) -> None:
+    """Refuse a tensor that `load_state_dict` would cast silently (integers for floats) or whose
+    values are NaN or Inf (a broken or diverged file)."""
+    if value.is_floating_point() != own.is_floating_point():
+        raise CheckpointError(
+            f"{path}: tensor {key!r} is {value.dtype} where the backbone holds {own.dtype}. "
+            "Fix: use the weights file as it was published, not a converted copy"
+        )
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise CheckpointError(
+            f"{path}: tensor {key!r} holds NaN or Inf values. Fix: use an intact weights file"
+        )
+
+
 def load_backbone_weights(module: nn.Module, path: str | Path) -> LoadReport:
     """Load an ImageNet classifier's weights from a local file into a feature extractor.
 
@@ -78,7 +92,8 @@ def load_backbone_weights(module: nn.Module, path: str | Path) -> LoadReport:
     Classifier keys (e.g. `fc.*`) end up in `unexpected`; missing keys are warned about.
 
     Raises:
-        ValueError: no tensor matches, or a matching tensor has the wrong shape.
+        ValueError: no tensor matches, or a matching tensor has the wrong shape or kind
+            (integers for floats) or holds NaN or Inf.
     """
     path = Path(path)
     state = _read_state_dict(path)
@@ -97,6 +112,7 @@ def load_backbone_weights(module: nn.Module, path: str | Path) -> LoadReport:
                 f"{path}: tensor {key!r} has shape {tuple(value.shape)}, the backbone expects "
                 f"{tuple(own[key].shape)}. Fix: use weights of the same architecture"
             )
+        _check_values(path, key, value, own[key])
         matched[key] = value
     if not matched:
         raise CheckpointError(

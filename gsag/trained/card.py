@@ -18,6 +18,7 @@ import yaml
 
 from gsag.trained.draw import plot_training_curve
 from gsag.trained.folder import PLOTS_DIR, Trained, example_size
+from gsag.trained.meta import unnamed_classes
 from gsag.version import __version__
 
 SYNTHETIC_DATASET = "gsag-generated-context-benchmark"
@@ -25,6 +26,12 @@ PLACEHOLDER_OWNER = "your-name"
 SYNTHETIC_NOTICE = (
     "**Trained on gsag's generated context benchmark (drawn shapes on flat backgrounds), not on "
     "photos: this model does not segment photos.**"
+)
+
+UNNAMED_NOTE = (
+    "The classes are unnamed (class_0, class_1, ...): the model was saved from memory without "
+    "class names. Save it again with `gsag.save_pretrained(model, folder, classes=[...])` to "
+    "name them."
 )
 
 
@@ -247,6 +254,8 @@ def _class_lines(config: dict[str, Any], metrics: dict[str, Any] | None) -> list
     for i, (name, colour) in enumerate(zip(config["classes"], config["palette"], strict=True)):
         iou = fmt_pct(ious[i]) if ious else "–"
         lines.append(f"| {i} | {name} | {tuple(colour)} | {iou} |")
+    if config["classes"] == unnamed_classes(len(config["classes"])):
+        lines += ["", UNNAMED_NOTE]
     return [*lines, ""]
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from gsag.atomic import atomic_path
 from gsag.config import DEFAULT_OPSET
+from gsag.engine.infer import check_finite
 from gsag.errors import UsageError
 
 
@@ -53,14 +54,13 @@ def export_metadata(meta: dict[str, Any], model_args: dict[str, Any]) -> dict[st
     """What a user of an exported file needs besides the graph, as strings (JSON for lists).
 
     Args:
-        meta: the checkpoint's meta from `load_model` ({} for an untrained model: ImageNet mean
-            and std, no class names).
+        meta: the checkpoint's meta from `load_model`, or for an untrained model its backbone's
+            mean and std alone (no class names).
         model_args: the model's constructor arguments (`model.model_args`).
     """
-    from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
     from gsag.version import __version__
 
-    mean, std = list(meta.get("mean", IMAGENET_MEAN)), list(meta.get("std", IMAGENET_STD))
+    mean, std = [float(v) for v in meta["mean"]], [float(v) for v in meta["std"]]
     scale = "0-255" if max(mean) > 1.0 else "0-1 (uint8 pixel / 255)"
     out: dict[str, str] = {
         "gsag_version": __version__,
@@ -296,9 +296,12 @@ def _compare(model, run, what, inputs, sizes, seed) -> list[OnnxCheck]:
                 f"{what} returned shape {tuple(got.shape)} for input "
                 f"{tuple(x.shape)}, PyTorch {tuple(ref.shape)}; re-export with dynamic axes"
             )
+        b, c, h, w = x.shape
+        where = f"a {w}x{h} input"
+        check_finite(ref, f"PyTorch on {where}", "the model is broken, so is its export")
+        check_finite(got, f"{what} on {where}", "the export does not compute what PyTorch does")
         agree = (got.argmax(1) == ref.argmax(1)).float().mean().item()
         diff = (got - ref).abs().max().item()
-        b, c, h, w = x.shape
         checks.append(OnnxCheck((b, c, h, w), diff, agree))
     return checks
 

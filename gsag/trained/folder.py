@@ -36,6 +36,8 @@ FORMAT_VERSION = 1  # raise when a reader of version 1 could no longer read the 
 REQUIRED_KEYS = ("model_args", "classes", "palette", "input", "eval")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 EVAL_KEYS = ("mode", "crop_size", "stride", "scales", "flip")
+#: The entries of config.json that are mappings (the others are checked by `check_meta`).
+MAPPINGS = ("model_args", "input", "eval", "training", "config")
 
 
 @dataclass
@@ -65,6 +67,7 @@ def load_folder(
     `name` is how errors call it (default: the folder); `listing` is the repo's file list when
     known (else the folder's files), for naming what is there instead of what is missing.
     """
+    from gsag.engine.load_checks import check_meta, load_weights
     from gsag.models.segmentor import model_from_args
 
     folder = Path(folder)
@@ -78,15 +81,23 @@ def load_folder(
         model = model_from_args(config["model_args"])
     except (ValueError, TypeError) as e:  # a model this version of gsag cannot build
         raise CheckpointError(f"{name}: its model cannot be rebuilt ({e})") from e
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(
-            f"{name}: {WEIGHTS_NAME} does not fit its config.json: {first}"
-        ) from e
+    load_weights(model, state, f"{name}: {WEIGHTS_NAME}")  # strict, typed, finite
+    check_meta(_meta_fields(config), model.model_args["num_classes"], name, FOLDER_FIELDS)
     model.to(map_location).eval()
     return model, meta_from_config(config)
+
+
+def is_model_folder(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a saved model: model.safetensors and a config.json of this
+    format (what `gsag save --overwrite` may move aside)."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS_NAME).is_file():
+        return False
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(config, dict) and config.get("format") == FORMAT
 
 
 def _files(folder: Path) -> list[str]:
@@ -119,9 +130,11 @@ def read_config(folder: Path, name: str, files: list[str] | None = None) -> dict
         found = ", ".join(files if files is not None else _files(folder)) or "nothing"
         raise CheckpointError(f"{name} is not a gsag model: it has no {CONFIG_NAME} ({found})")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{name}: {CONFIG_NAME} is not valid JSON ({e})") from e
+    except RecursionError:
+        raise CheckpointError(f"{name}: {CONFIG_NAME} is nested too deeply to read") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(
             f"{name} is not a gsag model: its {CONFIG_NAME} has no format={FORMAT!r} entry"
@@ -138,6 +151,13 @@ def read_config(folder: Path, name: str, files: list[str] | None = None) -> dict
         raise CheckpointError(
             f"{name} is not a complete gsag model: its {CONFIG_NAME} lacks {', '.join(missing)}"
         )
+    for key in MAPPINGS:
+        optional = key not in REQUIRED_KEYS and config.get(key) is None
+        if not optional and not isinstance(config[key], dict):
+            raise CheckpointError(
+                f"{name}: {CONFIG_NAME} {key} is a {type(config[key]).__name__}, not a mapping; "
+                "save the model again with `gsag save`"
+            )
     return config
 
 
@@ -151,6 +171,29 @@ def _read_weights(path: Path, name: str) -> dict[str, Any]:
             f"{name}: {WEIGHTS_NAME} is not a readable safetensors file ({type(e).__name__}: "
             f"{e}); save the model again with `gsag save`"
         ) from e
+
+
+#: How a pretrained folder's fields are named in errors (`gsag.engine.load_checks.check_meta`).
+FOLDER_FIELDS = {
+    "classes": f"{CONFIG_NAME} classes",
+    "palette": f"{CONFIG_NAME} palette",
+    "mean": f"{CONFIG_NAME} input.mean",
+    "std": f"{CONFIG_NAME} input.std",
+    "ignore_index": f"{CONFIG_NAME} ignore_index",
+    "prediction_ids": f"{CONFIG_NAME} prediction_ids",
+}
+
+
+def _meta_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of config.json that `check_meta` checks, under its names."""
+    fields: dict[str, Any] = {
+        k: config[k] for k in ("classes", "palette", "ignore_index") if k in config
+    }
+    source = config["input"] if isinstance(config["input"], dict) else {}
+    fields.update({k: source[k] for k in ("mean", "std") if k in source})
+    if config.get("prediction_ids") is not None:
+        fields["prediction_ids"] = config["prediction_ids"]
+    return fields
 
 
 def meta_from_config(config: dict[str, Any]) -> dict[str, Any]:

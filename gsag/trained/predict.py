@@ -29,6 +29,7 @@ from gsag.data.io import IMAGE_SUFFIXES, image_to_rgb, read_image, save_mask
 from gsag.errors import OptionError
 from gsag.trained.draw import overlay_figure, save_figure
 from gsag.trained.load import as_source, load_trained_model
+from gsag.trained.meta import complete_meta
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
@@ -140,10 +141,12 @@ class Predictor:
         device: str | torch.device = "cpu",
         **options: Any,
     ) -> Predictor:
-        """Wrap a model already in memory; `meta` as returned by `load_model`; `options` as for
-        the constructor (mode, tta, crop_size, stride, scales, flip, max_pixels, amp, compile)."""
+        """Wrap a model already in memory; `meta` as returned by `load_model` (what it lacks is
+        taken from the model, see `gsag.trained.meta.complete_meta`); `options` as for the
+        constructor (mode, tta, crop_size, stride, scales, flip, max_pixels, amp, compile)."""
         self = cls.__new__(cls)
         amp, compile = options.pop("amp", None), options.pop("compile", None)
+        meta = complete_meta(model, meta, where="Predictor.from_model")
         self._setup(model, meta, device, **options)
         self._speed(amp, compile)
         return self
@@ -186,7 +189,6 @@ class Predictor:
         flip: bool = False,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
-        from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
         from gsag.engine.infer import check_inference_options, resolve_mode
 
         _check_mode(mode)
@@ -195,8 +197,8 @@ class Predictor:
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
         self.palette: list[tuple[int, int, int]] = [tuple(c) for c in meta["palette"]]
-        self.mean = tuple(meta.get("mean", IMAGENET_MEAN))
-        self.std = tuple(meta.get("std", IMAGENET_STD))
+        self.mean = tuple(meta["mean"])  # checked where the meta came from
+        self.std = tuple(meta["std"])
         eval_cfg = _eval_config(meta.get("config"))
         self.crop_size = crop_size or eval_cfg.get("crop_size") or 512  # int or [h, w]
         default_stride = [max(1, c * 2 // 3) for c in np.atleast_1d(self.crop_size).tolist()]

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
 from gsag.atomic import atomic_path, write_json, write_text
-from gsag.errors import CheckpointError, UsageError
+from gsag.engine.run_dir import aside_name, aside_path, check_movable
+from gsag.errors import CheckpointError, RunFolderError, UsageError
+from gsag.safe_yaml import YamlError, load_yaml
 from gsag.trained.card import is_own_evaluation, render_card, write_plots
 from gsag.trained.folder import (
     CARD_NAME,
@@ -27,12 +30,13 @@ from gsag.trained.folder import (
     FORMAT,
     FORMAT_VERSION,
     ONNX_NAME,
-    PLOTS_DIR,
     WEIGHTS_NAME,
     Trained,
     example_size,
+    is_model_folder,
     load_folder,
 )
+from gsag.trained.meta import complete_meta
 from gsag.trained.predict import Predictor
 from gsag.version import __version__
 
@@ -47,14 +51,31 @@ def save_pretrained(
     onnx: bool = False,
     repo_id: str | None = None,
     evaluation: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    classes: list[str] | None = None,
+    palette: list[list[int]] | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    ignore_index: int | None = None,
 ) -> Path:
     """Write a pretrained folder (its format: `gsag.trained.folder`) and return it.
 
+    The folder is written whole or not at all: into a temporary folder beside it, renamed into
+    place once complete.
+
     Args:
         model_or_run: a run folder (its best.pt, else last.pt), a `.pt` / `.safetensors`
-            file, a `Predictor`, or a `Segmentor` with `meta` (as `load_model` returns it).
-        folder: where to write; an existing folder must be empty or a gsag pretrained folder.
+            file, a pretrained folder, a `Predictor`, or a model in memory (a `Segmentor` from
+            `gsag.create_model`, with or without `meta`).
+        folder: where to write: a new or empty folder. A folder holding a saved model is
+            refused, or with `overwrite` moved aside to `FOLDER.old-<time>` first; any other
+            folder that is not empty is refused.
         checkpoint: in a run folder, the checkpoint file name to save (e.g. "last.pt").
+        meta: classes, palette, mean, std, ignore_index of a model in memory (as `load_model`
+            returns them); what it lacks comes from the model: the backbone's mean and std,
+            classes class_0 .. class_{N-1}, the default palette (see `gsag.trained.meta`).
+        classes, palette, mean, std, ignore_index: override the same fields of `meta` or of the
+            checkpoint's metadata.
         include_aux: keep the training-only auxiliary head (for fine-tuning).
         onnx: also write model.onnx.
         repo_id: the Hub repo the card's usage example names (default: a placeholder).
@@ -66,56 +87,124 @@ def save_pretrained(
         folder.resolve()
     ):
         raise UsageError(f"{folder} is both the model and the target; pass another folder")
-    trained = gather(model_or_run, checkpoint=checkpoint, meta=meta, evaluation=evaluation)
-    _prepare_target(folder)
+    replace = check_target(folder, overwrite)  # before any work
+    fields = dict(classes=classes, palette=palette, mean=mean, std=std, ignore_index=ignore_index)
+    trained = gather(model_or_run, checkpoint, meta, fields, evaluation)
     config = folder_config(trained, include_aux)
-    _write_weights(trained.model, folder / WEIGHTS_NAME, include_aux)
-    write_json(folder / CONFIG_NAME, config)
-    if onnx:
-        from gsag.trained.export import export_onnx  # onnx only when asked for
+    with _staged(folder, replace) as tmp:
+        _write_weights(trained.model, tmp / WEIGHTS_NAME, include_aux)
+        write_json(tmp / CONFIG_NAME, config)
+        if onnx:
+            from gsag.trained.export import export_onnx  # onnx only when asked for
 
-        size = example_size(config["eval"].get("crop_size"))
-        export_onnx(trained.model.eval(), folder / ONNX_NAME, *size)
-    plots = write_plots(trained, folder)
-    write_text(folder / CARD_NAME, render_card(trained, config, plots, repo_id or None))
+            size = example_size(config["eval"].get("crop_size"))
+            export_onnx(trained.model.eval(), tmp / ONNX_NAME, *size)
+        plots = write_plots(trained, tmp)
+        write_text(tmp / CARD_NAME, render_card(trained, config, plots, repo_id or None))
     return folder
 
 
-def _prepare_target(folder: Path) -> None:
-    """Create `folder`, or empty an earlier pretrained folder of what a save may not rewrite
-    (model.onnx, plots/); any other non-empty folder is refused."""
-    if folder.is_file():
+def check_target(folder: Path, overwrite: bool = False) -> bool:
+    """Whether `save_pretrained` must move an earlier saved model in `folder` aside; refuses a
+    file, a non-empty folder that holds no saved model (whatever `overwrite` says), and a saved
+    model without `overwrite`. Writes nothing."""
+    if os.path.lexists(folder) and not folder.exists():
+        raise UsageError(f"{folder} is a link to nothing; fix or remove it, or pass a new folder")
+    if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} is a file; pass a folder to write the model into")
-    if folder.is_dir() and any(folder.iterdir()):
-        try:
-            ours = json.loads((folder / CONFIG_NAME).read_text()).get("format") == FORMAT
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise UsageError(
-                f"{folder} is not empty and holds no gsag model; pass a new or empty folder"
-            )
-        (folder / ONNX_NAME).unlink(missing_ok=True)
-        shutil.rmtree(folder / PLOTS_DIR, ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
+    cwd = Path.cwd().resolve()
+    if folder.resolve() == cwd or folder.resolve() in cwd.parents:
+        raise UsageError(
+            f"{folder} holds the working directory {cwd}; pass a new folder, e.g. models/NAME"
+        )
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return False
+    if not is_model_folder(folder):
+        raise UsageError(
+            f"{folder} is not empty and holds no saved gsag model; nothing there is touched: "
+            "pass a new or empty folder"
+        )
+    if not overwrite:
+        raise RunFolderError(
+            f"{folder} already holds a saved model; choose a new folder, or move it to "
+            f"{aside_name(folder)} first with `gsag save RUN {folder} --overwrite` "
+            "(save_pretrained(..., overwrite=True) in Python)"
+        )
+    check_movable(folder, is_model_folder, "a saved gsag model (config.json, model.safetensors)")
+    return True
+
+
+@contextmanager
+def _staged(folder: Path, replace: bool) -> Iterator[Path]:
+    """A new temporary folder beside `folder` to write into; renamed to `folder` when the block
+    succeeds (the earlier folder moved aside first with `replace`, an empty one removed), deleted
+    when it fails."""
+    target = folder.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target)
+    tmp = target.with_name(f"{STAGING_PREFIX}{target.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if replace:
+            target.rename(aside_path(target))
+        elif target.is_dir():
+            target.rmdir()  # empty (checked before any work)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+#: Temporary folders of a save in progress: `.saving-FOLDER.PID`, beside FOLDER.
+STAGING_PREFIX = ".saving-"
+
+
+def _remove_stale(target: Path) -> None:
+    """Remove the temporary folders of earlier saves to `target` whose process is gone."""
+    for tmp in target.parent.glob(f"{STAGING_PREFIX}{target.name}.*"):
+        pid = tmp.name.rpartition(".")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def gather(
     model_or_run: Any,
     checkpoint: str | None = None,
     meta: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
     evaluation: str | os.PathLike | None = None,
 ) -> Trained:
     """A `Trained` from any of what `save_pretrained` accepts, with the evaluation its card
-    reports (`evaluation`, else the run's own: `own_evaluation`)."""
+    reports (`evaluation`, else the run's own: `own_evaluation`); `fields` (classes, palette,
+    mean, std, ignore_index; None = keep) override its metadata (`complete_meta`)."""
+    fields = {k: v for k, v in (fields or {}).items() if v is not None}
     if isinstance(model_or_run, Predictor):
-        return Trained(model_or_run.model, dict(model_or_run.meta))  # type: ignore[arg-type]
-    if isinstance(model_or_run, nn.Module):
-        if meta is None:
-            raise UsageError("save_pretrained(model, ...) needs meta= (classes, palette, mean, "
-                             "std), e.g. the meta that gsag.engine.checkpoint.load_model returns")  # fmt: skip
-        return Trained(model_or_run, dict(meta))  # type: ignore[arg-type]
-    path = Path(model_or_run)
+        trained = Trained(model_or_run.model, dict(model_or_run.meta))  # type: ignore[arg-type]
+    elif isinstance(model_or_run, nn.Module):
+        full = complete_meta(model_or_run, meta, where="save_pretrained", **fields)
+        return Trained(model_or_run, full)  # type: ignore[arg-type]
+    else:
+        trained = _gather_path(Path(model_or_run), checkpoint, evaluation)
+    if fields:
+        trained.meta = complete_meta(trained.model, trained.meta, "save_pretrained", **fields)
+    return trained
+
+
+def _gather_path(
+    path: Path, checkpoint: str | None, evaluation: str | os.PathLike | None
+) -> Trained:
     if path.is_dir() and (path / CONFIG_NAME).is_file() and not checkpoint:
         model, folder_meta = load_folder(path)
         return Trained(model, folder_meta, run_dir=path)
@@ -162,8 +251,8 @@ def find_checkpoint(path: Path, name: str | None = None) -> tuple[Path, Path, Pa
 def _run_config(run_dir: Path) -> dict[str, Any] | None:
     """The run's resolved config (its config.yaml, read as plain data), None without one."""
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+        config = load_yaml((run_dir / "config.yaml").read_text(), str(run_dir / "config.yaml"))
+    except (OSError, YamlError):
         return None
     return config if isinstance(config, dict) else None
 
@@ -182,9 +271,9 @@ def find_evaluations(run_dir: Path, checkpoint: Path) -> list[Path]:
     for path in [run_dir / "metrics.json", *run_dir.glob("*/metrics.json")]:
         try:
             named = json.loads(path.read_text()).get("settings", {}).get("checkpoint")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue
-        if named and _same_file(Path(named), checkpoint, path):
+        if named and same_checkpoint(Path(named), checkpoint, path):
             found.append(path)
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
@@ -200,7 +289,7 @@ def own_evaluation(run_dir: Path, checkpoint: Path, config: dict[str, Any]) -> P
     return None
 
 
-def _same_file(named: Path, checkpoint: Path, metrics: Path) -> bool:
+def same_checkpoint(named: Path, checkpoint: Path, metrics: Path) -> bool:
     """Whether a metrics.json's `settings.checkpoint` (as typed, maybe relative to another working
     folder) is `checkpoint`: the same file, or the same name in the run it lies in."""
     if named.exists() and named.resolve() == checkpoint.resolve():
@@ -212,13 +301,12 @@ def _same_file(named: Path, checkpoint: Path, metrics: Path) -> bool:
 def folder_config(trained: Trained, include_aux: bool = False) -> dict[str, Any]:
     """config.json of a pretrained folder."""
     from gsag.config import EvalConfig
-    from gsag.data.io import IMAGENET_MEAN, IMAGENET_STD
 
     meta = trained.meta
     run_config = dict(meta.get("config") or {})
     eval_section = run_config.get("eval") or {}
     defaults = EvalConfig()
-    mean, std = list(meta.get("mean", IMAGENET_MEAN)), list(meta.get("std", IMAGENET_STD))
+    mean, std = [float(v) for v in meta["mean"]], [float(v) for v in meta["std"]]
     model_args = dict(trained.model.model_args or meta["model_args"])
     model_args["aux"] = bool(include_aux and model_args.get("aux"))
     config: dict[str, Any] = {
@@ -227,7 +315,7 @@ def folder_config(trained: Trained, include_aux: bool = False) -> dict[str, Any]
         "gsag_version": __version__,
         "model_args": model_args,
         "classes": list(meta["classes"]),
-        "palette": [list(c) for c in meta["palette"]],
+        "palette": [list(c) for c in meta["palette"][: len(meta["classes"])]],
         "ignore_index": meta.get("ignore_index", 255),
         "input": {
             "color": "RGB",

@@ -109,3 +109,24 @@ def test_synth_refuses_to_write_over_another_dataset(tmp_path, capsys):
     (aside,) = tmp_path.glob("data.old-*")
     assert _tree(aside) == before
     assert len(VOCSegmentation(out, "train")) == 2 and len(VOCSegmentation(out, "val")) == 2
+
+
+def test_check_reports_an_image_listed_twice_and_a_class_named_twice(tmp_path, capsys):
+    """`gsag data check` names both, the file and the lines or indices, in one line each."""
+    from gsag.cli import main
+    from gsag.data.synth import generate
+
+    root = generate(tmp_path / "s", num_train=3, num_val=1, size=40, seed=2)
+    train = root / "ImageSets" / "Segmentation" / "train.txt"
+    train.write_text(train.read_text() + "train_00001\n")
+    assert main(["data", "check", str(root), "--split", "train"]) in (1, 2)
+    captured = capsys.readouterr()
+    text = " ".join((captured.out + captured.err).split())
+    assert "train.txt: id 'train_00001' is listed 2 times (lines 2, 4)" in text
+    train.write_text("train_00000\ntrain_00001\n")
+    classes = root / "classes.yaml"
+    classes.write_text(classes.read_text().replace("- walker", "- rider", 1))
+    assert main(["data", "check", str(root), "--split", "train"]) in (1, 2)
+    captured = capsys.readouterr()
+    text = " ".join((captured.out + captured.err).split())
+    assert "classes.yaml: class 'rider' is named 2 times" in text

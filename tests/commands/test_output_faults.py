@@ -55,6 +55,7 @@ def _argv(command: str, out: Path, t: dict[str, Path], spare: Path) -> list[str]
         "demo": ["demo", "--config", config, "--out", str(out), *TINY_CLI_SETS],
         "eval": ["eval", ckpt, "--out", str(out), "--quiet", "--workers", "0"],
         "predict": ["predict", ckpt, "--input", str(t["image"]), "--out", str(out)],
+        "save": ["save", str(t["checkpoint"].parent), str(out)],
         "export": ["export", ckpt, "--out", str(out), "--height", "32", "--width", "32"],
         "bench": ["bench", "--models", "fcn", "--backbones", "test_resnet", "--sizes", "32",
                   "--no-train", "--no-memory", "--warmup", "0", "--repeats", "1", "--rounds",
@@ -76,7 +77,7 @@ def _argv(command: str, out: Path, t: dict[str, Path], spare: Path) -> list[str]
 
 
 FILE_OUTPUTS = {"export", "bench --update-doc"}
-COMMANDS = ["train", "demo", "eval", "predict", "export", "bench", "bench --update-doc",
+COMMANDS = ["train", "demo", "eval", "predict", "save", "export", "bench", "bench --update-doc",
             "ablate", "data synth", "data prepare-cityscapes", "data prepare-ade20k",
             "data prepare-context"]  # fmt: skip
 
@@ -142,10 +143,10 @@ def test_eval_refuses_a_read_only_folder_beside_the_checkpoint(trained, tmp_path
     below_file = tmp_path / "ckpt"
     below_file.mkdir()
     ckpt = shutil.copy(trained["checkpoint"], below_file / "best.pt")
-    (below_file / "eval_val_whole").write_text("a file where the report folder goes")
+    (below_file / "eval_best_val_whole").write_text("a file where the report folder goes")
     assert main(["eval", str(ckpt), "--quiet", "--workers", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "eval_val_whole" in err and "is a file" in err
+    assert err.count("\n") == 1 and "eval_best_val_whole" in err and "is a file" in err
 
 
 def test_eval_prints_the_metrics_when_the_report_cannot_be_written(trained, tmp_path, capsys):

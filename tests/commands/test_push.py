@@ -99,13 +99,17 @@ def test_save_refuses_a_folder_holding_something_else(evaluated_run, tmp_path, c
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     assert main(["save", str(evaluated_run), str(other)]) == 2
-    assert capsys.readouterr().err.startswith(f"error: {other} is not empty and holds no gsag")
+    assert capsys.readouterr().err.startswith(f"error: {other} is not empty and holds no saved")
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
     folder = tmp_path / "m"
     assert main(["save", str(evaluated_run), str(folder), "--checkpoint", "last.pt"]) == 0
     (folder / "model.onnx").write_bytes(b"stale")  # as if an earlier save had --onnx
-    assert main(["save", str(evaluated_run), str(folder)]) == 0  # a gsag folder is replaced
+    assert main(["save", str(evaluated_run), str(folder)]) == 2  # never replaced unasked
+    assert "already holds a saved model" in capsys.readouterr().err
+    assert main(["save", str(evaluated_run), str(folder), "--overwrite"]) == 0
     assert not (folder / "model.onnx").exists()
+    (aside,) = tmp_path.glob("m.old-*")  # the earlier save, whole
+    assert (aside / "model.onnx").read_bytes() == b"stale"
     assert main(["save", str(folder), str(folder)]) == 2
     assert "is both the model and the target" in capsys.readouterr().err
     weights = load_file(str(folder / "model.safetensors"))

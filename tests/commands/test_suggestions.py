@@ -34,7 +34,7 @@ OWNERS: dict[str, list[str]] = {
     "engine/datasets.py": ["train", "demo", "ablate"],  # missing training data (ensure_data)
     "trained/export.py": ["export"],
     "trained/card.py": ["save", "push"],  # the card's evaluation (--evaluation)
-    "trained/save.py": ["save", "push"],
+    "trained/save.py": ["save", "push"],  # --evaluation; an earlier save names `gsag save`
 }
 
 

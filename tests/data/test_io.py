@@ -106,3 +106,17 @@ def test_predictor_inputs_follow_the_same_rules(tmp_path):
     out = to_rgb_array(rgba)
     assert (out[0] == (9, 8, 7)).all() and (out[1] == BACKGROUND_RGB).all()
     np.testing.assert_array_equal(to_rgb_array(rgba.astype(np.float32) / 255), out)
+
+
+def test_a_class_named_twice_in_classes_yaml_is_refused(tmp_path):
+    """Named twice, two classes collapsed into one entry of the name-keyed IoU table."""
+    from gsag.data.errors import DataError
+    from gsag.data.io import read_classes_yaml
+
+    path = tmp_path / "classes.yaml"
+    path.write_text("classes: [background, cat, dog, cat, car]\n")
+    with pytest.raises(DataError, match=r"class 'cat' is named 2 times \(indices 1, 3\); every "
+                       r"class needs its own name, e.g. cat_3"):  # fmt: skip
+        read_classes_yaml(path)
+    path.write_text("classes: [background, cat, dog, cat_3, car]\n")
+    assert read_classes_yaml(path).classes[3] == "cat_3"

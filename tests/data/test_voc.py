@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,8 +157,27 @@ def test_split_ids_cannot_leave_the_dataset(tmp_path, synth_root, line):
     root = shutil.copytree(synth_root, tmp_path / "voc")
     lists = root / "ImageSets" / "Segmentation"
     (lists / "evil.txt").write_text(f"train_00000\n{line}\n")
-    with pytest.raises(DataError, match=r"evil.txt: id .* \(entry 2\) points outside the dataset"):
+    with pytest.raises(DataError, match=r"evil.txt: id .* \(line 2\) points outside the dataset"):
         VOCSegmentation(root, "evil")
     (lists / "latin.txt").write_bytes("train_00000 Größe\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin\.txt: not UTF-8 text"):
         VOCSegmentation(root, "latin")
+
+
+@pytest.mark.parametrize("layout", ["voc", "folder"])
+def test_an_image_listed_twice_in_a_split_is_refused_naming_the_lines(tmp_path, synth_root, layout):
+    """Listed three times, an image was scored three times (a different mIoU, no warning)."""
+    root = Path(shutil.copytree(synth_root, tmp_path / "voc"))
+    lists = root / "ImageSets" / "Segmentation"
+    if layout == "folder":  # the same files as images/ + masks/ + splits/
+        (root / "JPEGImages").rename(root / "images")
+        (root / "SegmentationClass").rename(root / "masks")
+        lists = root / "splits"
+        lists.mkdir()
+    (lists / "dup.txt").write_text("val_00000\nval_00001\n\nval_00000\nval_00001\nval_00000\n")
+    reader = VOCSegmentation if layout == "voc" else FolderSegmentation
+    with pytest.raises(DataError, match=r"dup.txt: id 'val_00000' is listed 3 times \(lines 1, 4, "
+                       r"6\), and 1 more ids repeat; list each image once"):  # fmt: skip
+        reader(root, "dup")
+    (lists / "dup.txt").write_text("val_00000\nval_00001\n")
+    assert reader(root, "dup").ids == ["val_00000", "val_00001"]

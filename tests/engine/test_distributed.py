@@ -79,6 +79,7 @@ def test_every_rank_raises_rank_0s_reason_for_refusing_a_run_folder(tmp_path):
     # printed: each rank's own error must say why, not only that rank 0 failed
     run = tmp_path / "run"
     run.mkdir()
+    (run / "config.yaml").write_text("train: {}\n")  # written first by every run
     (run / "metrics.jsonl").write_text('{"type": "train", "iteration": 1}\n')
     script = tmp_path / "claim.py"
     script.write_text(RANK_SCRIPT)

@@ -103,7 +103,12 @@ def test_predictor_slide_with_tta_keeps_the_window(tmp_path):
     from gsag.trained.predict import Predictor
 
     model = Recorder()
-    info = {"classes": list("abcd"), "palette": [(0, 0, 0)] * 4, "config": {}}
+    info = {
+        "classes": list("abcd"),
+        "palette": [(0, 0, 0)] * 4,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+    }
     predictor = Predictor.from_model(model, info, mode="slide", tta=True, crop_size=24, stride=16)
     assert (predictor.mode, predictor.window, predictor.flip) == ("multiscale", "slide", True)
     assert predictor.scales == DEFAULT_SCALES

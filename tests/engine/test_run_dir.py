@@ -74,6 +74,7 @@ def test_existing_run_is_refused_or_moved_aside_never_deleted(tmp_path):
     run = tmp_path / "run"
     (run / "data").mkdir(parents=True)
     (run / "metrics.jsonl").write_text("old\n")
+    (run / "config.yaml").write_text("train: {}\n")  # what makes it a run folder, with the log
     with pytest.raises(RunFolderError) as err, open_run_dir(run):
         pass
     for fix in ("--resume", "--out", "--overwrite"):
@@ -176,6 +177,7 @@ def test_overwrite_resolves_odd_paths_and_never_moves_the_working_directory(tmp_
     run = tmp_path / "run"
     (run / "sub").mkdir(parents=True)
     (run / "metrics.jsonl").write_text("old\n")
+    (run / "config.yaml").write_text("train: {}\n")
     monkeypatch.chdir(run)
     for target in (".", "sub/..", str(run)):  # all are the working directory
         with (
@@ -189,13 +191,13 @@ def test_overwrite_resolves_odd_paths_and_never_moves_the_working_directory(tmp_
         open_run_dir("..", overwrite=True),
     ):
         pass
-    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "sub"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "sub"]
     assert list(tmp_path.iterdir()) == [run]
 
     monkeypatch.chdir(tmp_path)
     (run / "sub" / "last.pt").write_bytes(b"another run, below")
     with (
-        pytest.raises(RunFolderError, match=r"holds other runs \(sub\)"),
+        pytest.raises(RunFolderError, match=r"holds another run, sub"),
         open_run_dir("run/sub/..", overwrite=True),
     ):
         pass
@@ -205,6 +207,7 @@ def test_overwrite_resolves_odd_paths_and_never_moves_the_working_directory(tmp_
     link.symlink_to(run)
     for target in ("run/sub/..", "link"):  # the run folder itself, spelled otherwise
         (run / "metrics.jsonl").write_text(f"old {target}\n")
+        (run / "config.yaml").write_text("train: {}\n")
         with open_run_dir(target, overwrite=True) as aside:
             assert aside.parent == tmp_path and aside.name.startswith("run.old-")
             assert (aside / "metrics.jsonl").read_text() == f"old {target}\n"
@@ -239,3 +242,20 @@ def test_a_damaged_line_before_the_last_stops_the_resume_naming_it(synth_root, t
     with pytest.raises(RunFolderError, match=r"metrics.jsonl line 2 is not a JSON record"):
         train(cfg, quiet=True, resume=True)
     assert (run / "metrics.jsonl").read_text().splitlines() == lines  # left for the user
+
+
+def test_a_folder_with_run_files_but_no_config_is_not_a_run_folder(tmp_path):
+    """A best.pt someone put in a folder does not make it a run: training there is refused with
+    or without --overwrite (which never moves it), and nothing moves."""
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "best.pt").write_bytes(b"a checkpoint")
+    (folder / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with (
+            pytest.raises(RunFolderError, match=r"holds best.pt but is not a gsag training run"),
+            open_run_dir(folder, overwrite=overwrite),
+        ):
+            pass
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "notes.txt"]
+    assert sorted(tmp_path.iterdir()) == [folder]

@@ -104,6 +104,20 @@ def test_pretrained_shape_mismatch_names_tensor(tmp_path):
         Backbone(TINY, pretrained=path)
 
 
+@pytest.mark.parametrize(
+    ("fault", "problem"), [("nan", "holds NaN or Inf"), ("integer", "is torch.int64 where")]
+)
+def test_pretrained_nan_or_integer_tensor_names_it(tmp_path, fault, problem):
+    """`load_state_dict` would take both silently: NaN, and integers cast to float."""
+    state = classifier_state()
+    w = state["conv1.0.weight"]
+    state["conv1.0.weight"] = w.round().long() if fault == "integer" else w.fill_(float("nan"))
+    path = tmp_path / "bad.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(ValueError, match=rf"'conv1\.0\.weight' {problem}"):
+        Backbone(TINY, pretrained=path)
+
+
 def test_pretrained_unrelated_file(tmp_path):
     path = tmp_path / "other.safetensors"
     save_file({"encoder.w": torch.zeros(3)}, str(path))
@@ -140,3 +154,13 @@ def test_pretrained_hub_failure_names_the_fix(monkeypatch):
         RuntimeError, match=re.escape("pretrained='path/to/test_resnet.safetensors'")
     ):
         Backbone(TINY, pretrained=True)
+
+
+def test_short_names_take_any_input_size():
+    """`check_model_args` skips the meta-device probe for our short names (it would import timm
+    for `gsag models`): each must pass that probe, so the skip can never let one through that
+    takes only its pretraining size."""
+    from gsag.models.backbone import BACKBONES, probe_backbone
+
+    for name in BACKBONES:
+        assert probe_backbone(name).info, name  # raises ModelArgError if it cannot
