@@ -32,6 +32,9 @@ def _start(*argv: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # as from a terminal: a shell without job control starts `cmd &` with SIGINT ignored,
+        # which the child inherits (CI run as a background job): Ctrl-C would do nothing
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
