@@ -349,3 +349,31 @@ def _check_creatable(existing: Path, folder: Path, target: Path, option: str, fi
             f"{option} {target}: nothing can be created in {existing} ({e.strerror or e}); "
             f"choose another {option}"
         ) from e
+
+
+def remember_defaults(parser: argparse.ArgumentParser) -> None:
+    """Store the parser's defaults in `args._given_defaults`, for `refuse_unused`: call it after
+    the last `add_argument`."""
+    parser.set_defaults(_given_defaults=vars(parser.parse_args([])))
+
+
+def refuse_unused(
+    args: argparse.Namespace, command: str, way: str, uses: dict[str, set[str]], choosers=()
+) -> None:
+    """Raise `UsageError` naming each option given (not at its default) that `way`, one way of
+    using `command`, does not read (`uses[way]`: the dests it reads), instead of ignoring it;
+    `choosers`: the dests that choose a way (not listed among what a way takes)."""
+    from gsag.errors import UsageError
+
+    def flag(dest: str) -> str:
+        return {"name": "NAME", "overrides": "--set"}.get(dest, "--" + dest.replace("_", "-"))
+
+    defaults = getattr(args, "_given_defaults", {})
+    unused = [k for k, v in defaults.items()
+              if not k.startswith("_") and k not in uses[way] and getattr(args, k) != v]  # fmt: skip
+    if unused:
+        takes = [flag(k) for k in sorted(uses[way]) if k not in choosers]
+        raise UsageError(
+            f"{command}: {', '.join(map(flag, unused))} has no effect with {way} "
+            f"(which takes {', '.join(takes) or 'nothing else'}); leave it out"
+        )

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from gsag.commands import add_set_argument, bounded
+from gsag.commands import add_set_argument, bounded, refuse_unused, remember_defaults
 
 HELP = "list the models with their parameter count (and GFLOPs), or show one model's settings"
 
@@ -68,6 +68,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--models", nargs="+", metavar="NAME", help="only these models (default: all)"
     )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    remember_defaults(parser)  # for `refuse_unused`
+
+
+#: the options each way of using `gsag models` reads; another one given is refused, not ignored
+USES: dict[str, set[str]] = {
+    "--backbones": {"backbones"},
+    "NAME": {"name", "backbone", "num_classes", "output_stride"},
+    "--config": {"config", "overrides", "num_classes"},
+    "the table": {"backbone", "flops", "size", "num_classes", "output_stride", "models"}
+    | {"markdown"},
+}
+
+
+def _way(args: argparse.Namespace) -> str:
+    """Which way of `gsag models` the options choose (a key of `USES`)."""
+    ways = (("--backbones", args.backbones), ("NAME", args.name), ("--config", args.config))
+    return next((way for way, value in ways if value is not None), "the table")
 
 
 def model_table(
@@ -322,12 +339,13 @@ def run(args: argparse.Namespace) -> int:
     from gsag.models.table import list_models
 
     console = Console()
+    if args.name and args.config:
+        raise UsageError("gsag models: give a model name or --config, not both")
+    refuse_unused(args, "gsag models", _way(args), USES, choosers=("name", "config", "backbones"))
     if args.backbones is not None:
         for line in list_backbones_text(args.backbones):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
         return 0
-    if args.name and args.config:
-        raise UsageError("gsag models: give a model name or --config, not both")
     check_names([args.name] if args.name else [], list_models(), "model")
     check_names(args.models or [], list_models(), "--models")
     if args.name or args.config:

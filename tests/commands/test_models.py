@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from gsag.commands.models import USES
+
 NAMES = ["fcn", "gsag_hybrid", "upernet"]
 
 
@@ -92,3 +94,50 @@ def test_the_table_loads_neither_timm_nor_the_torch_compiler():
     rows = [[c.strip() for c in ln.split("│")[1:-1]] for ln in done.stdout.splitlines()]
     assert ["gsag_hybrid", "resnet50", f"{hybrid / 1e6:.2f}", "8"] in rows
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+#: one way to give each option of `gsag models` (a default value would not count as given)
+GIVEN = {
+    "name": ["fcn"],
+    "config": ["--config", "configs/demo.yaml"],
+    "overrides": ["--set", "model.aux=false"],
+    "backbone": ["--backbone", "resnet18"],
+    "flops": ["--flops"],
+    "size": ["--size", "256"],
+    "num_classes": ["--num-classes", "3"],
+    "output_stride": ["--output-stride", "16"],
+    "backbones": ["--backbones", "convnext*"],
+    "models": ["--models", "fcn"],
+    "markdown": ["--markdown"],
+}
+#: the ways of using `gsag models`, each with the option that chooses it
+WAYS = {"--backbones": "backbones", "NAME": "name", "--config": "config", "the table": None}
+IGNORED = [
+    (way, option)
+    for way, chooser in WAYS.items()
+    for option in GIVEN
+    if option not in WAYS.values()  # giving one chooses another way (NAME + --config: refused)
+    and option not in USES[way]
+]
+
+
+def test_every_option_is_read_by_some_way_and_given_in_the_table_above():
+    from gsag.cli import build_parser
+
+    options = {k for k in vars(build_parser().parse_args(["models"])) if not k.startswith("_")}
+    options -= {"command", "debug"}  # gsag's own
+    assert options == set(GIVEN) == set().union(*USES.values())
+
+
+@pytest.mark.parametrize(("way", "option"), IGNORED)
+def test_an_option_the_chosen_way_ignores_is_refused_not_ignored(way, option, capsys):
+    """`gsag models fcn --set ...` printed fcn's defaults and dropped the --set (probe,
+    2026-12-08); every option a way does not read is refused the same way."""
+    from gsag.cli import main
+
+    chooser = WAYS[way]
+    rc = main(["models", *(GIVEN[chooser] if chooser else []), *GIVEN[option]])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: gsag models: ") and err.count("\n") == 1
+    flag = "NAME" if option == "name" else GIVEN[option][0]
+    assert f"{flag} has no effect with {way}" in err
