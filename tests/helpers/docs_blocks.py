@@ -24,7 +24,8 @@ PAGES = [
     *sorted((ROOT / "docs" / "results").glob("*/README.md")),
 ]
 #: why a block may be left out, each said beside the block in words a reader sees
-SKIP_WHY = ("needs the internet", "needs a GPU", "needs real data", "runs this test suite")
+SKIP_WHY = ("needs the internet", "needs a GPU", "needs real data", "runs this test suite",
+            "a timing: needs an idle machine")  # fmt: skip
 MARKER = re.compile(r"<!-- docs-test: (?P<what>skip|slow|slow exact)(?: \((?P<why>[^)]*)\))? -->")
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)\s*$")
 SHELL = ("bash", "sh", "shell")
