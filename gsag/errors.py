@@ -46,6 +46,10 @@ class RunFolderError(UsageError):
     """A run folder in use by another process, or holding a run that would be replaced."""
 
 
+class ExportError(GsagError, RuntimeError):
+    """A model that could not be exported, saved as a program or matched by its export."""
+
+
 class DiskFullError(GsagError, OSError):
     """The disk filled up while a file was being written."""
 

@@ -308,3 +308,27 @@ def test_export_of_an_untrained_model_records_its_backbones_mean_and_std(
     assert json.loads(props["mean"]) == mean and json.loads(props["std"]) == std
     assert "classes" not in props and json.loads(props["model_args"])["backbone"] == "test_byobnet"
     assert seen and all((list(m), list(s)) == (mean, std) for m, s in seen)
+
+
+def test_an_export_that_fails_is_one_error_line_exit_1(tmp_path, monkeypatch, capsys):
+    """A program that cannot be saved (test_resnet's same-padding pool computes a shape with
+    math.ceil) and any exporter's own exception are one `error:` line naming the other format,
+    exit 1, never a traceback (probe 2026-12-08: `gsag export ... --out m.pt2` printed one)."""
+    import gsag.trained.export
+    from gsag.cli import main
+
+    base = ["export", "--model", "fcn", "--backbone", TINY, "--num-classes", "3",
+            "--height", "64", "--width", "64", "--quiet"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "m.pt2")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: torch.export captured the model but could not save it")
+    assert err.count("\n") == 1 and "ONNX" in err and not (tmp_path / "m.pt2").exists()
+
+    def broken(*args, **kwargs):
+        raise ValueError("an operator the exporter does not know\nsecond line")
+
+    monkeypatch.setattr(gsag.trained.export, "export_onnx", broken)
+    assert main([*base, "--out", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path / 'm.onnx'}: the model could not be exported (ValueError: an "
+                   "operator the exporter does not know); try a .pt2 program (--out NAME.pt2)\n")  # fmt: skip

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 
 from gsag.commands import (
     CHECKPOINT_HELP,
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, "--out", file=True)
     model, meta = _load(args)
     metadata = export.export_metadata(meta, model.model_args)
-    with _status(args.quiet, f"exporting to {args.out} ..."):
+    with _status(args.quiet, f"exporting to {args.out} ..."), _export_errors(args.out, fmt):
         if fmt == "torch":
             path = export.export_program(
                 model, args.out, args.height, args.width, metadata=metadata
@@ -142,3 +144,21 @@ def _check_inputs(folder: str, meta: dict):
     from gsag.trained.predict import list_images, normalise, to_rgb_array
 
     return [normalise(to_rgb_array(f), meta["mean"], meta["std"]) for f in list_images(folder)[:8]]
+
+
+@contextlib.contextmanager
+def _export_errors(out: str, fmt: str) -> Iterator[None]:
+    """What torch.export or an ONNX exporter raises becomes one `ExportError` line (exit 1) that
+    names the other format; gsag's own errors and OS errors pass as they are."""
+    from gsag.errors import ExportError, GsagError
+
+    try:
+        yield
+    except (GsagError, OSError):
+        raise
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        other = "ONNX (--out NAME.onnx)" if fmt == "torch" else "a .pt2 program (--out NAME.pt2)"
+        raise ExportError(
+            f"{out}: the model could not be exported ({type(err).__name__}: {first}); try {other}"
+        ) from err

@@ -24,7 +24,7 @@ from torch import nn
 from gsag.atomic import atomic_path
 from gsag.config import DEFAULT_OPSET
 from gsag.engine.infer import check_finite
-from gsag.errors import UsageError
+from gsag.errors import ExportError, UsageError
 
 
 class OnnxExportError(UsageError):
@@ -292,7 +292,7 @@ def _compare(model, run, what, inputs, sizes, seed) -> list[OnnxCheck]:
             ref = wrapped(x.to(device)).float().cpu()  # (B, C, H, W)
         got = run(x).cpu()
         if got.shape != ref.shape:
-            raise RuntimeError(
+            raise ExportError(
                 f"{what} returned shape {tuple(got.shape)} for input "
                 f"{tuple(x.shape)}, PyTorch {tuple(ref.shape)}; re-export with dynamic axes"
             )
@@ -352,7 +352,7 @@ def export_program(
             extra = {PT2_METADATA: json.dumps(metadata)} if metadata else None
             torch.export.save(program, str(tmp), extra_files=extra)
         except Exception as err:
-            raise RuntimeError(
+            raise ExportError(
                 f"torch.export captured the model but could not save it to {path} "
                 f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); some timm backbones "
                 "(e.g. the 'd' variants' same-padding pools) compute shapes with math.ceil, "
