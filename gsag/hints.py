@@ -89,3 +89,15 @@ def convert(value: Any, hint: Any, key: str, source: str) -> Any:
     if hint is str and isinstance(value, str):
         return value
     raise ConfigError(f"{source}: {key} is {value!r}; expected {getattr(hint, '__name__', hint)}")
+
+
+def dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The dotted keys of a nested mapping, as `--set` names them: {"a": {"b": 1}} -> {"a.b": 1}
+    (an empty mapping stays a value)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

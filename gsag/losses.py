@@ -24,7 +24,9 @@ class _PixelLoss(nn.Module):
 
     class_weights: torch.Tensor | None
 
-    def __init__(self, ignore_index: int, class_weights: Sequence[float] | None) -> None:
+    def __init__(
+        self, ignore_index: int = 255, class_weights: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
         self.ignore_index = ignore_index
         weights = None if class_weights is None else torch.tensor(class_weights).float()
@@ -131,11 +133,6 @@ class DiceLoss(_PixelLoss):
     Classes absent from the targets leave the average (segmentation_models_pytorch counts them
     as 0 and divides by every class, so its value is smaller when classes are missing)."""
 
-    def __init__(
-        self, ignore_index: int = 255, class_weights: Sequence[float] | None = None
-    ) -> None:
-        super().__init__(ignore_index, class_weights)
-
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         num_classes = logits.shape[1]
         prob = logits.float().softmax(1)  # (B, C, H, W)
@@ -176,11 +173,6 @@ class LovaszSoftmax(_PixelLoss):
     """Lovász-Softmax (Berman et al., 2018): for each class present in the batch's targets, the
     Lovász extension of its Jaccard loss evaluated at the errors `|y_c - p_c|` of the valid
     pixels of the whole batch; averaged over those classes (weighted by `class_weights`)."""
-
-    def __init__(
-        self, ignore_index: int = 255, class_weights: Sequence[float] | None = None
-    ) -> None:
-        super().__init__(ignore_index, class_weights)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         num_classes = logits.shape[1]

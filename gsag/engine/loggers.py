@@ -32,6 +32,7 @@ from gsag.config import Config, ConfigError
 from gsag.engine.csv_log import CsvLog
 from gsag.engine.tb import open_writer
 from gsag.errors import GsagError
+from gsag.hints import dotted
 
 #: The run folder's record of the W&B and MLflow run ids.
 TRACKERS_FILE = "trackers.json"
@@ -217,7 +218,7 @@ class MlflowTracker:
             )
             run = self.client.create_run(experiment_id, run_name=run_dir.resolve().name)
             run_id = run.info.run_id
-            params = [Param(k, str(v)[:6000]) for k, v in _flat(cfg.to_dict()).items()]
+            params = [Param(k, str(v)[:6000]) for k, v in dotted(cfg.to_dict()).items()]
             for i in range(0, len(params), 100):  # MLflow takes 100 parameters a batch
                 self.client.log_batch(run_id, params=params[i : i + 100])
         else:
@@ -239,16 +240,6 @@ class MlflowTracker:
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _mlflow_key(key: str) -> str:

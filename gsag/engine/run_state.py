@@ -25,6 +25,7 @@ from gsag.engine.checkpoint import (
 from gsag.engine.distributed import DistInfo
 from gsag.engine.run_log import note
 from gsag.engine.schedule import PolySchedule
+from gsag.hints import dotted
 
 
 @dataclass
@@ -133,17 +134,6 @@ RESUME_REFUSES: dict[str, str] = {
 }
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 #: The model keys of `RESUME_REFUSES` are compared as the model they build (`_resolved_model`).
 RESOLVED_MODEL_KEYS = ("model.name", "model.backbone", "model.output_stride", "model.aux")
 
@@ -167,7 +157,7 @@ def config_changes(
 
     with contextlib.suppress(ValueError):  # keys this version no longer knows: compare as is
         old = from_dict(old, source="last.pt").to_dict()
-    raw_before, raw_after = _flat(old), _flat(cfg.to_dict())
+    raw_before, raw_after = dotted(old), dotted(cfg.to_dict())
     before, after = _resolved(raw_before, device), _resolved(raw_after, device)
     if isinstance(old.get("model"), dict):
         num_classes = (old_model or {}).get("num_classes", 2)
