@@ -68,6 +68,21 @@ def start(script: str, log: Path, job_id: str) -> subprocess.Popen:
         )  # fmt: skip
 
 
+def gone(group: int, timeout: float = 120) -> None:
+    """Wait until no process of the session `group` is left (torchrun's agent and its workers
+    unwind a SIGTERM after the job's shell has exited; one still holding the rendezvous port would
+    take job 2's agent as its client and leave it, broken, when it exits)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.killpg(group, signal.SIGKILL)
+    raise AssertionError(f"job 1's processes were still running {timeout:.0f} s after SIGTERM")
+
+
 def logged_iterations(text: str, tag: str) -> list[int]:
     return [int(m) for m in re.findall(rf"^{tag} iter=(\d+)/{ITERS} ", text, re.M)]
 
@@ -86,6 +101,7 @@ def test_documented_batch_job_runs_logs_and_resumes(synth_root, tmp_path):
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGTERM)
     first.wait(timeout=60)
+    gone(first.pid)  # as a scheduler does: job 2 starts once every process of job 1 has ended
     log1 = (tmp_path / "job1.out").read_text()
     done1 = logged_iterations(log1, "train")
     assert done1 and done1 == list(range(1, len(done1) + 1)), log1[-3000:]  # rank 0 only, once
